@@ -1,0 +1,583 @@
+"""The campaign loop: plan, route, dispatch, record, until a stop rule holds.
+
+One asyncio task per experiment in flight; the loop itself is the only writer
+of the ledger. Every experiment is recorded ``proposed`` and ``dispatched``
+(one transaction) *before* its instrument is asked, and its result is recorded
+before anything else happens, so a crash at any moment leaves a ledger that
+:meth:`Campaign.run` with ``resume=True`` can carry on from: experiments that
+were in flight become ``stale`` and their slots are reused; experiments that
+were proposed but never sent become ``abandoned``.
+
+Example::
+
+    config = load_config("lab_configs/reactor_demo.yaml")
+    ledger = Ledger(config.ledger_url)
+    stop = asyncio.run(Campaign(config, ledger).run())
+    print(stop.reason)  # "max_experiments"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from controller.clock import Clock, SimClock, WallClock
+from controller.config import LabConfig
+from controller.events import TERMINAL_KINDS
+from controller.fleet import Station, build_fleet
+from controller.ledger import Event, Ledger, NewEvent
+from controller.projection import CampaignState
+from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, failure_kind
+from instruments.protocol import Stoppable, Timed
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
+from planners.registry import make_planner
+
+log = logging.getLogger("selflab")
+
+MAX_CONSECUTIVE_REFUSALS = 100
+"""Proposals refused in a row (limits, no instrument) before the campaign gives up."""
+STOP_TIMEOUT_S = 10.0
+"""Seconds an instrument's ``stop()`` or ``close()`` may take before it is abandoned."""
+
+
+class CampaignError(Exception):
+    """The campaign cannot start or go on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StopInfo:
+    """Why a campaign stopped: a short code and a sentence."""
+
+    reason: str
+    detail: str = ""
+
+
+class Display(Protocol):
+    """What the loop tells a live progress view (see :mod:`controller.progress`)."""
+
+    def update(self, state: CampaignState, stations: list[Station], note: str = "") -> None: ...
+
+
+class _NoDisplay:
+    def update(self, state: CampaignState, stations: list[Station], note: str = "") -> None:
+        return None
+
+
+@dataclass
+class Flight:
+    """An experiment in flight on one slot of a station."""
+
+    experiment_id: int
+    station: Station
+    slot: int
+    params: dict[str, Any]
+    task: asyncio.Task[dict[str, float]]
+    due: datetime | None
+    started: float
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selflab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_outcomes(result: Any, required: list[str], instrument: str) -> dict[str, float]:
+    """Readings as finite floats, or :class:`BadResponse` naming what is wrong."""
+    if not isinstance(result, Mapping):
+        raise BadResponse(f"{instrument} returned {type(result).__name__}, not a mapping of readings")
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadResponse(f"{instrument} reading {key!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise BadResponse(f"{instrument} reading {key!r} is {value}, not finite")
+        out[str(key)] = float(value)
+    missing = [name for name in required if name not in out]
+    if missing:
+        raise BadResponse(f"{instrument} did not report {', '.join(missing)} (it reported {', '.join(out) or 'nothing'})")
+    return out
+
+
+class Campaign:
+    """One campaign run (or resumed) against one ledger."""
+
+    def __init__(
+        self,
+        config: LabConfig,
+        ledger: Ledger,
+        *,
+        resume: bool = False,
+        planner: Planner | None = None,
+        display: Display | None = None,
+        stations: list[Station] | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.resume = resume
+        self.planner = planner or make_planner(config.planner.kind, config.planner.options)
+        self.display: Display = display or _NoDisplay()
+        self.stations = stations if stations is not None else build_fleet(config)
+        self.state = CampaignState(config.name)
+        self.flights: dict[int, Flight] = {}
+        self.clock: Clock = WallClock()
+        self._observations: list[Observation] = []
+        self._failed: list[Pending] = []
+        self._stop: StopInfo | None = None
+        self._abort = False
+        self._wake = asyncio.Event()
+        self._refusals = 0
+        self._run_started = time.monotonic()
+
+    # --- the public entry point ---------------------------------------------------
+
+    async def run(self) -> StopInfo:
+        """Run until a stop rule holds, the user interrupts, or nothing can run."""
+        with self.ledger.writer_lock(self.config.name):
+            return await self._run_locked()
+
+    async def _run_locked(self) -> StopInfo:
+        self._start()
+        self._install_signals()
+        try:
+            await self._connect_all()
+            await self._loop()
+            if self._abort:
+                await self._abort_flights()
+        except BaseException as exc:
+            await self._abort_flights(reason="error", message=f"controller error: {exc!r}")
+            self._stop = StopInfo("error", f"{type(exc).__name__}: {exc}")
+            self._safe_record_stop()
+            raise
+        finally:
+            self._remove_signals()
+            await self._close_all()
+        assert self._stop is not None
+        self._append([NewEvent(campaign=self.config.name, kind="campaign_stopped",
+                               at=self.clock.now(), payload={"reason": self._stop.reason, "detail": self._stop.detail})])
+        self.display.update(self.state, self.stations, note=f"stopped: {self._stop.detail or self._stop.reason}")
+        log.info("campaign %s stopped: %s", self.config.name, self._stop.detail or self._stop.reason)
+        return self._stop
+
+    # --- start and resume -----------------------------------------------------------
+
+    def _start(self) -> None:
+        name = self.config.name
+        self.state = CampaignState.replay(name, self.ledger.events(name))
+        for exp in self.state.with_status("completed"):
+            self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+        for exp in self.state.with_status("failed"):
+            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
+        resumed = self.state.starts > 0
+        if resumed and not self.resume:
+            counts = self.state.counts()
+            raise CampaignError(
+                f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
+                f"({counts['completed']} completed experiments); run with --resume to carry on, "
+                "or give the campaign another name"
+            )
+        if resumed:
+            self._check_same_problem()
+        snapshot = self.config.model_dump(mode="json")
+        clock_kind = self._clock_kind()
+        if resumed and self.state.clock != clock_kind:
+            raise CampaignError(
+                f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the {clock_kind} clock; set clock: {self.state.clock}"
+            )
+        if clock_kind == "simulated":
+            self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
+        else:
+            self.clock = WallClock(started_at=self.state.started_at)
+        now = self.clock.now()
+        events = [
+            NewEvent(
+                campaign=name,
+                kind="campaign_started",
+                at=now,
+                payload={
+                    "config": snapshot,
+                    "version": package_version(),
+                    "seed": self.config.seed,
+                    "clock": clock_kind,
+                    "resumed": resumed,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                },
+            )
+        ]
+        for exp in self.state.with_status("dispatched"):
+            events.append(NewEvent(campaign=name, kind="stale", experiment_id=exp.experiment_id, instrument=exp.instrument,
+                                   at=now, payload={"message": "in flight when the controller stopped; its result is unknown"}))
+        for exp in self.state.with_status("proposed"):
+            events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
+                                   payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"}))
+        self._append(events)
+        if resumed:
+            stale = sum(1 for e in events if e.kind == "stale")
+            log.info("resuming campaign %s: %d completed so far, %d in-flight marked stale", name, self.state.counts()["completed"], stale)
+        else:
+            log.info("campaign %s started on the %s clock; ledger %s", name, clock_kind, self.ledger.display_url)
+
+    def _clock_kind(self) -> str:
+        if self.config.clock != "auto":
+            return self.config.clock
+        timed = all(isinstance(s.driver, Timed) for s in self.stations)
+        return "simulated" if timed else "wall"
+
+    def _check_same_problem(self) -> None:
+        old = self.state.config or {}
+        new = self.config.model_dump(mode="json")
+        changed = [key for key in ("parameters", "objectives") if old.get(key) != new.get(key)]
+        if changed:
+            raise CampaignError(
+                f"the config's {' and '.join(changed)} differ from those campaign {self.config.name!r} "
+                "was started with; a changed problem needs a new campaign name"
+            )
+
+    # --- instruments ------------------------------------------------------------------
+
+    async def _connect_all(self) -> None:
+        events = []
+        for station in self.stations:
+            try:
+                await asyncio.wait_for(station.driver.connect(), timeout=station.config.timeout)
+            except Exception as exc:  # any driver failure takes that instrument offline, not the campaign
+                station.offline_reason = f"connect failed: {failure_kind(exc)}: {exc}"
+                log.error("instrument %s is offline: %s", station.name, station.offline_reason)
+                events.append(NewEvent(campaign=self.config.name, kind="instrument_offline", instrument=station.name,
+                                       at=self.clock.now(), payload={"reason": station.offline_reason}))
+        self._append(events)
+
+    async def _close_all(self) -> None:
+        for station in self.stations:
+            try:
+                await asyncio.wait_for(station.driver.close(), timeout=STOP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("instrument %s did not close cleanly: %s", station.name, exc)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._abort:
+            if self._stop is None:
+                self._stop = self._stop_rule()
+            if self._stop is None:
+                await self._fill_slots()
+            if not self.flights:
+                if self._stop is not None or self._abort:
+                    break
+                if not any(s.online for s in self.stations):
+                    self._stop = StopInfo("no_instruments", "every instrument is offline; see instrument_offline events")
+                    break
+                if self._refusals >= MAX_CONSECUTIVE_REFUSALS:
+                    self._stop = StopInfo("refusals", f"{self._refusals} proposals in a row could not be dispatched "
+                                          "(outside every instrument's limits, or no instrument serves their fidelity)")
+                    break
+                continue
+            flight = await self._next_done()
+            if flight is not None:
+                self._record(flight)
+
+    def _stop_rule(self) -> StopInfo | None:
+        rules = self.config.stop
+        counts = self.state.counts()
+        if rules.max_experiments is not None and counts["completed"] >= rules.max_experiments:
+            return StopInfo("max_experiments", f"{counts['completed']} experiments completed")
+        if rules.max_cost is not None:
+            cheapest = min((s.cost for s in self.stations if s.online), default=0.0)
+            if self.state.cost_spent >= rules.max_cost or (not self.flights and self.state.cost_spent + cheapest > rules.max_cost):
+                return StopInfo("max_cost", f"cost spent {self.state.cost_spent:g} of {rules.max_cost:g}")
+        if rules.max_time is not None and self.clock.elapsed_s() >= rules.max_time:
+            return StopInfo("max_time", f"{self.clock.elapsed_s():.0f} s elapsed on the {self._clock_kind()} clock")
+        if rules.max_wall_time is not None and time.monotonic() - self._run_started >= rules.max_wall_time:
+            return StopInfo("max_wall_time", f"{rules.max_wall_time:g} s of real time used")
+        target = rules.target
+        if target is not None:
+            objective = next(o for o in self.config.objectives if o.name == (target.objective or self.config.objectives[0].name))
+            best = self.state.best(objective.name, objective.direction)
+            if best is not None:
+                value = best.outcomes[objective.name]
+                if (value >= target.value) if objective.direction == "maximize" else (value <= target.value):
+                    return StopInfo("target", f"{objective.name} = {value:g} reached the target {target.value:g} (experiment {best.experiment_id})")
+        return None
+
+    def _allowance(self) -> int:
+        """How many more experiments the budget allows to be dispatched now."""
+        free = sum(s.free for s in self.stations)
+        rules = self.config.stop
+        if rules.max_experiments is not None:
+            free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights))
+        if rules.max_cost is not None:
+            cheapest = min((s.cost for s in self.stations if s.online), default=0.0)
+            if cheapest > 0:
+                left = rules.max_cost - self.state.cost_spent
+                free = min(free, int(math.floor(left / cheapest + 1e-9)))
+        return max(free, 0)
+
+    async def _fill_slots(self) -> None:
+        n = self._allowance()
+        if n <= 0:
+            return
+        proposals = await self._propose(n)
+        if not proposals:
+            return
+        name, now = self.config.name, self.clock.now()
+        first_id = self.state.next_experiment_id
+        events: list[NewEvent] = []
+        launches: list[tuple[int, Station, int, dict[str, Any]]] = []
+        budget_left = (self.config.stop.max_cost - self.state.cost_spent) if self.config.stop.max_cost is not None else math.inf
+        for i, proposal in enumerate(proposals[:n]):
+            eid = first_id + i
+            params = dict(proposal.params)
+            events.append(NewEvent(campaign=name, kind="proposed", experiment_id=eid, at=now,
+                                   payload={"params": params, "fidelity": proposal.fidelity,
+                                            "planner": self.config.planner.kind, "reason": proposal.reason}))
+            station, why = self._route(proposal, budget_left)
+            if station is None:
+                events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
+                                       payload={"reason": why[0], "message": why[1]}))
+                log.warning("experiment %d refused: %s", eid, why[1])
+                self._refusals += 1
+                continue
+            self._refusals = 0
+            slot = station.take_slot()
+            budget_left -= station.cost
+            duration = station.duration(params)
+            events.append(NewEvent(campaign=name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
+                                   payload={"cost": station.cost, "slot": slot, "expected_duration_s": duration}))
+            launches.append((eid, station, slot, params))
+        self._append(events)
+        for eid, station, slot, params in launches:
+            duration = station.duration(params)
+            due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
+            task = asyncio.create_task(self._execute(station, params), name=f"experiment-{eid}")
+            self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
+            log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
+        self.display.update(self.state, self.stations)
+
+    async def _propose(self, n: int) -> list[Proposal]:
+        offered: dict[float, float] = {}
+        for s in self.stations:
+            if s.online:
+                offered[s.fidelity] = min(offered.get(s.fidelity, math.inf), s.cost)
+        context = PlanContext(
+            seed=self.config.seed,
+            step=self.state.next_experiment_id - 1,
+            constraints=tuple(self.config.constraints),
+            fidelities=tuple(FidelityOption(fidelity=f, cost=c) for f, c in sorted(offered.items())),
+            target_fidelity=self.config.target_fidelity,
+            failed=tuple(self._failed),
+        )
+        pending = [Pending(params=f.params, fidelity=self.state.experiments[f.experiment_id].fidelity) for f in self.flights.values()]
+        try:
+            return await asyncio.to_thread(
+                self.planner.propose, self.config.space, self.config.objectives, self._observations, pending, n, context=context
+            )
+        except Exception as exc:
+            log.exception("planner %s failed", self.config.planner.kind)
+            self._stop = StopInfo("planner_error", f"planner {self.config.planner.kind} failed: {type(exc).__name__}: {exc}")
+            return []
+
+    def _route(self, proposal: Proposal, budget_left: float) -> tuple[Station | None, tuple[str, str]]:
+        """A free station that serves the proposal's fidelity and accepts its params."""
+        outside = self.config.space.violations(proposal.params)
+        if outside:
+            return None, ("outside_space", f"the planner proposed a point outside the search space: {'; '.join(outside)}")
+        serving = [s for s in self.stations if s.online and s.fidelity == proposal.fidelity]
+        if not serving:
+            return None, ("no_instrument", f"no online instrument serves fidelity {proposal.fidelity:g}")
+        refusals: list[str] = []
+        candidates = []
+        for s in serving:
+            faults = s.violations(proposal.params)
+            if faults:
+                refusals.append(f"{s.name}: {'; '.join(faults)}")
+            elif s.free > 0 and s.cost <= budget_left + 1e-12:
+                candidates.append(s)
+        if candidates:
+            return max(candidates, key=lambda s: (s.free, -s.cost)), ("", "")
+        if refusals and len(refusals) == len(serving):
+            return None, ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
+        return None, ("no_instrument", "no free instrument within the budget accepts it")
+
+    async def _execute(self, station: Station, params: dict[str, Any]) -> dict[str, float]:
+        """Run one experiment with the station's timeout; readings are checked."""
+        try:
+            result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=station.config.timeout)
+        except TimeoutError:
+            await self._stop_driver(station)
+            raise InstrumentTimeout(f"no result within {station.config.timeout:g} s") from None
+        return check_outcomes(result, self.config.outcome_names, station.name)
+
+    async def _next_done(self) -> Flight | None:
+        """The next flight to finish (by simulated due time, or first in real time)."""
+        wake = asyncio.create_task(self._wake.wait())
+        try:
+            if isinstance(self.clock, SimClock):
+                flight = min(self.flights.values(), key=lambda f: (f.due or self.clock.now(), f.experiment_id))
+                await asyncio.wait({flight.task, wake}, return_when=asyncio.FIRST_COMPLETED)
+                if not flight.task.done():
+                    return None
+                if flight.due is not None:
+                    self.clock.advance_to(flight.due)
+                return self.flights.pop(flight.experiment_id)
+            tasks = {f.task: f for f in self.flights.values()}
+            timeout = self._time_left()
+            done, _ = await asyncio.wait(set(tasks) | {wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finished = [tasks[t] for t in done if t in tasks]
+            if not finished:
+                return None
+            flight = min(finished, key=lambda f: f.experiment_id)
+            return self.flights.pop(flight.experiment_id)
+        finally:
+            wake.cancel()
+            if self._wake.is_set() and not self._abort:
+                self._wake.clear()
+
+    def _time_left(self) -> float | None:
+        rules, left = self.config.stop, []
+        if rules.max_time is not None:
+            left.append(rules.max_time - self.clock.elapsed_s())
+        if rules.max_wall_time is not None:
+            left.append(rules.max_wall_time - (time.monotonic() - self._run_started))
+        return max(min(left), 0.0) + 0.01 if left else None
+
+    def _record(self, flight: Flight) -> None:
+        station = flight.station
+        station.busy.discard(flight.slot)
+        name, now, eid = self.config.name, self.clock.now(), flight.experiment_id
+        if flight.due is not None and isinstance(self.clock, SimClock):
+            took = (flight.due - self.state.experiments[eid].started_at).total_seconds()  # type: ignore[operator]
+        else:
+            took = time.monotonic() - flight.started
+        exc = flight.task.exception() if not flight.task.cancelled() else asyncio.CancelledError()
+        fidelity = self.state.experiments[eid].fidelity
+        if exc is None:
+            outcomes = flight.task.result()
+            station.consecutive_failures = 0
+            self._append([NewEvent(campaign=name, kind="completed", experiment_id=eid, instrument=station.name, at=now,
+                                   payload={"outcomes": outcomes, "duration_s": took})])
+            self._observations.append(Observation(params=flight.params, outcomes=outcomes, fidelity=fidelity))
+            log.info("experiment %d completed on %s: %s%s", eid, station.name, _fmt(outcomes), self._best_note())
+        else:
+            kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
+            message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
+            station.consecutive_failures += 1
+            events = [NewEvent(campaign=name, kind="failed", experiment_id=eid, instrument=station.name, at=now,
+                               payload={"error_kind": kind, "message": message or kind})]
+            self._failed.append(Pending(params=flight.params, fidelity=fidelity))
+            log.warning("experiment %d failed on %s: %s: %s", eid, station.name, kind, message)
+            limit = station.config.max_consecutive_failures
+            if station.consecutive_failures >= limit and station.online:
+                station.offline_reason = f"{limit} consecutive failures, the last: {kind}: {message}"
+                events.append(NewEvent(campaign=name, kind="instrument_offline", instrument=station.name, at=now,
+                                       payload={"reason": station.offline_reason}))
+                log.error("instrument %s taken offline after %d consecutive failures; the campaign goes on with the others", station.name, limit)
+            self._append(events)
+        self.display.update(self.state, self.stations)
+
+    def _best_note(self) -> str:
+        objective = self.config.objectives[0]
+        best = self.state.best(objective.name, objective.direction)
+        if best is None:
+            return ""
+        return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+            loop.add_signal_handler(signal.SIGTERM, self._on_terminate)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            pass
+
+    def _remove_signals(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def _on_interrupt(self) -> None:
+        if self._stop is not None and self._stop.reason == "interrupted":
+            log.warning("second Ctrl-C: aborting %d experiment(s) in flight", len(self.flights))
+            self._abort = True
+        else:
+            self._stop = StopInfo("interrupted", "stopped by Ctrl-C (SIGINT)")
+            if self.flights:
+                log.warning("Ctrl-C: no new experiments; waiting for %d in flight (Ctrl-C again to abort them)", len(self.flights))
+        self._wake.set()
+
+    def _on_terminate(self) -> None:
+        log.warning("SIGTERM: aborting %d experiment(s) in flight", len(self.flights))
+        self._stop = StopInfo("terminated", "stopped by SIGTERM")
+        self._abort = True
+        self._wake.set()
+
+    async def _stop_driver(self, station: Station) -> None:
+        if isinstance(station.driver, Stoppable):
+            try:
+                await asyncio.wait_for(station.driver.stop(), timeout=STOP_TIMEOUT_S)
+            except Exception as exc:
+                log.error("instrument %s did not stop cleanly: %s", station.name, exc)
+
+    async def _abort_flights(self, reason: str = "interrupted", message: str = "aborted when the campaign was stopped") -> None:
+        if not self.flights:
+            return
+        stations = {f.station.name: f.station for f in self.flights.values()}
+        for flight in self.flights.values():
+            flight.task.cancel()
+        for station in stations.values():
+            await self._stop_driver(station)
+        await asyncio.gather(*(f.task for f in self.flights.values()), return_exceptions=True)
+        now = self.clock.now()
+        events = [NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=f.experiment_id,
+                           instrument=f.station.name, at=now, payload={"reason": reason, "message": message})
+                  for f in self.flights.values()]
+        for f in self.flights.values():
+            f.station.busy.discard(f.slot)
+        self.flights.clear()
+        try:
+            self._append(events)
+        except Exception as exc:  # the ledger itself may be what failed; resume will mark them stale
+            log.error("could not record aborted experiments: %s", exc)
+
+    def _safe_record_stop(self) -> None:
+        try:
+            assert self._stop is not None
+            self._append([NewEvent(campaign=self.config.name, kind="campaign_stopped", at=self.clock.now(),
+                                   payload={"reason": self._stop.reason, "detail": self._stop.detail})])
+        except Exception as exc:
+            log.error("could not record the stop: %s", exc)
+
+    # --- the ledger ---------------------------------------------------------------------
+
+    def _append(self, events: list[NewEvent]) -> list[Event]:
+        if not events:
+            return []
+        written = self.ledger.append(events)
+        for event in written:
+            self.state.apply(event)
+        return written
+
+
+def _fmt(outcomes: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in outcomes.items())
+
+
+__all__ = ["Campaign", "CampaignError", "StopInfo", "TERMINAL_KINDS", "check_outcomes"]

@@ -1,0 +1,174 @@
+"""The ``selflab`` command line.
+
+Exit codes: 0 done; 1 the campaign could not finish (no instrument left, the
+planner failed) or an internal error; 2 bad input (config, ledger URL,
+arguments), with one line per fault and never a traceback; 130 stopped by
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller.config import ConfigError, LabConfig, load_config
+from controller.ledger import Ledger, LedgerError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
+              "planner_error": EXIT_FAILED, "refusals": EXIT_FAILED, "error": EXIT_FAILED}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selflab", description="Closed-loop controller for self-driving labs.")
+    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a config; one line per fault, exit 2 if any")
+    p.add_argument("config", metavar="CONFIG")
+
+    sub.add_parser("schema", help="print the config's JSON Schema")
+
+    p = sub.add_parser("run", help="run a campaign until its stop rules hold")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--resume", action="store_true", help="carry on a campaign from its ledger")
+    p.add_argument("--quiet", action="store_true", help="no live progress; warnings and errors only")
+    p.add_argument("--ledger", metavar="URL", help="ledger URL instead of the config's")
+
+    for name, text in (("status", "counts, best so far, cost and instruments of a campaign"),
+                       ("export", "one row per experiment, as CSV or JSON lines")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", metavar="CONFIG", nargs="?")
+        p.add_argument("--ledger", metavar="URL", help="read this ledger (instead of, or overriding, the config's)")
+        p.add_argument("--campaign", metavar="NAME", help="which campaign, when the ledger holds several")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+            p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    sub.add_parser("drivers", help="list the installed instrument drivers")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for fault in exc.faults:
+            print(str(fault), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LedgerError as exc:
+        print(f"selflab: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("selflab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        from controller.campaign import CampaignError
+
+        if isinstance(exc, CampaignError):
+            print(f"selflab: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.debug:
+            raise
+        print(f"selflab: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        print(json.dumps(LabConfig.model_json_schema(), indent=2))
+        return EXIT_OK
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command in ("status", "export"):
+        return _read(args)
+    if args.command == "drivers":
+        from instruments.registry import installed_drivers
+
+        for name, target in sorted(installed_drivers().items()):
+            print(f"{name:<16} {target}")
+        return EXIT_OK
+    raise AssertionError(args.command)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from controller.fleet import build_fleet
+
+    config = load_config(args.config)
+    stations = build_fleet(config)
+    print(
+        f"{args.config}: ok - campaign {config.name!r}, {len(config.parameters)} parameters, "
+        f"{len(config.objectives)} objective(s), {len(stations)} instrument(s), "
+        f"planner {config.planner.kind}, ledger {config.ledger_url}"
+    )
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.campaign import Campaign
+    from controller.fleet import build_fleet
+    from controller.progress import LiveDisplay, setup_logging
+
+    config = load_config(args.config)
+    if args.ledger:
+        config = config.model_copy(update={"ledger": args.ledger})
+    stations = build_fleet(config)
+    console = setup_logging(quiet=args.quiet, debug=args.debug)
+    ledger = Ledger(config.ledger_url)
+    try:
+        if args.quiet:
+            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations).run())
+        else:
+            with LiveDisplay(config, console) as display:
+                stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, display=display).run())
+    finally:
+        ledger.close()
+    if not args.quiet or stop.reason in _STOP_EXIT:
+        print(f"campaign {config.name} stopped: {stop.reason}" + (f" - {stop.detail}" if stop.detail else ""), file=sys.stderr)
+    return _STOP_EXIT.get(stop.reason, EXIT_OK)
+
+
+def _read(args: argparse.Namespace) -> int:
+    from controller.reports import format_status, load_state, status_dict, write_export
+
+    if args.config is None and args.ledger is None:
+        print(f"selflab {args.command}: give a CONFIG or --ledger URL", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    campaign = args.campaign
+    url = args.ledger
+    if args.config is not None:
+        config = load_config(args.config)
+        url = url or config.ledger_url
+        campaign = campaign or config.name
+    ledger = Ledger(url, create=False)
+    try:
+        state = load_state(ledger, campaign)
+        if args.command == "status":
+            data = status_dict(state, ledger.writer_active(state.campaign))
+            print(json.dumps(data, indent=2) if args.json else format_status(data))
+            return EXIT_OK
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "w", newline="", encoding="utf-8") as handle:
+                n = write_export(state, args.format, handle)
+            print(f"wrote {n} experiments to {args.out}", file=sys.stderr)
+        else:
+            write_export(state, args.format, sys.stdout)
+        return EXIT_OK
+    finally:
+        ledger.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

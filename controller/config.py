@@ -1,0 +1,327 @@
+"""The campaign config: pure pydantic data, loaded from YAML.
+
+Every model forbids unknown fields. :func:`load_config` returns a
+:class:`LabConfig` or raises :class:`ConfigError` holding one
+:class:`ConfigFault` per problem, each naming its field the way a user would
+write it (``instruments[0].capacity: must be >= 1``).
+
+A minimal config::
+
+    name: branin-demo
+    parameters:
+      - {name: x1, type: float, low: -5, high: 10}
+      - {name: x2, type: float, low: 0, high: 15}
+    objectives: [{name: y, direction: minimize}]
+    instruments: [{name: sim, driver: branin}]
+    stop: {max_experiments: 20}
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from planners.registry import planner_kinds
+from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|sec|m|min|h|d)?\s*$")
+_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string such as ``"90s"``, ``"30m"``, ``"2h"``, ``"3d"``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"cannot read duration {value!r}: write e.g. 3600, '90s', '30m', '2h' or '3d'")
+        return float(match.group(1)) * _SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+"""Seconds; YAML may say ``"30m"``."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstrumentConfig(_Strict):
+    """One instrument: a driver and how the campaign may use it.
+
+    ``capacity``, ``fidelity`` and ``cost`` override what the driver declares;
+    ``limits`` intersect with the driver's declared limits.
+    """
+
+    name: str = Field(pattern=_NAME)
+    driver: str = Field(min_length=1, description="'package.module:Class' or an entry-point name in 'selflab.instruments'")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the driver class")
+    capacity: int | None = Field(default=None, ge=1, description="concurrent experiments (default: the driver's, else 1)")
+    fidelity: float | None = Field(default=None, gt=0, le=1, description="fidelity served, 1 = target (default: the driver's, else 1)")
+    cost: float | None = Field(default=None, ge=0, description="cost units per experiment (default: the driver's, else 1)")
+    limits: dict[str, tuple[float, float]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
+    timeout: Duration = Field(default=3600.0, description="wall-clock seconds before an experiment is failed as timed out")
+    max_consecutive_failures: int = Field(default=5, ge=1, description="failures in a row before the instrument is taken offline")
+
+
+class PlannerConfig(_Strict):
+    """Which planner proposes experiments, and its options."""
+
+    kind: str = "sobol"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TargetRule(_Strict):
+    """Stop once the best observed value of ``objective`` reaches ``value``."""
+
+    objective: str | None = Field(default=None, description="default: the only objective")
+    value: float
+
+
+class StopRules(_Strict):
+    """When the campaign ends; the first rule met stops it."""
+
+    max_experiments: int | None = Field(default=None, ge=1, description="completed experiments")
+    max_cost: float | None = Field(default=None, gt=0, description="total cost units spent")
+    max_time: Duration | None = Field(default=None, description="campaign-clock seconds (simulated when the clock is)")
+    max_wall_time: Duration | None = Field(default=None, description="real seconds, whatever the clock")
+    target: TargetRule | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> StopRules:
+        if not any(v is not None for v in (self.max_experiments, self.max_cost, self.max_time, self.max_wall_time)):
+            raise ValueError("give at least one of max_experiments, max_cost, max_time, max_wall_time")
+        return self
+
+
+class LabConfig(_Strict):
+    """A whole campaign."""
+
+    name: str = Field(pattern=_NAME, max_length=100, description="campaign name; names the default ledger file")
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    parameters: list[Parameter] = Field(min_length=1)
+    objectives: list[Objective] = Field(min_length=1)
+    constraints: list[OutcomeConstraint] = Field(default_factory=list)
+    instruments: list[InstrumentConfig] = Field(min_length=1)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    stop: StopRules
+    target_fidelity: float = Field(default=1.0, gt=0, le=1)
+    clock: Literal["auto", "wall", "simulated"] = Field(
+        default="auto", description="auto: simulated when every instrument declares duration()"
+    )
+    ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
+
+    @property
+    def ledger_url(self) -> str:
+        return self.ledger or f"sqlite:///runs/{self.name}.sqlite"
+
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace(parameters=self.parameters)
+
+    @property
+    def outcome_names(self) -> list[str]:
+        """Objectives, then constrained outcomes, each once, in config order."""
+        names = [o.name for o in self.objectives]
+        names += [c.outcome for c in self.constraints if c.outcome not in names]
+        return names
+
+
+class ConfigFault(BaseModel):
+    """One problem with a config: where, and what to do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    loc: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}" if self.loc else self.message
+
+
+class ConfigError(Exception):
+    """A config with one or more faults."""
+
+    def __init__(self, faults: Sequence[ConfigFault], source: str = "") -> None:
+        self.faults = list(faults)
+        self.source = source
+        super().__init__("\n".join(map(str, self.faults)))
+
+
+def load_config(path: str | Path) -> LabConfig:
+    """Read and validate a YAML config. Raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: cannot read ({exc})")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([ConfigFault(loc="", message=f"{where}: YAML syntax error: {problem}")]) from None
+    return parse_config(data)
+
+
+def parse_config(data: Any) -> LabConfig:
+    """Validate already-parsed data. Raises :class:`ConfigError`."""
+    if not isinstance(data, Mapping):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError([ConfigFault(loc="", message=f"a config must be a mapping of fields, got {got}")])
+    try:
+        config = LabConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError([_fault(err) for err in exc.errors()]) from None
+    faults = semantic_faults(config)
+    if faults:
+        raise ConfigError(faults)
+    return config
+
+
+def semantic_faults(config: LabConfig) -> list[ConfigFault]:
+    """Faults that span fields: duplicates, unknown references, bad kinds."""
+    faults: list[ConfigFault] = []
+    for field in ("parameters", "objectives", "instruments"):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(config, field)):
+            if item.name in seen:
+                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"duplicate name {item.name!r}"))
+            seen.add(item.name)
+    params = set(config.space.names)
+    reserved = {"experiment_id", "status", "instrument", "fidelity", "cost", "proposed_at", "started_at", "finished_at", "error"}
+    for field in ("parameters", "objectives"):
+        for i, item in enumerate(getattr(config, field)):
+            if item.name in reserved:
+                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"{item.name!r} is reserved for a ledger export column; rename it"))
+    for i, objective in enumerate(config.objectives):
+        if objective.name in params:
+            faults.append(ConfigFault(loc=f"objectives[{i}].name", message=f"{objective.name!r} is also a parameter name"))
+    for i, inst in enumerate(config.instruments):
+        for name, (low, high) in inst.limits.items():
+            if low > high:
+                faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"low {low:g} is above high {high:g}"))
+    if config.planner.kind not in planner_kinds():
+        faults.append(ConfigFault(loc="planner.kind", message=f"unknown planner {config.planner.kind!r}; choose one of {', '.join(planner_kinds())}"))
+    target = config.stop.target
+    if target is not None:
+        names = [o.name for o in config.objectives]
+        if target.objective is None and len(names) > 1:
+            faults.append(ConfigFault(loc="stop.target.objective", message=f"required with several objectives; one of {', '.join(names)}"))
+        elif target.objective is not None and target.objective not in names:
+            faults.append(ConfigFault(loc="stop.target.objective", message=f"{target.objective!r} is not an objective; one of {', '.join(names)}"))
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", config.ledger_url):
+        faults.append(ConfigFault(loc="ledger", message=f"{config.ledger_url!r} is not a sqlite:// or postgresql:// URL"))
+    fidelities = {inst.fidelity for inst in config.instruments if inst.fidelity is not None}
+    if fidelities and config.target_fidelity not in fidelities and all(f < config.target_fidelity for f in fidelities):
+        faults.append(ConfigFault(loc="target_fidelity", message=f"no instrument serves fidelity {config.target_fidelity:g} (served: {', '.join(f'{f:g}' for f in sorted(fidelities))})"))
+    return faults
+
+
+# --- turning pydantic errors into one line per field ---------------------------------
+
+
+def _fault(err: Mapping[str, Any]) -> ConfigFault:
+    loc, model = _format_loc(tuple(err["loc"]))
+    kind, ctx, msg = err["type"], err.get("ctx") or {}, str(err["msg"])
+    if kind == "extra_forbidden":
+        allowed = sorted(model.model_fields) if model is not None else []
+        last = str(err["loc"][-1])
+        close = difflib.get_close_matches(last, allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        message = f"unknown field; {hint}allowed: {', '.join(allowed)}" if allowed else "unknown field"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        message = f"must be {op} {bound} (got {err.get('input')!r})"
+    elif kind == "string_pattern_mismatch":
+        message = f"{err.get('input')!r} is not a valid name: start with a letter or digit, then letters, digits, '_' (and '.', '-' for campaign and instrument names)"
+    elif kind == "union_tag_invalid":
+        loc += ".type"
+        message = f"must be one of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
+    elif kind == "value_error":
+        message = str(ctx.get("error", msg.removeprefix("Value error, ")))
+    else:
+        message = msg.replace("Input should be", "must be").replace("String should", "must")
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            message += f" (got {err['input']!r})"
+    return ConfigFault(loc=loc, message=message)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+    """``('instruments', 0, 'capacity')`` -> ``'instruments[0].capacity'``.
+
+    Walks the model tree alongside, to drop discriminator tags from the path
+    and to return the model that owns the last field.
+    """
+    out = ""
+    owner: type[BaseModel] | None = LabConfig
+    ann: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            ann = _item_type(ann)
+            continue
+        tagged = _union_member(ann, part)
+        if tagged is not None:
+            ann = tagged
+            continue
+        model = _as_model(ann) if ann is not None else owner
+        if model is not None and part in model.model_fields:
+            owner = model
+            ann = model.model_fields[part].annotation
+        else:
+            owner = model
+            ann = None
+        out += f".{part}" if out else str(part)
+    return out, owner
+
+
+def _unwrap(ann: Any) -> list[Any]:
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(ann) for a in _unwrap(arg)]
+    return [ann]
+
+
+def _item_type(ann: Any) -> Any:
+    for a in _unwrap(ann):
+        if typing.get_origin(a) in (list, tuple) and typing.get_args(a):
+            return typing.get_args(a)[0]
+    return None
+
+
+def _as_model(ann: Any) -> type[BaseModel] | None:
+    models = [a for a in _unwrap(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _union_member(ann: Any, tag: Any) -> Any:
+    for a in _unwrap(ann):
+        if isinstance(a, type) and issubclass(a, BaseModel) and "type" in a.model_fields:
+            if a.model_fields["type"].default == tag:
+                return a
+    return None

@@ -1,0 +1,104 @@
+"""Ledger event kinds and their payloads (pydantic, ``extra="forbid"``).
+
+The ledger is a sequence of events; each has a ``kind`` and a payload of the
+matching model below. Experiment events carry an ``experiment_id``:
+
+====================  =======================================================
+``proposed``          the planner asked for it (params, fidelity, reason)
+``dispatched``        sent to an instrument (cost charged here)
+``completed``         finished with readings (terminal)
+``failed``            ran and failed; the failure is information (terminal)
+``abandoned``         did not run, or was aborted: refused by limits, never
+                      dispatched before a stop, or aborted by Ctrl-C (terminal)
+``stale``             was in flight when the controller died (terminal)
+====================  =======================================================
+
+Campaign events: ``campaign_started`` (config snapshot, package version, seed;
+``resumed`` on a resume), ``campaign_stopped`` (reason), and
+``instrument_offline`` / ``instrument_online``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
+TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
+CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online")
+KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignStarted(_Payload):
+    config: dict[str, Any]
+    version: str
+    seed: int
+    clock: Literal["wall", "simulated"]
+    resumed: bool = False
+    host: str = ""
+    pid: int = 0
+
+
+class CampaignStopped(_Payload):
+    reason: str
+    """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
+    ``max_wall_time``, ``target``, ``interrupted``, ``terminated``,
+    ``no_instruments``, ``planner_error``, ``refusals``."""
+    detail: str = ""
+
+
+class InstrumentState(_Payload):
+    reason: str = ""
+
+
+class Proposed(_Payload):
+    params: dict[str, float | int | str]
+    fidelity: float = 1.0
+    planner: str = ""
+    reason: dict[str, Any] = Field(default_factory=dict)
+
+
+class Dispatched(_Payload):
+    cost: float = 0.0
+    slot: int = 0
+    expected_duration_s: float | None = None
+
+
+class Completed(_Payload):
+    outcomes: dict[str, float]
+    duration_s: float | None = None
+
+
+class Failed(_Payload):
+    error_kind: str
+    """``timeout``, ``disconnected``, ``bad_response``, ``out_of_limits`` or ``error``."""
+    message: str
+
+
+class Abandoned(_Payload):
+    reason: str
+    """``out_of_limits``, ``not_dispatched``, ``interrupted``, ``no_instrument``."""
+    message: str = ""
+
+
+class Stale(_Payload):
+    message: str = ""
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "campaign_started": CampaignStarted,
+    "campaign_stopped": CampaignStopped,
+    "instrument_offline": InstrumentState,
+    "instrument_online": InstrumentState,
+    "proposed": Proposed,
+    "dispatched": Dispatched,
+    "completed": Completed,
+    "failed": Failed,
+    "abandoned": Abandoned,
+    "stale": Stale,
+}

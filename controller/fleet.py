@@ -1,0 +1,148 @@
+"""The campaign's instruments, built from the config, with their slots and health.
+
+A :class:`Station` is one configured instrument: the live driver plus what
+the campaign may do with it (capacity, fidelity, cost, effective limits) and
+how it is doing (busy slots, consecutive failures, online or not).
+Config values override the driver's declared ``capacity``, ``fidelity`` and
+``cost``; config ``limits`` intersect with the driver's declared ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig
+from instruments.protocol import Limits, Timed, declared_limits, limit_violations
+from instruments.registry import DriverError, build_driver
+from planners.space import CategoricalParameter
+
+
+@dataclass
+class Station:
+    """One instrument of the campaign and its live state."""
+
+    config: InstrumentConfig
+    driver: Any
+    capacity: int
+    fidelity: float
+    cost: float
+    limits: Limits
+    busy: set[int] = field(default_factory=set)
+    """Slots in use."""
+    consecutive_failures: int = 0
+    offline_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def online(self) -> bool:
+        return self.offline_reason is None
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.busy) if self.online else 0
+
+    @property
+    def state(self) -> str:
+        if not self.online:
+            return "offline"
+        return f"busy {len(self.busy)}/{self.capacity}" if self.busy else "idle"
+
+    def take_slot(self) -> int:
+        slot = next(i for i in range(self.capacity) if i not in self.busy)
+        self.busy.add(slot)
+        return slot
+
+    def violations(self, params: Mapping[str, Any]) -> list[str]:
+        """Why this station must not run ``params``; empty when it may."""
+        return limit_violations(params, self.limits)
+
+    def duration(self, params: Mapping[str, Any]) -> float | None:
+        """Declared seconds for ``params``, or ``None`` when undeclared."""
+        if isinstance(self.driver, Timed):
+            value = float(self.driver.duration(params))
+            return value if math.isfinite(value) and value >= 0 else None
+        return None
+
+
+def _intersect(declared: Limits, configured: Mapping[str, tuple[float, float]]) -> Limits:
+    out = dict(declared)
+    for name, (low, high) in configured.items():
+        if name in out:
+            low, high = max(low, out[name][0]), min(high, out[name][1])
+        out[name] = (low, high)
+    return out
+
+
+def build_fleet(config: LabConfig) -> list[Station]:
+    """Build every instrument of ``config``. Raises :class:`ConfigError`
+    naming the field of each instrument that cannot be built."""
+    faults: list[ConfigFault] = []
+    stations: list[Station] = []
+    params = {p.name: p for p in config.parameters}
+    for i, inst in enumerate(config.instruments):
+        try:
+            driver = build_driver(inst.driver, inst.options)
+        except DriverError as exc:
+            where = "options" if str(exc).startswith("bad options") else "driver"
+            faults.append(ConfigFault(loc=f"instruments[{i}].{where}", message=str(exc)))
+            continue
+        for name in inst.limits:
+            if name not in params:
+                faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"{name!r} is not a parameter"))
+        limits = _intersect(declared_limits(driver), inst.limits)
+        for name, (low, high) in limits.items():
+            p = params.get(name)
+            if p is None or isinstance(p, CategoricalParameter):
+                continue
+            if low > high or p.high < low or p.low > high:
+                faults.append(
+                    ConfigFault(
+                        loc=f"instruments[{i}].limits.{name}",
+                        message=f"the instrument accepts {name} in [{low:g}, {high:g}] but parameters asks for "
+                        f"[{p.low:g}, {p.high:g}]: no value is allowed; widen one of them",
+                    )
+                )
+        stations.append(
+            Station(
+                config=inst,
+                driver=driver,
+                capacity=inst.capacity or int(getattr(driver, "capacity", 1) or 1),
+                fidelity=inst.fidelity if inst.fidelity is not None else float(getattr(driver, "fidelity", 1.0)),
+                cost=inst.cost if inst.cost is not None else float(getattr(driver, "cost", 1.0)),
+                limits=limits,
+            )
+        )
+    outputs: set[str] = set()
+    described = True
+    for station in stations:
+        describe = getattr(station.driver, "describe", None)
+        if describe is None:
+            described = False
+            break
+        outputs |= set(describe())
+    if described and stations:
+        for i, objective in enumerate(config.objectives):
+            if objective.name not in outputs:
+                faults.append(
+                    ConfigFault(
+                        loc=f"objectives[{i}].name",
+                        message=f"no instrument reports {objective.name!r}; they report {', '.join(sorted(outputs))}",
+                    )
+                )
+        for i, constraint in enumerate(config.constraints):
+            if constraint.outcome not in outputs:
+                faults.append(
+                    ConfigFault(
+                        loc=f"constraints[{i}]",
+                        message=f"no instrument reports {constraint.outcome!r}; they report {', '.join(sorted(outputs))}",
+                    )
+                )
+    if faults:
+        raise ConfigError(faults)
+    return stations

@@ -1,0 +1,231 @@
+"""The state of a campaign, as a projection of its ledger events.
+
+:class:`CampaignState` folds events one at a time (:meth:`CampaignState.apply`),
+so the running controller and a replay build the same state from the same
+events. It is a pure function of the event sequence: replaying a ledger twice
+gives equal projections.
+
+An experiment moves ``proposed -> dispatched -> completed | failed |
+abandoned | stale``, or ``proposed -> abandoned`` when it never ran. The first
+terminal event wins; a later one is kept in :attr:`CampaignState.anomalies`,
+never silently applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from controller.events import TERMINAL_KINDS
+from controller.ledger import Event
+
+STATES = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
+
+
+@dataclass
+class ExperimentView:
+    """One experiment as the ledger tells it."""
+
+    experiment_id: int
+    status: str
+    params: dict[str, Any]
+    fidelity: float
+    reason: dict[str, Any]
+    instrument: str | None = None
+    cost: float = 0.0
+    outcomes: dict[str, float] = field(default_factory=dict)
+    proposed_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str = ""
+    expected_duration_s: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_KINDS
+
+
+@dataclass
+class InstrumentView:
+    """What the ledger says about one instrument."""
+
+    name: str
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    offline_reason: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.offline_reason is not None:
+            return "offline"
+        return "busy" if self.in_flight else "idle"
+
+
+@dataclass
+class CampaignState:
+    """Everything derived from a campaign's events."""
+
+    campaign: str
+    experiments: dict[int, ExperimentView] = field(default_factory=dict)
+    instruments: dict[str, InstrumentView] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    starts: int = 0
+    clock: str = "wall"
+    started_at: datetime | None = None
+    last_at: datetime | None = None
+    last_position: int = 0
+    stopped: tuple[str, str] | None = None
+    """``(reason, detail)`` of the latest stop, cleared by a later start."""
+    cost_spent: float = 0.0
+    anomalies: list[str] = field(default_factory=list)
+    _counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _best: dict[tuple[str, str, float | None], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def replay(cls, campaign: str, events: list[Event]) -> CampaignState:
+        state = cls(campaign)
+        for event in events:
+            state.apply(event)
+        return state
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state."""
+        self.last_position = max(self.last_position, event.id)
+        self.last_at = event.at if self.last_at is None else max(self.last_at, event.at)
+        kind, p = event.kind, event.payload
+        if kind == "campaign_started":
+            if self.config is None:
+                self.started_at = event.at
+            self.config = p["config"]
+            self.clock = p.get("clock", "wall")
+            self.starts += 1
+            self.stopped = None
+            return
+        if kind == "campaign_stopped":
+            self.stopped = (p["reason"], p.get("detail", ""))
+            return
+        if kind in ("instrument_offline", "instrument_online") and event.instrument:
+            view = self.instrument(event.instrument)
+            view.offline_reason = p.get("reason", "") if kind == "instrument_offline" else None
+            if kind == "instrument_online":
+                view.consecutive_failures = 0
+            return
+        if event.experiment_id is None:
+            self.anomalies.append(f"event {event.id}: {kind} without an experiment id")
+            return
+        eid = event.experiment_id
+        if kind == "proposed":
+            if eid in self.experiments:
+                self.anomalies.append(f"event {event.id}: experiment {eid} proposed twice")
+                return
+            self._counts["proposed"] += 1
+            self.experiments[eid] = ExperimentView(
+                experiment_id=eid,
+                status="proposed",
+                params=dict(p["params"]),
+                fidelity=float(p.get("fidelity", 1.0)),
+                reason=dict(p.get("reason", {})),
+                instrument=event.instrument,
+                proposed_at=event.at,
+            )
+            return
+        exp = self.experiments.get(eid)
+        if exp is None:
+            self.anomalies.append(f"event {event.id}: {kind} for unknown experiment {eid}")
+            return
+        if exp.terminal:
+            self.anomalies.append(f"event {event.id}: {kind} for experiment {eid}, already {exp.status}")
+            return
+        if kind == "dispatched":
+            if exp.status != "proposed":
+                self.anomalies.append(f"event {event.id}: experiment {eid} dispatched twice")
+                return
+            self._set_status(exp, "dispatched")
+            exp.instrument = event.instrument
+            exp.cost = float(p.get("cost", 0.0))
+            exp.started_at = event.at
+            exp.expected_duration_s = p.get("expected_duration_s")
+            self.cost_spent += exp.cost
+            self.instrument(exp.instrument).in_flight += 1
+            return
+        was_running = exp.status == "dispatched"
+        self._set_status(exp, kind)
+        exp.finished_at = event.at
+        if kind == "completed":
+            exp.outcomes = {k: float(v) for k, v in p["outcomes"].items()}
+            for key, best in self._best.items():
+                if _better(exp, best, *key):
+                    self._best[key] = exp
+        elif kind == "failed":
+            exp.error = f"{p['error_kind']}: {p['message']}"
+        elif kind == "abandoned":
+            exp.error = f"{p['reason']}: {p.get('message', '')}".rstrip(": ")
+        elif kind == "stale":
+            exp.error = f"stale: {p.get('message', '')}".rstrip(": ")
+        if was_running and exp.instrument is not None:
+            view = self.instrument(exp.instrument)
+            view.in_flight -= 1
+            if kind == "completed":
+                view.completed += 1
+                view.consecutive_failures = 0
+            elif kind == "failed":
+                view.failed += 1
+                view.consecutive_failures += 1
+
+    def _set_status(self, exp: ExperimentView, status: str) -> None:
+        self._counts[exp.status] -= 1
+        self._counts[status] += 1
+        exp.status = status
+
+    def instrument(self, name: str) -> InstrumentView:
+        if name not in self.instruments:
+            self.instruments[name] = InstrumentView(name)
+        return self.instruments[name]
+
+    # --- queries -------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Experiments by state, every state present (zeros included)."""
+        return {s: self._counts.get(s, 0) for s in STATES}
+
+    def with_status(self, *statuses: str) -> list[ExperimentView]:
+        return [e for e in self.experiments.values() if e.status in statuses]
+
+    @property
+    def next_experiment_id(self) -> int:
+        return max(self.experiments, default=0) + 1
+
+    def best(self, objective: str, direction: str, target_fidelity: float | None = None) -> ExperimentView | None:
+        """The completed experiment with the best finite ``objective``.
+
+        With ``target_fidelity`` only experiments at that fidelity count.
+        """
+        key = (objective, direction, target_fidelity)
+        if key not in self._best:
+            best: ExperimentView | None = None
+            for exp in self.experiments.values():
+                if _better(exp, best, *key):
+                    best = exp
+            self._best[key] = best
+        return self._best[key]
+
+
+def _better(exp: ExperimentView, incumbent: ExperimentView | None, objective: str, direction: str,
+            target_fidelity: float | None) -> bool:
+    """Whether completed ``exp`` beats ``incumbent`` on ``objective``."""
+    if exp.status != "completed" or objective not in exp.outcomes:
+        return False
+    if target_fidelity is not None and exp.fidelity != target_fidelity:
+        return False
+    value = exp.outcomes[objective]
+    if not math.isfinite(value):
+        return False
+    if incumbent is None:
+        return True
+    best = incumbent.outcomes[objective]
+    return value > best if direction == "maximize" else value < best

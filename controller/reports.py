@@ -1,0 +1,202 @@
+"""Read-only views of a ledger: ``selflab status`` and ``selflab export``.
+
+Both work from the ledger alone (the campaign's config snapshot is in its
+``campaign_started`` event), so ``--ledger URL`` can stand in for a config,
+and both read while a campaign writes (SQLite WAL readers never block).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import IO, Any
+
+from controller.ledger import Ledger, LedgerError
+from controller.projection import CampaignState
+
+FIXED_HEAD = ["experiment_id", "status", "instrument", "fidelity", "cost"]
+FIXED_TAIL = ["proposed_at", "started_at", "finished_at", "error"]
+
+
+def load_state(ledger: Ledger, campaign: str | None) -> CampaignState:
+    """The projection of ``campaign`` (or of the ledger's only campaign)."""
+    names = ledger.campaigns()
+    if campaign is None:
+        if not names:
+            raise LedgerError(f"{ledger.display_url} holds no campaign yet")
+        if len(names) > 1:
+            raise LedgerError(f"{ledger.display_url} holds several campaigns ({', '.join(names)}); choose one with --campaign")
+        campaign = names[0]
+    elif campaign not in names:
+        raise LedgerError(f"{ledger.display_url} holds no campaign {campaign!r} (it holds: {', '.join(names) or 'none'})")
+    return CampaignState.replay(campaign, ledger.events(campaign))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, Any]:
+    """Everything ``selflab status`` reports, as JSON-ready data."""
+    config = state.config or {}
+    objectives = config.get("objectives", [])
+    best = []
+    for objective in objectives:
+        exp = state.best(objective["name"], objective.get("direction", "maximize"))
+        best.append(
+            {
+                "objective": objective["name"],
+                "direction": objective.get("direction", "maximize"),
+                "value": exp.outcomes[objective["name"]] if exp else None,
+                "experiment_id": exp.experiment_id if exp else None,
+                "params": exp.params if exp else None,
+                "instrument": exp.instrument if exp else None,
+            }
+        )
+    if writer_active:
+        run_state = "running"
+    elif state.stopped is not None:
+        run_state = "stopped"
+    elif state.starts:
+        run_state = "not running (crashed or killed; resume with selflab run CONFIG --resume)"
+    else:
+        run_state = "not started"
+    instruments = []
+    configured = [i["name"] for i in config.get("instruments", [])]
+    for name in configured + [n for n in state.instruments if n not in configured]:
+        view = state.instrument(name)
+        instruments.append(
+            {
+                "name": name,
+                "state": view.state if writer_active or view.offline_reason else ("offline" if view.offline_reason else "idle"),
+                "in_flight": view.in_flight,
+                "completed": view.completed,
+                "failed": view.failed,
+                "offline_reason": view.offline_reason,
+            }
+        )
+    elapsed = (state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0
+    return {
+        "campaign": state.campaign,
+        "state": run_state,
+        "stop_reason": state.stopped[0] if state.stopped else None,
+        "stop_detail": state.stopped[1] if state.stopped else None,
+        "clock": state.clock,
+        "started_at": _iso(state.started_at),
+        "last_event_at": _iso(state.last_at),
+        "elapsed_s": elapsed,
+        "counts": state.counts(),
+        "best": best,
+        "cost_spent": state.cost_spent,
+        "instruments": instruments,
+        "anomalies": state.anomalies,
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    """The human-readable ``selflab status`` text."""
+    lines = [f"campaign   {data['campaign']}"]
+    state = data["state"]
+    if data["stop_reason"]:
+        state += f" ({data['stop_reason']}: {data['stop_detail']})" if data["stop_detail"] else f" ({data['stop_reason']})"
+    lines.append(f"state      {state}")
+    lines.append(f"clock      {data['clock']}; started {data['started_at']}; last event {data['last_event_at']} ({_duration(data['elapsed_s'])} in)")
+    counts = data["counts"]
+    lines.append("experiments " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for best in data["best"]:
+        if best["value"] is None:
+            lines.append(f"best       {best['objective']} ({best['direction']}): no completed experiment yet")
+        else:
+            params = ", ".join(f"{k}={_num(v)}" for k, v in best["params"].items())
+            lines.append(f"best       {best['objective']} = {best['value']:.6g} ({best['direction']}), experiment {best['experiment_id']} on {best['instrument']}: {params}")
+    lines.append(f"cost spent {data['cost_spent']:g}")
+    lines.append("instruments")
+    for inst in data["instruments"]:
+        extra = f" - {inst['offline_reason']}" if inst["offline_reason"] else ""
+        lines.append(f"  {inst['name']:<20} {inst['state']:<8} in flight {inst['in_flight']}, completed {inst['completed']}, failed {inst['failed']}{extra}")
+    if data["anomalies"]:
+        lines.append(f"anomalies  {len(data['anomalies'])} (first: {data['anomalies'][0]})")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    days, h = divmod(hours, 24)
+    return (f"{days}d " if days else "") + f"{h}h {m:02d}m {s:02d}s"
+
+
+def export_columns(state: CampaignState) -> tuple[list[str], list[str], list[str]]:
+    """``(columns, parameter names, outcome names)`` of the export.
+
+    Parameters and outcomes are named exactly as in the config; readings an
+    instrument reported beyond those follow the config's outcomes.
+    """
+    config = state.config or {}
+    params = [p["name"] for p in config.get("parameters", [])]
+    outcomes = [o["name"] for o in config.get("objectives", [])]
+    for c in config.get("constraints", []):
+        if c["outcome"] not in outcomes:
+            outcomes.append(c["outcome"])
+    extra: list[str] = []
+    for exp in state.experiments.values():
+        for key in exp.outcomes:
+            if key not in outcomes and key not in extra:
+                extra.append(key)
+    outcomes += extra
+    return FIXED_HEAD + params + outcomes + FIXED_TAIL, params, outcomes
+
+
+def export_rows(state: CampaignState) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns and one row per experiment, in experiment order."""
+    columns, params, outcomes = export_columns(state)
+    rows = []
+    for eid in sorted(state.experiments):
+        exp = state.experiments[eid]
+        row: dict[str, Any] = {
+            "experiment_id": exp.experiment_id,
+            "status": exp.status,
+            "instrument": exp.instrument,
+            "fidelity": exp.fidelity,
+            "cost": exp.cost,
+        }
+        for name in params:
+            row[name] = exp.params.get(name)
+        for name in outcomes:
+            row[name] = exp.outcomes.get(name)
+        row.update(
+            proposed_at=_iso(exp.proposed_at),
+            started_at=_iso(exp.started_at),
+            finished_at=_iso(exp.finished_at),
+            error=exp.error or None,
+        )
+        rows.append(row)
+    return columns, rows
+
+
+def write_export(state: CampaignState, fmt: str, out: IO[str]) -> int:
+    """Write ``csv`` or ``jsonl`` to ``out``; returns the number of rows."""
+    columns, rows = export_rows(state)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    elif fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps({k: row[k] for k in columns}) + "\n")
+    else:
+        raise ValueError(f"unknown format {fmt!r}; use csv or jsonl")
+    return len(rows)
+
+
+def export_text(state: CampaignState, fmt: str) -> str:
+    buffer = io.StringIO()
+    write_export(state, fmt, buffer)
+    return buffer.getvalue()

@@ -1,0 +1,102 @@
+"""The ``Instrument`` protocol: what the controller needs from a device.
+
+Any plain class with these three async methods is an instrument; no base class
+is required::
+
+    class Scale:
+        async def connect(self) -> None: ...
+        async def run(self, params: dict) -> dict[str, float]:
+            return {"mass_g": 1.25}
+        async def close(self) -> None: ...
+
+Optional members, read with ``getattr`` when present:
+
+``limits``  ``dict[str, tuple[float, float]]``: declared safe ranges of
+            numeric inputs, inclusive. A proposal outside them is refused
+            before dispatch and never sent.
+``capacity`` ``int``: concurrent experiment slots (default 1).
+``fidelity`` ``float`` in (0, 1]: the level of trust it serves (1 = target).
+``cost``    ``float``: cost units per experiment.
+``describe()`` -> ``dict[str, str]``: output name -> unit.
+``stop()``  async: abort whatever is running (emergency stop, timeout).
+``duration(params)`` -> ``float``: seconds the experiment takes on the
+            instrument's own clock. Simulators declare it so that offline
+            campaigns run on a simulated clock.
+
+Values set in the config (``capacity``, ``fidelity``, ``cost``, ``limits``)
+take precedence over, or intersect with, the declared ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+Limits = dict[str, tuple[float, float]]
+"""Input name -> inclusive ``(low, high)`` safe range."""
+
+
+@runtime_checkable
+class Instrument(Protocol):
+    """The three methods every instrument has."""
+
+    async def connect(self) -> None:
+        """Open the link. Raise :class:`InstrumentDisconnected` if it cannot."""
+
+    async def run(self, params: Mapping[str, Any]) -> Mapping[str, float]:
+        """Run one experiment and return its readings, e.g. ``{"yield": 0.71}``."""
+
+    async def close(self) -> None:
+        """Release the link. Must be safe to call twice."""
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """An instrument that can abort what it is doing."""
+
+    async def stop(self) -> None:
+        """Abort the running experiment(s) as fast as is safe."""
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """An instrument that names its outputs and their units."""
+
+    def describe(self) -> Mapping[str, str]:
+        """Output name -> unit, e.g. ``{"yield": "1", "sty": "kg/m^3/h"}``."""
+
+
+@runtime_checkable
+class Timed(Protocol):
+    """An instrument that declares how long an experiment takes (seconds)."""
+
+    def duration(self, params: Mapping[str, Any]) -> float:
+        """Seconds the experiment with ``params`` takes on the instrument."""
+
+
+def declared_limits(instrument: object) -> Limits:
+    """The instrument's declared limits, or ``{}`` when it declares none."""
+    limits = getattr(instrument, "limits", None) or {}
+    return {str(k): (float(v[0]), float(v[1])) for k, v in dict(limits).items()}
+
+
+def limit_violations(params: Mapping[str, Any], limits: Limits) -> list[str]:
+    """Human-readable violations of ``limits`` by ``params``; empty when safe.
+
+    >>> limit_violations({"T": 300.0}, {"T": (20.0, 250.0)})
+    ['T=300 is above the limit 250']
+    """
+    faults: list[str] = []
+    for name, (low, high) in limits.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            faults.append(f"{name}={value!r} is not a number but the instrument limits it to [{low:g}, {high:g}]")
+        elif value != value:  # NaN
+            faults.append(f"{name} is NaN")
+        elif value < low:
+            faults.append(f"{name}={value:g} is below the limit {low:g}")
+        elif value > high:
+            faults.append(f"{name}={value:g} is above the limit {high:g}")
+    return faults

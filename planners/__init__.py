@@ -1,0 +1,29 @@
+"""Planners: the protocol, the search space, baselines and the registry."""
+
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
+from planners.registry import make_planner, planner_kinds
+from planners.space import (
+    CategoricalParameter,
+    FloatParameter,
+    IntParameter,
+    Objective,
+    OutcomeConstraint,
+    SearchSpace,
+)
+
+__all__ = [
+    "CategoricalParameter",
+    "FidelityOption",
+    "FloatParameter",
+    "IntParameter",
+    "Objective",
+    "Observation",
+    "OutcomeConstraint",
+    "Pending",
+    "PlanContext",
+    "Planner",
+    "Proposal",
+    "SearchSpace",
+    "make_planner",
+    "planner_kinds",
+]

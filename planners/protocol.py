@@ -1,0 +1,96 @@
+"""The ``Planner`` protocol and the records that cross it.
+
+A planner is, in effect, a stateless function of the ledger's contents::
+
+    proposals = planner.propose(space, objectives, observations, pending, n,
+                                context=PlanContext(seed=7, step=12))
+
+``observations`` are completed experiments, ``pending`` those in flight (a
+planner must not propose them again), and ``context`` carries what a planner
+needs beyond that: outcome constraints, the fidelities on offer with their
+costs, the target fidelity, experiments that ran and failed, a seed and the
+ledger position ``step`` (how many experiments were ever proposed), so that a
+sequence such as Sobol carries on correctly after a resume.
+
+Planners know nothing of instruments: the controller turns instruments into
+:class:`FidelityOption` values, and routes each :class:`Proposal` to a free
+instrument that serves its ``fidelity``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planners.space import Objective, OutcomeConstraint, Point, SearchSpace
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Observation(_Record):
+    """A completed experiment: its inputs, fidelity and measured outcomes."""
+
+    params: Point
+    outcomes: dict[str, float]
+    fidelity: float = 1.0
+    noise: dict[str, float] | None = None
+    """Per-outcome noise standard deviation, when the instrument reports one."""
+
+
+class Pending(_Record):
+    """An experiment that was dispatched and has no result yet."""
+
+    params: Point
+    fidelity: float = 1.0
+
+
+class FidelityOption(_Record):
+    """A fidelity some instrument serves, and what one experiment there costs."""
+
+    fidelity: float = Field(gt=0, le=1)
+    cost: float = Field(ge=0)
+
+
+class PlanContext(_Record):
+    """Everything a planner may use beyond space, objectives and data."""
+
+    seed: int = 0
+    step: int = 0
+    """Ledger position: how many experiments have been proposed so far."""
+    constraints: tuple[OutcomeConstraint, ...] = ()
+    fidelities: tuple[FidelityOption, ...] = (FidelityOption(fidelity=1.0, cost=1.0),)
+    target_fidelity: float = 1.0
+    failed: tuple[Pending, ...] = ()
+    """Experiments that ran and failed: information, not to be repeated blindly."""
+
+
+class Proposal(_Record):
+    """One experiment the planner asks for, and why."""
+
+    params: Point
+    fidelity: float = 1.0
+    reason: dict[str, Any] = Field(default_factory=dict)
+    """Why it was proposed: e.g. ``{"strategy": "sobol"}`` or the acquisition
+    value, predicted mean and standard deviation, and the model's fit time."""
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Proposes experiments from the campaign's data so far."""
+
+    def propose(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        *,
+        context: PlanContext,
+    ) -> list[Proposal]:
+        """Return exactly ``n`` proposals (a batch when ``n > 1``)."""
+        ...
