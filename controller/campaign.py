@@ -139,6 +139,8 @@ class Campaign:
         self._abort = False
         self._wake = asyncio.Event()
         self._refusals = 0
+        self._queue: dict[int, tuple[Proposal, list[Station]]] = {}
+        """Proposed experiments waiting for a busy instrument that accepts them."""
         self._run_started = time.monotonic()
 
     # --- the public entry point ---------------------------------------------------
@@ -156,8 +158,10 @@ class Campaign:
             await self._loop()
             if self._abort:
                 await self._abort_flights()
+            self._drop_queue()
         except BaseException as exc:
             await self._abort_flights(reason="error", message=f"controller error: {exc!r}")
+            self._drop_queue()
             self._stop = StopInfo("error", f"{type(exc).__name__}: {exc}")
             self._safe_record_stop()
             raise
@@ -314,58 +318,98 @@ class Campaign:
         return None
 
     def _allowance(self) -> int:
-        """How many more experiments the budget allows to be dispatched now."""
-        free = sum(s.free for s in self.stations)
+        """How many more experiments the budget allows to be proposed now."""
+        free = sum(s.free for s in self.stations) - len(self._queue)
         rules = self.config.stop
         if rules.max_experiments is not None:
-            free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights))
+            free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights) - len(self._queue))
         if rules.max_cost is not None:
             cheapest = min((s.cost for s in self.stations if s.online), default=0.0)
             if cheapest > 0:
-                left = rules.max_cost - self.state.cost_spent
+                left = rules.max_cost - self.state.cost_spent - cheapest * len(self._queue)
                 free = min(free, int(math.floor(left / cheapest + 1e-9)))
         return max(free, 0)
 
+    def _budget_left(self) -> float:
+        if self.config.stop.max_cost is None:
+            return math.inf
+        return self.config.stop.max_cost - self.state.cost_spent
+
     async def _fill_slots(self) -> None:
-        n = self._allowance()
-        if n <= 0:
-            return
-        proposals = await self._propose(n)
-        if not proposals:
-            return
+        """Dispatch queued proposals whose instrument is free, then ask for more."""
         name, now = self.config.name, self.clock.now()
-        first_id = self.state.next_experiment_id
         events: list[NewEvent] = []
         launches: list[tuple[int, Station, int, dict[str, Any]]] = []
-        budget_left = (self.config.stop.max_cost - self.state.cost_spent) if self.config.stop.max_cost is not None else math.inf
+        budget_left = self._budget_left()
+        for eid, (proposal, accepting) in list(self._queue.items()):
+            station = self._free_station(accepting, budget_left)
+            online = [s for s in accepting if s.online]
+            if station is None and online and any(s.cost <= budget_left + 1e-12 for s in online):
+                continue  # still waiting for one of its instruments
+            del self._queue[eid]
+            if station is None:
+                why = "its instruments went offline" if not online else "the budget left cannot pay for it"
+                events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
+                                       payload={"reason": "no_instrument", "message": f"queued, but {why}"}))
+                continue
+            budget_left -= station.cost
+            event, slot = self._dispatch_event(eid, station, proposal.params, now)
+            events.append(event)
+            launches.append((eid, station, slot, dict(proposal.params)))
+
+        n = self._allowance()
+        proposals = await self._propose(n) if n > 0 else []
+        first_id = self.state.next_experiment_id
         for i, proposal in enumerate(proposals[:n]):
             eid = first_id + i
             params = dict(proposal.params)
             events.append(NewEvent(campaign=name, kind="proposed", experiment_id=eid, at=now,
                                    payload={"params": params, "fidelity": proposal.fidelity,
                                             "planner": self.config.planner.kind, "reason": proposal.reason}))
-            station, why = self._route(proposal, budget_left)
-            if station is None:
+            accepting, why = self._accepting(proposal)
+            station = self._free_station(accepting, budget_left)
+            if station is not None:
+                self._refusals = 0
+                budget_left -= station.cost
+                event, slot = self._dispatch_event(eid, station, params, now)
+                events.append(event)
+                launches.append((eid, station, slot, params))
+            elif accepting and self._queued_for(accepting) < sum(s.capacity for s in accepting):
+                self._refusals = 0
+                self._queue[eid] = (proposal, accepting)  # an accepting instrument is busy: wait for it
+            else:
+                reason, message = why if not accepting else ("no_instrument", "every instrument that accepts it is busy with a queue")
                 events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
-                                       payload={"reason": why[0], "message": why[1]}))
-                log.warning("experiment %d refused: %s", eid, why[1])
+                                       payload={"reason": reason, "message": message}))
+                log.warning("experiment %d refused: %s", eid, message)
                 self._refusals += 1
-                continue
-            self._refusals = 0
-            slot = station.take_slot()
-            budget_left -= station.cost
-            duration = station.duration(params)
-            events.append(NewEvent(campaign=name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
-                                   payload={"cost": station.cost, "slot": slot, "expected_duration_s": duration}))
-            launches.append((eid, station, slot, params))
         self._append(events)
         for eid, station, slot, params in launches:
-            duration = station.duration(params)
-            due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
-            task = asyncio.create_task(self._execute(station, params), name=f"experiment-{eid}")
-            self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
-            log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
-        self.display.update(self.state, self.stations)
+            self._launch(eid, station, slot, params)
+        if launches:
+            self.display.update(self.state, self.stations)
+
+    def _dispatch_event(self, eid: int, station: Station, params: dict[str, Any], now: datetime) -> tuple[NewEvent, int]:
+        """Take a slot on ``station``; the dispatch event for the ledger, and the slot."""
+        slot = station.take_slot()
+        return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
+                        payload={"cost": station.cost, "slot": slot, "expected_duration_s": station.duration(params)}), slot
+
+    def _launch(self, eid: int, station: Station, slot: int, params: dict[str, Any]) -> None:
+        """Start the experiment whose dispatch the ledger now holds."""
+        duration = self.state.experiments[eid].expected_duration_s
+        due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
+        task = asyncio.create_task(self._execute(station, params), name=f"experiment-{eid}")
+        self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
+        log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
+
+    def _queued_for(self, stations: list[Station]) -> int:
+        names = {s.name for s in stations}
+        return sum(1 for _, accepting in self._queue.values() if {s.name for s in accepting} & names)
+
+    def _free_station(self, accepting: list[Station], budget_left: float) -> Station | None:
+        candidates = [s for s in accepting if s.free > 0 and s.cost <= budget_left + 1e-12]
+        return max(candidates, key=lambda s: (s.free, -s.cost)) if candidates else None
 
     async def _propose(self, n: int) -> list[Proposal]:
         offered: dict[float, float] = {}
@@ -381,6 +425,7 @@ class Campaign:
             failed=tuple(self._failed),
         )
         pending = [Pending(params=f.params, fidelity=self.state.experiments[f.experiment_id].fidelity) for f in self.flights.values()]
+        pending += [Pending(params=p.params, fidelity=p.fidelity) for p, _ in self._queue.values()]
         try:
             return await asyncio.to_thread(
                 self.planner.propose, self.config.space, self.config.objectives, self._observations, pending, n, context=context
@@ -390,27 +435,25 @@ class Campaign:
             self._stop = StopInfo("planner_error", f"planner {self.config.planner.kind} failed: {type(exc).__name__}: {exc}")
             return []
 
-    def _route(self, proposal: Proposal, budget_left: float) -> tuple[Station | None, tuple[str, str]]:
-        """A free station that serves the proposal's fidelity and accepts its params."""
+    def _accepting(self, proposal: Proposal) -> tuple[list[Station], tuple[str, str]]:
+        """Online stations that serve the proposal's fidelity and whose limits
+        accept it (busy or not), and, when there are none, why."""
         outside = self.config.space.violations(proposal.params)
         if outside:
-            return None, ("outside_space", f"the planner proposed a point outside the search space: {'; '.join(outside)}")
+            return [], ("outside_space", f"the planner proposed a point outside the search space: {'; '.join(outside)}")
         serving = [s for s in self.stations if s.online and s.fidelity == proposal.fidelity]
         if not serving:
-            return None, ("no_instrument", f"no online instrument serves fidelity {proposal.fidelity:g}")
-        refusals: list[str] = []
-        candidates = []
+            return [], ("no_instrument", f"no online instrument serves fidelity {proposal.fidelity:g}")
+        accepting, refusals = [], []
         for s in serving:
             faults = s.violations(proposal.params)
             if faults:
                 refusals.append(f"{s.name}: {'; '.join(faults)}")
-            elif s.free > 0 and s.cost <= budget_left + 1e-12:
-                candidates.append(s)
-        if candidates:
-            return max(candidates, key=lambda s: (s.free, -s.cost)), ("", "")
-        if refusals and len(refusals) == len(serving):
-            return None, ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
-        return None, ("no_instrument", "no free instrument within the budget accepts it")
+            else:
+                accepting.append(s)
+        if not accepting:
+            return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
+        return accepting, ("", "")
 
     async def _execute(self, station: Station, params: dict[str, Any]) -> dict[str, float]:
         """Run one experiment with the station's timeout; readings are checked."""
@@ -556,6 +599,20 @@ class Campaign:
             self._append(events)
         except Exception as exc:  # the ledger itself may be what failed; resume will mark them stale
             log.error("could not record aborted experiments: %s", exc)
+
+    def _drop_queue(self) -> None:
+        """Record queued proposals that will not run now as abandoned."""
+        if not self._queue:
+            return
+        now = self.clock.now()
+        events = [NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=eid, at=now,
+                           payload={"reason": "not_dispatched", "message": "queued for a busy instrument when the campaign stopped"})
+                  for eid in self._queue]
+        self._queue.clear()
+        try:
+            self._append(events)
+        except Exception as exc:  # resume will mark them abandoned
+            log.error("could not record queued experiments: %s", exc)
 
     def _safe_record_stop(self) -> None:
         try:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import sqlite3
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -141,11 +143,11 @@ class Ledger:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self._path = sqlite_path(url)
         try:
             parsed = make_url(url)
         except sa.exc.ArgumentError:
             raise LedgerError(f"{url!r} is not a database URL (expected sqlite:///PATH or postgresql://...)") from None
+        self._path = sqlite_path(url)
         if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.backend = parsed.get_backend_name()
@@ -154,6 +156,8 @@ class Ledger:
                 raise LedgerError(f"no ledger at {self._path}; has the campaign run yet? (selflab run CONFIG)")
             if create:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
+        if self._path is not None and self._path.exists() and self._path.stat().st_size > 0:
+            self._check_sqlite_file(self._path)
         try:
             self.engine = self._make_engine(parsed)
             self._check_schema(create)
@@ -184,11 +188,21 @@ class Ledger:
             return engine
         return sa.create_engine(parsed, pool_pre_ping=True)
 
+    def _check_sqlite_file(self, path: Path) -> None:
+        """Refuse, without writing a byte, a file that is not a selflab ledger."""
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{path} is not a selflab ledger: {exc}") from None
+        if tables and "selflab_meta" not in tables:
+            raise LedgerError(f"{path} is not a selflab ledger (it holds tables: {', '.join(sorted(tables))})")
+
     def _check_schema(self, create: bool) -> None:
         inspector = sa.inspect(self.engine)
         tables = set(inspector.get_table_names())
         if "selflab_meta" not in tables:
-            if "selflab_events" in tables or (tables and not create):
+            if tables:
                 raise LedgerError(f"{self.display_url} is not a selflab ledger (it holds tables: {', '.join(sorted(tables)) or 'none'})")
             if not create:
                 raise LedgerError(f"{self.display_url} is empty: no selflab ledger there yet")
@@ -268,7 +282,7 @@ class Ledger:
     def writer_lock(self, campaign: str) -> Iterator[None]:
         """Hold the single-writer lock of ``campaign``, or raise :class:`LedgerError`."""
         if self._path is not None:
-            lock_path = self._path.with_name(self._path.name + ".lock")
+            lock_path = self._lock_path(campaign)
             with open(lock_path, "a+") as handle:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,11 +308,16 @@ class Ledger:
             finally:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
+    def _lock_path(self, campaign: str) -> Path:
+        assert self._path is not None
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", campaign)[:80]
+        return self._path.with_name(f"{self._path.name}.{safe}-{zlib.crc32(campaign.encode()):08x}.lock")
+
     def writer_active(self, campaign: str) -> bool | None:
         """Whether some process holds the writer lock now (``None``: cannot tell)."""
         if self._path is None:
             return None
-        lock_path = self._path.with_name(self._path.name + ".lock")
+        lock_path = self._lock_path(campaign)
         if not lock_path.exists():
             return False
         with open(lock_path) as handle:

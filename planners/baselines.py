@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import qmc
 
 from planners.protocol import Observation, Pending, PlanContext, Proposal
 from planners.space import Objective, SearchSpace
@@ -63,6 +62,8 @@ class SobolPlanner:
         *,
         context: PlanContext,
     ) -> list[Proposal]:
+        from scipy.stats import qmc  # slow to import; only Sobol campaigns pay for it
+
         engine = qmc.Sobol(d=space.dim, scramble=True, seed=context.seed)
         with warnings.catch_warnings():
             # Balance warnings for n not a power of 2 do not apply to a

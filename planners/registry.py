@@ -1,21 +1,25 @@
 """Build a planner from its config ``kind`` and ``options``.
 
+Planner classes are imported only when built, so that commands which merely
+read a config (``validate``, ``status``) stay fast.
+
 >>> make_planner("sobol", {})  # doctest: +ELLIPSIS
 <planners.baselines.SobolPlanner object at ...>
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Mapping
 from typing import Any
 
-from planners.baselines import RandomPlanner, SobolPlanner
 from planners.protocol import Planner
 
-PLANNERS: dict[str, Callable[..., Planner]] = {
-    "random": RandomPlanner,
-    "sobol": SobolPlanner,
+PLANNERS: dict[str, str] = {
+    "random": "planners.baselines:RandomPlanner",
+    "sobol": "planners.baselines:SobolPlanner",
 }
+"""Planner kind -> ``module:Class``."""
 
 
 def planner_kinds() -> list[str]:
@@ -28,4 +32,7 @@ def make_planner(kind: str, options: Mapping[str, Any]) -> Planner:
     ``TypeError`` or ``ValueError`` for bad options."""
     if kind not in PLANNERS:
         raise KeyError(f"unknown planner kind {kind!r}; known: {', '.join(planner_kinds())}")
-    return PLANNERS[kind](**dict(options))
+    module, _, name = PLANNERS[kind].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    planner: Planner = cls(**dict(options))
+    return planner

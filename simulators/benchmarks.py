@@ -141,7 +141,7 @@ class BraninInstrument(_TestFunctionInstrument):
     optimum: float | None = 0.397887
 
     def _build(self) -> SyntheticTestFunction:
-        from botorch.test_functions import Branin
+        from botorch.test_functions.synthetic import Branin
 
         return Branin()
 
@@ -169,6 +169,6 @@ class Hartmann6Instrument(_TestFunctionInstrument):
     optimum: float | None = -3.32237
 
     def _build(self) -> SyntheticTestFunction:
-        from botorch.test_functions import Hartmann
+        from botorch.test_functions.synthetic import Hartmann
 
         return Hartmann(dim=6)

@@ -28,9 +28,9 @@ ODE in residence time :math:`\tau`. Since every rate is proportional to
     B = B0 - (A0 - A) - S                 (one B per A converted, one more per S)
 
 leaving one scalar, autonomous ODE :math:`d\theta/d\tau = [B](\theta)` that
-LSODA (``scipy.integrate.odeint``) solves to a relative tolerance of 1e-10 in
-well under a millisecond (:func:`solve_pfr`). The tests check it against a
-direct integration of the five-species ODE.
+LSODA (``scipy.integrate.odeint``) solves to a relative tolerance of 1e-10,
+typically in well under a millisecond (:func:`solve_pfr`). The tests check it
+against a direct integration of the five-species ODE.
 
 Because all three reactions are first order in B, equivalents and
 concentration only change how fast :math:`\theta` grows: the best yield at a
@@ -86,7 +86,16 @@ from typing import Any, Literal
 from instruments.errors import BadResponse
 from simulators.simulated import Simulation, check_non_negative, check_positive
 
-__all__ = ["R_GAS", "Kinetics", "Outlet", "PlugFlowReactor", "best_yield", "composition", "solve_pfr"]
+__all__ = [
+    "REACTOR_LIMITS",
+    "R_GAS",
+    "Kinetics",
+    "Outlet",
+    "PlugFlowReactor",
+    "best_yield",
+    "composition",
+    "solve_pfr",
+]
 
 R_GAS = 8.314462618
 """Molar gas constant, J mol^-1 K^-1."""
@@ -161,8 +170,9 @@ def composition(theta: float, a0: float, b0: float, k1: float, k2: float, k3: fl
     p = a0 * k1 * _decay_difference(ka, k2, theta)
     converted = a0 - a
     i = k3 / ka * converted
+    # Clamp round-off (|error| ~ 1e-14 mol/L) so that no concentration is negative.
     s = max(converted - p - i, 0.0)
-    b = b0 - converted - s
+    b = max(b0 - converted - s, 0.0)
     return Outlet(a=a, b=b, p=p, s=s, i=i, theta=theta)
 
 

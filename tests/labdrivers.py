@@ -1,0 +1,101 @@
+"""Small drivers for the tests, written as a user would: plain classes, no base.
+
+Importable as ``labdrivers`` (pytest puts ``tests/`` on ``sys.path``; the
+end-to-end tests set ``PYTHONPATH``), so configs name them by import path,
+e.g. ``driver: labdrivers:Quadratic``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from instruments.errors import BadResponse, InstrumentDisconnected
+
+
+class Quadratic:
+    """``y = 1 - (x - 0.3)^2 - (z - 0.6)^2`` on ``x, z`` in [0, 1].
+
+    ``delay_s`` real seconds per run; ``fail_every``/``nan_every``/``hang_every``
+    make every k-th run (1-based) fail, return NaN or hang; ``sent`` records
+    every parameter set that reached the instrument.
+    """
+
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        limits: Mapping[str, list[float]] | None = None,
+        fail_every: int = 0,
+        nan_every: int = 0,
+        hang_every: int = 0,
+        garbage_every: int = 0,
+        duration_s: float | None = None,
+        fail_connect: bool = False,
+    ) -> None:
+        self.delay_s = delay_s
+        self.limits = {k: (float(v[0]), float(v[1])) for k, v in (limits or {}).items()}
+        self.fail_every, self.nan_every, self.hang_every, self.garbage_every = fail_every, nan_every, hang_every, garbage_every
+        self.fail_connect = fail_connect
+        self._duration_s = duration_s
+        self.sent: list[dict[str, Any]] = []
+        self.connected = False
+        self.stops = 0
+        self.closes = 0
+        if duration_s is not None:
+            self.duration = lambda params: self._duration_s  # declared duration -> simulated clock
+
+    async def connect(self) -> None:
+        if self.fail_connect:
+            raise InstrumentDisconnected("no answer on /dev/ttyFAKE")
+        self.connected = True
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.connected:
+            raise InstrumentDisconnected("not connected")
+        self.sent.append(dict(params))
+        k = len(self.sent)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.hang_every and k % self.hang_every == 0:
+            await asyncio.sleep(3600)
+        if self.fail_every and k % self.fail_every == 0:
+            raise BadResponse(f"garbled reply to run #{k}")
+        if self.nan_every and k % self.nan_every == 0:
+            return {"y": math.nan}
+        if self.garbage_every and k % self.garbage_every == 0:
+            return {"y": "12.3.4"}
+        x, z = float(params["x"]), float(params["z"])
+        return {"y": 1.0 - (x - 0.3) ** 2 - (z - 0.6) ** 2, "aux": x + z}
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+    async def close(self) -> None:
+        self.closes += 1
+        self.connected = False
+
+    def describe(self) -> dict[str, str]:
+        return {"y": "1", "aux": "1"}
+
+
+class Crashing:
+    """Raises a plain Python error (not the hierarchy) on every run."""
+
+    async def connect(self) -> None:
+        return None
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, float]:
+        raise ZeroDivisionError("driver bug")
+
+    async def close(self) -> None:
+        return None
+
+
+class NotAnInstrument:
+    """Lacks ``run``: the registry must refuse it."""
+
+    async def connect(self) -> None:
+        return None

@@ -1,0 +1,298 @@
+"""The campaign loop in-process, with real ledgers and plain-class drivers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import quadratic_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.campaign import Campaign, CampaignError, StopInfo, check_outcomes
+from controller.config import parse_config
+from controller.ledger import Ledger
+from controller.projection import CampaignState
+from instruments.errors import BadResponse
+from instruments.protocol import limit_violations
+
+
+def run(cfg: dict[str, Any], url: str, *, resume: bool = False) -> tuple[StopInfo, Campaign, CampaignState]:
+    config = parse_config({**cfg, "ledger": url})
+    ledger = Ledger(config.ledger_url)
+    try:
+        campaign = Campaign(config, ledger, resume=resume)
+        stop = asyncio.run(campaign.run())
+        state = CampaignState.replay(config.name, ledger.events(config.name))
+    finally:
+        ledger.close()
+    return stop, campaign, state
+
+
+def test_runs_to_max_experiments_and_records_everything(ledger_url: str) -> None:
+    stop, campaign, state = run(quadratic_config(), ledger_url)
+    assert stop.reason == "max_experiments"
+    assert state.counts()["completed"] == 10
+    assert state.stopped == ("max_experiments", "10 experiments completed")
+    sent = campaign.stations[0].driver.sent
+    assert len(sent) == 10
+    completed = state.with_status("completed")
+    assert sorted(e.params["x"] for e in completed) == sorted(p["x"] for p in sent)
+    for exp in completed:
+        assert exp.outcomes["y"] == pytest.approx(1 - (exp.params["x"] - 0.3) ** 2 - (exp.params["z"] - 0.6) ** 2)
+        assert exp.reason["strategy"] == "random"
+        assert exp.instrument == "q1" and exp.cost == 1.0
+    assert state.config is not None and state.config["name"] == "quad"
+    assert campaign.stations[0].driver.closes == 1
+
+
+def test_every_slot_is_kept_busy() -> None:
+    """Capacity 3 and capacity 2: five experiments run at once on the wall clock."""
+
+    class Probe:
+        def __init__(self) -> None:
+            self.running = 0
+            self.peak = 0
+
+        async def connect(self) -> None: ...
+        async def close(self) -> None: ...
+
+        async def run(self, params: dict[str, Any]) -> dict[str, float]:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await asyncio.sleep(0.02)
+            self.running -= 1
+            return {"y": float(params["x"])}
+
+    import labdrivers
+
+    labdrivers.Probe = Probe  # type: ignore[attr-defined]
+    cfg = quadratic_config(
+        instruments=[
+            {"name": "a", "driver": "labdrivers:Probe", "capacity": 3},
+            {"name": "b", "driver": "labdrivers:Probe", "capacity": 2},
+        ],
+        stop={"max_experiments": 25},
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stop, campaign, state = run(cfg, f"sqlite:///{tmp}/l.sqlite")
+    assert stop.reason == "max_experiments"
+    assert [s.driver.peak for s in campaign.stations] == [3, 2]
+    assert state.counts()["completed"] == 25
+
+
+def test_simulated_clock_shows_simulated_time(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"duration_s": 1800}, "capacity": 2}],
+        stop={"max_experiments": 20},
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert state.clock == "simulated"
+    assert state.started_at is not None and state.last_at is not None
+    # 20 experiments of 30 min on 2 slots: 10 rounds, 5 simulated hours.
+    assert state.last_at - state.started_at == timedelta(hours=5)
+    for exp in state.with_status("completed"):
+        assert exp.finished_at - exp.started_at == timedelta(minutes=30)  # type: ignore[operator]
+
+
+def test_max_time_on_the_simulated_clock(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"duration_s": 1800}}],
+        stop={"max_time": "3h"},
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_time"
+    assert state.counts()["completed"] == 6
+
+
+def test_max_cost_counts_each_instruments_cost(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[
+            {"name": "cheap", "driver": "labdrivers:Quadratic", "cost": 1},
+            {"name": "dear", "driver": "labdrivers:Quadratic", "cost": 4},
+        ],
+        stop={"max_cost": 20},
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_cost"
+    assert state.cost_spent <= 20
+    assert state.cost_spent > 20 - 4  # nothing left that the cheapest could not use
+    by = Counter(e.instrument for e in state.with_status("completed"))
+    assert by["cheap"] >= 1 and by["dear"] >= 1
+
+
+def test_target_stops_the_campaign(sqlite_url: str) -> None:
+    cfg = quadratic_config(stop={"max_experiments": 500, "target": {"value": 0.9}})
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "target"
+    best = state.best("y", "maximize")
+    assert best is not None and best.outcomes["y"] >= 0.9
+    assert state.counts()["completed"] < 500
+
+
+def test_failures_are_recorded_with_their_kind_and_budget_is_met(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic",
+                      "options": {"fail_every": 4, "nan_every": 5, "garbage_every": 7}}],
+        stop={"max_experiments": 20},
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    assert state.counts()["completed"] == 20
+    failed = state.with_status("failed")
+    kinds = Counter(e.error.split(":")[0] for e in failed)
+    assert kinds["bad_response"] == len(failed) >= 6
+    assert any("not finite" in e.error for e in failed)
+    assert any("not a number" in e.error for e in failed)
+    assert any("garbled" in e.error for e in failed)
+    assert all(e.outcomes == {} for e in failed)
+
+
+def test_timeout_fails_the_experiment_and_stops_the_instrument(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"hang_every": 3}, "timeout": 0.2}],
+        stop={"max_experiments": 4},
+    )
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    failed = state.with_status("failed")
+    assert len(failed) == 1 and failed[0].error.startswith("timeout:")
+    assert campaign.stations[0].driver.stops == 1
+
+
+def test_instrument_goes_offline_and_the_campaign_goes_on(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[
+            {"name": "broken", "driver": "labdrivers:Crashing", "max_consecutive_failures": 3},
+            {"name": "good", "driver": "labdrivers:Quadratic"},
+        ],
+        stop={"max_experiments": 12},
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    assert state.instruments["broken"].offline_reason is not None
+    assert "ZeroDivisionError" in state.instruments["broken"].offline_reason
+    assert state.instruments["broken"].failed == 3
+    assert state.instruments["good"].completed == 12
+
+
+def test_no_instrument_left_stops_with_a_reason(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"fail_connect": True}}],
+    )
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "no_instruments"
+    assert "connect failed" in (state.instruments["q1"].offline_reason or "")
+    assert state.counts()["proposed"] == 0 and not state.experiments
+
+
+def test_a_second_run_without_resume_is_refused(sqlite_url: str) -> None:
+    run(quadratic_config(), sqlite_url)
+    with pytest.raises(CampaignError, match="--resume"):
+        run(quadratic_config(), sqlite_url)
+
+
+def test_resume_with_a_changed_space_is_refused(sqlite_url: str) -> None:
+    run(quadratic_config(), sqlite_url)
+    cfg = quadratic_config(stop={"max_experiments": 20})
+    cfg["parameters"][0]["high"] = 2
+    with pytest.raises(CampaignError, match="parameters"):
+        run(cfg, sqlite_url, resume=True)
+
+
+def test_resume_after_a_crash_marks_in_flight_stale_and_finishes_the_budget(sqlite_url: str) -> None:
+    """Simulate a crash by writing a ledger that stops mid-flight."""
+    stop, _, _ = run(quadratic_config(stop={"max_experiments": 5}), sqlite_url)
+    ledger = Ledger(sqlite_url)
+    from controller.ledger import NewEvent
+
+    ledger.append([
+        NewEvent(campaign="quad", kind="campaign_started", payload={
+            "config": parse_config(quadratic_config()).model_dump(mode="json"), "version": "x", "seed": 0, "clock": "wall", "resumed": True}),
+        NewEvent(campaign="quad", kind="proposed", experiment_id=6, payload={"params": {"x": 0.1, "z": 0.2}}),
+        NewEvent(campaign="quad", kind="dispatched", experiment_id=6, instrument="q1", payload={"cost": 1.0}),
+        NewEvent(campaign="quad", kind="proposed", experiment_id=7, payload={"params": {"x": 0.3, "z": 0.4}}),
+    ])
+    ledger.close()
+    stop, campaign, state = run(quadratic_config(stop={"max_experiments": 10}), sqlite_url, resume=True)
+    assert stop.reason == "max_experiments"
+    assert state.experiments[6].status == "stale"
+    assert state.experiments[7].status == "abandoned"
+    assert state.counts()["completed"] == 10
+    assert len(campaign.stations[0].driver.sent) == 5  # only the new five ran in this process
+    assert state.anomalies == []
+
+
+def test_out_of_limit_proposals_are_refused_and_never_sent(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0, 0.5]}},
+                      "limits": {"z": [0.2, 1.0]}}],
+        stop={"max_experiments": 15},
+    )
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    for params in campaign.stations[0].driver.sent:
+        assert 0 <= params["x"] <= 0.5 and 0.2 <= params["z"] <= 1.0
+    refused = [e for e in state.with_status("abandoned") if e.error.startswith("out_of_limits")]
+    assert refused, "random proposals over [0,1]^2 must hit the limits sometimes"
+    assert all(e.started_at is None and e.instrument is None for e in refused)
+    assert "q1:" in refused[0].error
+
+
+def test_planner_that_always_misses_the_limits_gives_up(sqlite_url: str) -> None:
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "limits": {"x": [0.999999, 1.0]}}],
+    )
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "refusals"
+    assert campaign.stations[0].driver.sent == []
+    assert state.counts()["abandoned"] >= 100
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lows=st.tuples(st.floats(0, 0.6), st.floats(0, 0.6)),
+    widths=st.tuples(st.floats(0.2, 0.4), st.floats(0.2, 0.4)),
+    seed=st.integers(0, 10_000),
+    planner=st.sampled_from(["random", "sobol"]),
+)
+def test_property_no_proposal_is_ever_dispatched_outside_the_limits(
+    tmp_path_factory: pytest.TempPathFactory, lows: tuple[float, float], widths: tuple[float, float], seed: int, planner: str
+) -> None:
+    limits = {"x": [lows[0], lows[0] + widths[0]], "z": [lows[1], lows[1] + widths[1]]}
+    cfg = quadratic_config(
+        seed=seed,
+        planner={"kind": planner},
+        instruments=[
+            {"name": "q1", "driver": "labdrivers:Quadratic", "limits": limits, "capacity": 2},
+            {"name": "q2", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0.5, 1.0]}}},
+        ],
+        stop={"max_experiments": 6},
+    )
+    url = f"sqlite:///{tmp_path_factory.mktemp('prop')}/l.sqlite"
+    stop, campaign, state = run(cfg, url)
+    declared = {"q1": {k: tuple(v) for k, v in limits.items()}, "q2": {"x": (0.5, 1.0)}}
+    for station in campaign.stations:
+        for params in station.driver.sent:
+            assert limit_violations(params, declared[station.name]) == []
+    for exp in state.experiments.values():
+        if exp.instrument is not None:
+            assert limit_violations(exp.params, declared[exp.instrument]) == []
+
+
+def test_check_outcomes_rejects_bad_readings() -> None:
+    assert check_outcomes({"y": 1, "z": 2.5}, ["y"], "i") == {"y": 1.0, "z": 2.5}
+    for bad, match in [
+        ([1.0], "not a mapping"),
+        ({"y": True}, "not a number"),
+        ({"y": "1"}, "not a number"),
+        ({"y": float("inf")}, "not finite"),
+        ({"z": 1.0}, "did not report y"),
+    ]:
+        with pytest.raises(BadResponse, match=match):
+            check_outcomes(bad, ["y"], "i")

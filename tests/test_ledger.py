@@ -1,0 +1,191 @@
+"""The ledger on a real SQLite file and on the Postgres server."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from controller.ledger import SCHEMA_VERSION, Ledger, LedgerError, NewEvent
+
+
+def _events(n: int, campaign: str = "c") -> list[NewEvent]:
+    out = []
+    for i in range(1, n + 1):
+        out.append(NewEvent(campaign=campaign, kind="proposed", experiment_id=i, payload={"params": {"x": i / 10}}))
+    return out
+
+
+def test_append_and_read_back_in_order(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    written = ledger.append(_events(3))
+    ledger.append(_events(2, campaign="other"))
+    back = ledger.events("c")
+    assert [e.id for e in back] == [e.id for e in written]
+    assert [e.experiment_id for e in back] == [1, 2, 3]
+    assert back[0].payload == {"params": {"x": 0.1}, "fidelity": 1.0, "planner": "", "reason": {}}
+    assert back[0].at.tzinfo is not None
+    assert ledger.events("c", after=written[1].id) == back[2:]
+    assert ledger.campaigns() == ["c", "other"]
+    ledger.close()
+
+
+def test_append_is_all_or_nothing(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    with pytest.raises(Exception):
+        ledger.append([_events(1)[0], NewEvent(campaign="c", kind="completed", experiment_id=1, payload={"outcomes": "oops"})])
+    assert ledger.events("c") == []
+    with pytest.raises(ValueError, match="unknown event kind"):
+        ledger.append([NewEvent(campaign="c", kind="exploded")])
+    ledger.close()
+
+
+def test_updates_and_deletes_are_refused_by_the_database(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    ledger.append(_events(2))
+    for statement in ("UPDATE selflab_events SET kind = 'completed'", "DELETE FROM selflab_events"):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with ledger.engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+    assert [e.kind for e in ledger.events("c")] == ["proposed", "proposed"]
+    ledger.close()
+
+
+def test_names_that_look_like_sql_are_stored_verbatim(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    nasty = "x'); DROP TABLE selflab_events; --"
+    ledger.append([NewEvent(campaign=nasty, kind="proposed", experiment_id=1, instrument="$(rm -rf /)", payload={"params": {"a": nasty}})])
+    back = ledger.events(nasty)
+    assert back[0].campaign == nasty and back[0].instrument == "$(rm -rf /)" and back[0].payload["params"]["a"] == nasty
+    ledger.close()
+
+
+def test_reopening_keeps_events_and_schema(ledger_url: str) -> None:
+    Ledger(ledger_url).append(_events(2))
+    ledger = Ledger(ledger_url, create=False)
+    assert len(ledger.events("c")) == 2
+    with ledger.engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT value FROM selflab_meta WHERE key = 'schema_version'").scalar()
+    assert version == str(SCHEMA_VERSION)
+    ledger.close()
+
+
+def test_a_newer_schema_is_refused(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM selflab_meta WHERE key = 'schema_version'")
+        conn.exec_driver_sql(f"INSERT INTO selflab_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION + 1}')")
+    ledger.close()
+    with pytest.raises(LedgerError, match="newer than this selflab"):
+        Ledger(ledger_url)
+
+
+def test_a_foreign_database_is_refused(ledger_url: str) -> None:
+    engine = sa.create_engine(Ledger(ledger_url).engine.url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE selflab_meta")
+    engine.dispose()
+    with pytest.raises(LedgerError, match="not a selflab ledger"):
+        Ledger(ledger_url)
+
+
+def test_a_file_that_is_not_a_database_gets_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("these are my lab notes, not a database\n" * 100)
+    with pytest.raises(LedgerError) as info:
+        Ledger(f"sqlite:///{path}")
+    assert "\n" not in str(info.value) and "not a database" in str(info.value)
+    assert path.read_text().startswith("these are my lab notes")
+
+
+def test_other_sqlite_database_is_not_touched(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE chemicals (name TEXT)")
+    with pytest.raises(LedgerError, match="not a selflab ledger.*chemicals"):
+        Ledger(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"chemicals"}
+
+
+def test_missing_ledger_is_not_created_by_readers(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger at"):
+        Ledger(f"sqlite:///{tmp_path / 'nope.sqlite'}", create=False)
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_bad_url_is_a_ledger_error() -> None:
+    with pytest.raises(LedgerError, match="not a database URL"):
+        Ledger("not a url")
+
+
+def test_sqlite_is_in_wal_mode(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url)
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    ledger.close()
+
+
+def test_readers_never_block_on_a_writer(sqlite_url: str) -> None:
+    """A reader in another process reads while this one holds a write open."""
+    ledger = Ledger(sqlite_url)
+    ledger.append(_events(3))
+    path = sa.make_url(sqlite_url).database
+    raw = sqlite3.connect(path, timeout=0.1)
+    raw.execute("BEGIN IMMEDIATE")
+    raw.execute(
+        "INSERT INTO selflab_events (campaign, kind, experiment_id, at, recorded_at, payload) "
+        "VALUES ('c', 'proposed', 99, '2026-01-01', '2026-01-01', '{}')"
+    )
+    code = (
+        "import sys; from controller.ledger import Ledger; "
+        f"print(len(Ledger({sqlite_url!r}, create=False).events('c')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    raw.rollback()
+    raw.close()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+    ledger.close()
+
+
+def test_writer_lock_is_exclusive(ledger_url: str) -> None:
+    first, second = Ledger(ledger_url), Ledger(ledger_url)
+    with first.writer_lock("c"):
+        if first.writer_active("c") is not None:
+            assert second.writer_active("c") is True
+        with pytest.raises(LedgerError, match="already"):
+            with second.writer_lock("c"):
+                pass
+        with second.writer_lock("another-campaign"):
+            pass
+    with second.writer_lock("c"):
+        pass
+    if first.writer_active("c") is not None:
+        assert first.writer_active("c") is False
+    first.close()
+    second.close()
+
+
+def test_many_threads_append_without_losing_events(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+
+    def work(k: int) -> None:
+        for i in range(20):
+            ledger.append([NewEvent(campaign="c", kind="proposed", experiment_id=k * 100 + i, payload={"params": {}})])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [e.experiment_id for e in ledger.events("c")]
+    assert sorted(ids) == sorted(k * 100 + i for k in range(4) for i in range(20))
+    ledger.close()
