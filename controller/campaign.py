@@ -137,7 +137,7 @@ class Campaign:
         self._failed: list[Pending] = []
         self._stop: StopInfo | None = None
         self._abort = False
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
         self._refusals = 0
         self._queue: dict[int, tuple[Proposal, list[Station]]] = {}
         """Proposed experiments waiting for a busy instrument that accepts them."""
@@ -426,10 +426,11 @@ class Campaign:
         )
         pending = [Pending(params=f.params, fidelity=self.state.experiments[f.experiment_id].fidelity) for f in self.flights.values()]
         pending += [Pending(params=p.params, fidelity=p.fidelity) for p, _ in self._queue.values()]
+        args = (self.config.space, self.config.objectives, self._observations, pending, n)
         try:
-            return await asyncio.to_thread(
-                self.planner.propose, self.config.space, self.config.objectives, self._observations, pending, n, context=context
-            )
+            if getattr(self.planner, "blocking", True):  # fit models off the loop: instruments keep running
+                return await asyncio.to_thread(self.planner.propose, *args, context=context)
+            return self.planner.propose(*args, context=context)
         except Exception as exc:
             log.exception("planner %s failed", self.config.planner.kind)
             self._stop = StopInfo("planner_error", f"planner {self.config.planner.kind} failed: {type(exc).__name__}: {exc}")
@@ -465,29 +466,30 @@ class Campaign:
         return check_outcomes(result, self.config.outcome_names, station.name)
 
     async def _next_done(self) -> Flight | None:
-        """The next flight to finish (by simulated due time, or first in real time)."""
-        wake = asyncio.create_task(self._wake.wait())
-        try:
-            if isinstance(self.clock, SimClock):
-                flight = min(self.flights.values(), key=lambda f: (f.due or self.clock.now(), f.experiment_id))
-                await asyncio.wait({flight.task, wake}, return_when=asyncio.FIRST_COMPLETED)
-                if not flight.task.done():
-                    return None
-                if flight.due is not None:
-                    self.clock.advance_to(flight.due)
-                return self.flights.pop(flight.experiment_id)
-            tasks = {f.task: f for f in self.flights.values()}
-            timeout = self._time_left()
-            done, _ = await asyncio.wait(set(tasks) | {wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finished = [tasks[t] for t in done if t in tasks]
-            if not finished:
+        """The next flight to finish (by simulated due time, or first in real time);
+        ``None`` when woken by a signal or a time limit first."""
+        if self._wake is None or self._wake.done():
+            self._wake = asyncio.get_running_loop().create_future()
+        if isinstance(self.clock, SimClock):
+            flight = min(self.flights.values(), key=lambda f: (f.due or self.clock.now(), f.experiment_id))
+            if not flight.task.done():
+                await asyncio.wait({flight.task, self._wake}, return_when=asyncio.FIRST_COMPLETED)
+            if not flight.task.done():
                 return None
-            flight = min(finished, key=lambda f: f.experiment_id)
+            if flight.due is not None:
+                self.clock.advance_to(flight.due)
             return self.flights.pop(flight.experiment_id)
-        finally:
-            wake.cancel()
-            if self._wake.is_set() and not self._abort:
-                self._wake.clear()
+        tasks = {f.task: f for f in self.flights.values()}
+        done, _ = await asyncio.wait(set(tasks) | {self._wake}, timeout=self._time_left(), return_when=asyncio.FIRST_COMPLETED)
+        finished = [tasks[t] for t in done if t in tasks]
+        if not finished:
+            return None
+        flight = min(finished, key=lambda f: f.experiment_id)
+        return self.flights.pop(flight.experiment_id)
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _time_left(self) -> float | None:
         rules, left = self.config.stop, []
@@ -564,13 +566,13 @@ class Campaign:
             self._stop = StopInfo("interrupted", "stopped by Ctrl-C (SIGINT)")
             if self.flights:
                 log.warning("Ctrl-C: no new experiments; waiting for %d in flight (Ctrl-C again to abort them)", len(self.flights))
-        self._wake.set()
+        self._wake_up()
 
     def _on_terminate(self) -> None:
         log.warning("SIGTERM: aborting %d experiment(s) in flight", len(self.flights))
         self._stop = StopInfo("terminated", "stopped by SIGTERM")
         self._abort = True
-        self._wake.set()
+        self._wake_up()
 
     async def _stop_driver(self, station: Station) -> None:
         if isinstance(station.driver, Stoppable):

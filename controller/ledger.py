@@ -27,6 +27,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -103,6 +104,7 @@ class Event(BaseModel):
 
 _TABLES = [EventRow.__table__, MetaRow.__table__]  # type: ignore[attr-defined]
 _EVENTS: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+_INSERT = sa.insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 
 _SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER IF NOT EXISTS selflab_events_no_{op.lower()}
@@ -143,6 +145,8 @@ class Ledger:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        self._writer_conn: sa.Connection | None = None
+        self._writer_guard = threading.Lock()
         try:
             parsed = make_url(url)
         except sa.exc.ArgumentError:
@@ -249,15 +253,22 @@ class Ledger:
                     "payload": payload,
                 }
             )
-        out: list[Event] = []
         try:
-            with self.engine.begin() as conn:
-                for row in rows:
-                    result = conn.execute(sa.insert(_EVENTS).values(**row))
-                    out.append(Event(id=int(result.inserted_primary_key[0]), **row))
+            with self._writer_guard:  # one transaction at a time on the shared connection
+                conn = self._writer()
+                with conn.begin():
+                    ids = conn.execute(_INSERT, rows).scalars().all()
+            out = [Event(id=int(i), **row) for i, row in zip(ids, rows, strict=True)]
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
         return out
+
+    def _writer(self) -> sa.Connection:
+        """The connection appends go through, kept open (a pool checkout per
+        event costs as much as the insert itself)."""
+        if self._writer_conn is None or self._writer_conn.closed or self._writer_conn.invalidated:
+            self._writer_conn = self.engine.connect()
+        return self._writer_conn
 
     def events(self, campaign: str, after: int = 0) -> list[Event]:
         """Every event of ``campaign`` with position above ``after``, in order."""
@@ -329,6 +340,9 @@ class Ledger:
             return False
 
     def close(self) -> None:
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
         self.engine.dispose()
 
 

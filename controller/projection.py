@@ -84,6 +84,7 @@ class CampaignState:
     cost_spent: float = 0.0
     anomalies: list[str] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _max_id: int = 0
     _best: dict[tuple[str, str, float | None], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -124,6 +125,7 @@ class CampaignState:
                 self.anomalies.append(f"event {event.id}: experiment {eid} proposed twice")
                 return
             self._counts["proposed"] += 1
+            self._max_id = max(self._max_id, eid)
             self.experiments[eid] = ExperimentView(
                 experiment_id=eid,
                 status="proposed",
@@ -198,7 +200,7 @@ class CampaignState:
 
     @property
     def next_experiment_id(self) -> int:
-        return max(self.experiments, default=0) + 1
+        return self._max_id + 1
 
     def best(self, objective: str, direction: str, target_fidelity: float | None = None) -> ExperimentView | None:
         """The completed experiment with the best finite ``objective``.

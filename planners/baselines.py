@@ -26,6 +26,7 @@ class RandomPlanner:
     """Uniform random proposals on the unit cube, seeded by ``(seed, step)``."""
 
     kind = "random"
+    blocking = False  # microseconds: no worker thread needed
 
     def propose(
         self,
@@ -51,6 +52,7 @@ class SobolPlanner:
     """Scrambled Sobol proposals; the campaign's ``step`` indexes the sequence."""
 
     kind = "sobol"
+    blocking = False
 
     def propose(
         self,

@@ -80,7 +80,12 @@ class Proposal(_Record):
 
 @runtime_checkable
 class Planner(Protocol):
-    """Proposes experiments from the campaign's data so far."""
+    """Proposes experiments from the campaign's data so far.
+
+    A planner may set ``blocking = False`` when ``propose`` takes microseconds;
+    otherwise (the default) the controller calls it in a worker thread so that
+    instruments keep running while it fits its models.
+    """
 
     def propose(
         self,
