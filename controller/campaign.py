@@ -262,6 +262,12 @@ class Campaign:
                 log.error("instrument %s is offline: %s", station.name, station.offline_reason)
                 events.append(NewEvent(campaign=self.config.name, kind="instrument_offline", instrument=station.name,
                                        at=self.clock.now(), payload={"reason": station.offline_reason}))
+                continue
+            previous = self.state.instruments.get(station.name)
+            if previous is not None and previous.offline_reason is not None:
+                log.info("instrument %s is back online (was: %s)", station.name, previous.offline_reason)
+                events.append(NewEvent(campaign=self.config.name, kind="instrument_online", instrument=station.name,
+                                       at=self.clock.now(), payload={"reason": "connected on resume"}))
         self._append(events)
 
     async def _close_all(self) -> None:
@@ -359,6 +365,8 @@ class Campaign:
 
         n = self._allowance()
         proposals = await self._propose(n) if n > 0 else []
+        if n > 0 and not proposals and not self.flights and not self._queue and self._stop is None:
+            self._stop = StopInfo("planner_exhausted", f"planner {self.config.planner.kind} had nothing more to propose")
         first_id = self.state.next_experiment_id
         for i, proposal in enumerate(proposals[:n]):
             eid = first_id + i

@@ -48,7 +48,8 @@ class CampaignStopped(_Payload):
     reason: str
     """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
     ``max_wall_time``, ``target``, ``interrupted``, ``terminated``,
-    ``no_instruments``, ``planner_error``, ``refusals``."""
+    ``no_instruments``, ``planner_error``, ``planner_exhausted``, ``refusals``,
+    ``error``."""
     detail: str = ""
 
 

@@ -70,7 +70,7 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         instruments.append(
             {
                 "name": name,
-                "state": view.state if writer_active or view.offline_reason else ("offline" if view.offline_reason else "idle"),
+                "state": "offline" if view.offline_reason else (view.state if writer_active else "idle"),
                 "in_flight": view.in_flight,
                 "completed": view.completed,
                 "failed": view.failed,

@@ -296,3 +296,45 @@ def test_check_outcomes_rejects_bad_readings() -> None:
     ]:
         with pytest.raises(BadResponse, match=match):
             check_outcomes(bad, ["y"], "i")
+
+
+def test_a_planner_with_nothing_left_ends_the_campaign(sqlite_url: str) -> None:
+    class TwoPoints:
+        blocking = False
+
+        def propose(self, space: Any, objectives: Any, observations: Any, pending: Any, n: int, *, context: Any) -> list[Any]:
+            from planners.protocol import Proposal
+
+            left = [{"x": 0.1, "z": 0.1}, {"x": 0.2, "z": 0.2}][context.step:]
+            return [Proposal(params=p) for p in left[:n]]
+
+    config = parse_config({**quadratic_config(), "ledger": sqlite_url})
+    ledger = Ledger(sqlite_url)
+    stop = asyncio.run(Campaign(config, ledger, planner=TwoPoints()).run())
+    state = CampaignState.replay("quad", ledger.events("quad"))
+    ledger.close()
+    assert stop.reason == "planner_exhausted"
+    assert state.counts()["completed"] == 2
+
+
+def test_planner_errors_stop_the_campaign_with_the_reason(sqlite_url: str) -> None:
+    class Broken:
+        def propose(self, *args: Any, **kwargs: Any) -> list[Any]:
+            raise RuntimeError("cholesky failed")
+
+    config = parse_config({**quadratic_config(), "ledger": sqlite_url})
+    ledger = Ledger(sqlite_url)
+    stop = asyncio.run(Campaign(config, ledger, planner=Broken()).run())
+    state = CampaignState.replay("quad", ledger.events("quad"))
+    ledger.close()
+    assert stop.reason == "planner_error" and "cholesky failed" in stop.detail
+    assert state.stopped == ("planner_error", stop.detail)
+
+
+def test_an_offline_instrument_comes_back_on_resume(sqlite_url: str) -> None:
+    cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"fail_connect": True}}])
+    stop, _, state = run(cfg, sqlite_url)
+    assert stop.reason == "no_instruments" and state.instruments["q1"].state == "offline"
+    stop, _, state = run(quadratic_config(), sqlite_url, resume=True)
+    assert stop.reason == "max_experiments"
+    assert state.instruments["q1"].state == "idle" and state.instruments["q1"].completed == 10
