@@ -142,6 +142,7 @@ class Campaign:
         self._queue: dict[int, tuple[Proposal, list[Station]]] = {}
         """Proposed experiments waiting for a busy instrument that accepts them."""
         self._run_started = time.monotonic()
+        self._pool = pool_of(self.stations)
 
     # --- the public entry point ---------------------------------------------------
 
@@ -434,15 +435,24 @@ class Campaign:
         )
         pending = [Pending(params=f.params, fidelity=self.state.experiments[f.experiment_id].fidelity) for f in self.flights.values()]
         pending += [Pending(params=p.params, fidelity=p.fidelity) for p, _ in self._queue.values()]
+        if self._pool is not None:
+            used = {_key(o.params) for o in self._observations} | {_key(p.params) for p in pending} | {_key(p.params) for p in self._failed}
+            context = context.model_copy(update={"candidates": tuple(p for p in self._pool if _key(p) not in used)})
+            if not context.candidates:
+                return []
         args = (self.config.space, self.config.objectives, self._observations, pending, n)
+        started = time.perf_counter()
         try:
             if getattr(self.planner, "blocking", True):  # fit models off the loop: instruments keep running
-                return await asyncio.to_thread(self.planner.propose, *args, context=context)
-            return self.planner.propose(*args, context=context)
+                proposals = await asyncio.to_thread(self.planner.propose, *args, context=context)
+            else:
+                proposals = self.planner.propose(*args, context=context)
         except Exception as exc:
             log.exception("planner %s failed", self.config.planner.kind)
             self._stop = StopInfo("planner_error", f"planner {self.config.planner.kind} failed: {type(exc).__name__}: {exc}")
             return []
+        seconds = time.perf_counter() - started
+        return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}}) for p in proposals]
 
     def _accepting(self, proposal: Proposal) -> tuple[list[Station], tuple[str, str]]:
         """Online stations that serve the proposal's fidelity and whose limits
@@ -641,6 +651,23 @@ class Campaign:
         for event in written:
             self.state.apply(event)
         return written
+
+
+def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
+def pool_of(stations: list[Station]) -> list[dict[str, Any]] | None:
+    """The measurable points of pool instruments (``candidates()``), or ``None``
+    when no instrument restricts its inputs to a pool."""
+    pools = [s.driver.candidates() for s in stations if callable(getattr(s.driver, "candidates", None))]
+    if not pools:
+        return None
+    seen: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+    for pool in pools:
+        for point in pool:
+            seen.setdefault(_key(point), dict(point))
+    return list(seen.values())
 
 
 def _fmt(outcomes: Mapping[str, float]) -> str:

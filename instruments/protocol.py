@@ -22,6 +22,9 @@ Optional members, read with ``getattr`` when present:
 ``duration(params)`` -> ``float``: seconds the experiment takes on the
             instrument's own clock. Simulators declare it so that offline
             campaigns run on a simulated clock.
+``candidates()`` -> ``list[dict]``: the only inputs the instrument can
+            measure (a pool, e.g. the rows of a dataset). The planner then
+            chooses among those not yet measured.
 
 Values set in the config (``capacity``, ``fidelity``, ``cost``, ``limits``)
 take precedence over, or intersect with, the declared ones.

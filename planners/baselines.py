@@ -2,8 +2,12 @@
 
 Both are pure functions of ``(seed, step)``: the ``k``-th proposal of a
 campaign is the same whatever crashed and resumed in between, and no two
-proposals of a campaign repeat each other. Both propose at the highest
-fidelity on offer unless told otherwise.
+proposals of a campaign repeat each other. Both propose at the target
+fidelity when it is on offer, else at the highest offered.
+
+With a pool (``context.candidates``), random picks unmeasured candidates
+uniformly and Sobol picks, for each Sobol point, the nearest unused candidate
+in the unit cube.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from planners.protocol import Observation, Pending, PlanContext, Proposal
-from planners.space import Objective, SearchSpace
+from planners.space import Objective, Point, SearchSpace
 
 
-def _fidelity(context: PlanContext) -> float:
+def offered_fidelity(context: PlanContext) -> float:
+    """The target fidelity when some instrument serves it, else the highest served."""
     offered = [f.fidelity for f in context.fidelities]
     return context.target_fidelity if context.target_fidelity in offered else max(offered)
 
@@ -38,14 +43,17 @@ class RandomPlanner:
         *,
         context: PlanContext,
     ) -> list[Proposal]:
-        fidelity = _fidelity(context)
-        out = []
-        for i in range(n):
-            rng = np.random.default_rng([context.seed, context.step + i])
-            u = rng.random(space.dim)
-            out.append(Proposal(params=space.from_unit(u), fidelity=fidelity,
-                                reason={"strategy": "random", "index": context.step + i}))
-        return out
+        fidelity = offered_fidelity(context)
+        if context.candidates is not None:
+            rng = np.random.default_rng([context.seed, context.step])
+            picks = rng.choice(len(context.candidates), size=min(n, len(context.candidates)), replace=False)
+            points: list[Point] = [dict(context.candidates[int(i)]) for i in picks]
+        else:  # one generator per index: the same sequence however it is batched
+            points = [space.from_unit(np.random.default_rng([context.seed, context.step + i]).random(space.dim)) for i in range(n)]
+        return [
+            Proposal(params=p, fidelity=fidelity, reason={"strategy": "random", "index": context.step + i})
+            for i, p in enumerate(points)
+        ]
 
 
 class SobolPlanner:
@@ -74,9 +82,19 @@ class SobolPlanner:
             if context.step:
                 engine.fast_forward(context.step)
             u = engine.random(n)
-        fidelity = _fidelity(context)
+        if context.candidates is not None:
+            pool = np.array([space.to_unit(c) for c in context.candidates])
+            free = np.ones(len(pool), dtype=bool)
+            points: list[Point] = []
+            for row in u[: len(pool)]:
+                distance = np.where(free, ((pool - row) ** 2).sum(axis=1), np.inf)
+                best = int(np.argmin(distance))
+                free[best] = False
+                points.append(dict(context.candidates[best]))
+        else:
+            points = [space.from_unit(row) for row in u]
+        fidelity = offered_fidelity(context)
         return [
-            Proposal(params=space.from_unit(row), fidelity=fidelity,
-                     reason={"strategy": "sobol", "index": context.step + i})
-            for i, row in enumerate(u)
+            Proposal(params=p, fidelity=fidelity, reason={"strategy": "sobol", "index": context.step + i})
+            for i, p in enumerate(points)
         ]

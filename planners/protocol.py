@@ -66,6 +66,10 @@ class PlanContext(_Record):
     target_fidelity: float = 1.0
     failed: tuple[Pending, ...] = ()
     """Experiments that ran and failed: information, not to be repeated blindly."""
+    candidates: tuple[Point, ...] | None = None
+    """When set, the only points that may be proposed (a pool of measurable
+    inputs, e.g. the unmeasured rows of a dataset); already measured and
+    pending ones are removed by the controller."""
 
 
 class Proposal(_Record):

@@ -103,6 +103,9 @@ class Objective(_Strict):
     name: str = Field(pattern=_NAME)
     direction: Literal["maximize", "minimize"] = "maximize"
     unit: str | None = None
+    reference_point: float | None = None
+    """For several objectives: the worst value still worth having, the corner of
+    the hypervolume (in the objective's own units). Inferred when unset."""
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b`` for this objective."""

@@ -99,3 +99,21 @@ class NotAnInstrument:
 
     async def connect(self) -> None:
         return None
+
+
+class Pool:
+    """A dataset as an instrument: only its rows can be measured."""
+
+    def __init__(self, *, rows: int = 12) -> None:
+        self.rows = [{"x": i / rows, "z": (i * 7 % rows) / rows} for i in range(rows)]
+        self.sent: list[dict[str, Any]] = []
+
+    def candidates(self) -> list[dict[str, float]]:
+        return list(self.rows)
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, float]:
+        self.sent.append(dict(params))
+        return {"y": float(params["x"]) + float(params["z"])}

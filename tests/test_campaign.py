@@ -338,3 +338,16 @@ def test_an_offline_instrument_comes_back_on_resume(sqlite_url: str) -> None:
     stop, _, state = run(quadratic_config(), sqlite_url, resume=True)
     assert stop.reason == "max_experiments"
     assert state.instruments["q1"].state == "idle" and state.instruments["q1"].completed == 10
+
+
+@pytest.mark.parametrize("planner", ["random", "sobol"])
+def test_pool_instruments_are_measured_once_per_row_until_exhausted(sqlite_url: str, planner: str) -> None:
+    cfg = quadratic_config(planner={"kind": planner},
+                           instruments=[{"name": "pool", "driver": "labdrivers:Pool", "capacity": 3}],
+                           stop={"max_experiments": 50})
+    stop, campaign, state = run(cfg, sqlite_url)
+    sent = campaign.stations[0].driver.sent
+    assert stop.reason == "planner_exhausted"
+    assert len(sent) == 12 and {(p["x"], p["z"]) for p in sent} == {(r["x"], r["z"]) for r in campaign.stations[0].driver.rows}
+    assert state.counts()["completed"] == 12
+    assert all(e.reason["proposal_seconds"] >= 0 for e in state.experiments.values())
