@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from controller.config import ConfigError, LabConfig, load_config
@@ -52,7 +53,28 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
 
     sub.add_parser("drivers", help="list the installed instrument drivers")
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+COMMAND_MODULES = ("controller.bench_cmd", "controller.report_cmd", "instruments.emulate_cmd")
+"""Modules that add subcommands: each has ``register(subparsers)``, which adds
+parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
+A module that is not there (yet) is skipped."""
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     if args.command == "schema":
         print(json.dumps(LabConfig.model_json_schema(), indent=2))
         return EXIT_OK
