@@ -18,6 +18,8 @@ from planners.protocol import Planner
 PLANNERS: dict[str, str] = {
     "random": "planners.baselines:RandomPlanner",
     "sobol": "planners.baselines:SobolPlanner",
+    "bo": "planners.bo:BOPlanner",
+    "ax": "planners.ax_planner:AxPlanner",
 }
 """Planner kind -> ``module:Class``."""
 

@@ -116,9 +116,9 @@ def test_fidelity_defaults_to_the_target_when_offered() -> None:
 
 
 def test_registry_errors() -> None:
-    assert planner_kinds() == ["random", "sobol"]
-    with pytest.raises(KeyError, match="unknown planner kind 'bo'"):
-        make_planner("bo", {})
+    assert planner_kinds() == ["ax", "bo", "random", "sobol"]
+    with pytest.raises(KeyError, match="unknown planner kind 'gp'"):
+        make_planner("gp", {})
     with pytest.raises(TypeError):
         make_planner("random", {"temperature": 3})
     assert math.isfinite(SPACE.to_unit(SPACE.from_unit([0.3] * 5))[0])
