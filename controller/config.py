@@ -294,7 +294,10 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
         else:
             owner = model
             ann = None
-        out += f".{part}" if out else str(part)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
+            out += f"[{str(part)!r}]"  # a key a user could not type as a field: show it exactly
+        else:
+            out += f".{part}" if out else str(part)
     return out, owner
 
 

@@ -118,6 +118,7 @@ def build_fleet(config: LabConfig) -> list[Station]:
                 limits=limits,
             )
         )
+    faults += _space_beyond_limits(config, stations)
     outputs: set[str] = set()
     described = True
     for station in stations:
@@ -146,3 +147,34 @@ def build_fleet(config: LabConfig) -> list[Station]:
     if faults:
         raise ConfigError(faults)
     return stations
+
+
+def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[ConfigFault]:
+    """Parameters whose range reaches beyond what every instrument accepts.
+
+    An instrument without a limit on a parameter accepts all of it; where
+    every instrument limits it, the space may not extend past the widest
+    limit, or the planner would search where nothing may run.
+    """
+    faults: list[ConfigFault] = []
+    if not stations:
+        return faults
+    for i, p in enumerate(config.parameters):
+        if isinstance(p, CategoricalParameter):
+            continue
+        limits = [(s.name, s.limits.get(p.name)) for s in stations]
+        if any(limit is None for _, limit in limits):
+            continue
+        low = min(limit[0] for _, limit in limits if limit is not None)
+        high = max(limit[1] for _, limit in limits if limit is not None)
+        if p.low < low or p.high > high:
+            sides = ", ".join(f"{name} accepts [{lim[0]:g}, {lim[1]:g}]" for name, lim in limits if lim is not None)
+            faults.append(
+                ConfigFault(
+                    loc=f"parameters[{i}]",
+                    message=f"{p.name} asks for [{p.low:g}, {p.high:g}] but the instruments' limits allow only "
+                    f"[{low:g}, {high:g}] ({sides}); narrow the parameter or widen a limit",
+                )
+            )
+    return faults
+

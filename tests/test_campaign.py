@@ -229,28 +229,35 @@ def test_resume_after_a_crash_marks_in_flight_stale_and_finishes_the_budget(sqli
 
 
 def test_out_of_limit_proposals_are_refused_and_never_sent(sqlite_url: str) -> None:
+    """Two instruments cover the space between them, with a gap: proposals in
+    the gap are refused and recorded, and reach neither instrument."""
     cfg = quadratic_config(
-        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0, 0.5]}},
-                      "limits": {"z": [0.2, 1.0]}}],
+        instruments=[
+            {"name": "q1", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0, 0.5]}}, "limits": {"z": [0.2, 1.0]}},
+            {"name": "q2", "driver": "labdrivers:Quadratic", "limits": {"x": [0.7, 1.0]}},
+        ],
         stop={"max_experiments": 15},
     )
     stop, campaign, state = run(cfg, sqlite_url)
     assert stop.reason == "max_experiments"
-    for params in campaign.stations[0].driver.sent:
-        assert 0 <= params["x"] <= 0.5 and 0.2 <= params["z"] <= 1.0
+    q1, q2 = (s.driver.sent for s in campaign.stations)
+    assert q1 and q2
+    assert all(0 <= p["x"] <= 0.5 and 0.2 <= p["z"] <= 1.0 for p in q1)
+    assert all(0.7 <= p["x"] <= 1.0 for p in q2)
     refused = [e for e in state.with_status("abandoned") if e.error.startswith("out_of_limits")]
-    assert refused, "random proposals over [0,1]^2 must hit the limits sometimes"
+    assert refused, "random proposals over [0,1]^2 must hit the gap sometimes"
     assert all(e.started_at is None and e.instrument is None for e in refused)
-    assert "q1:" in refused[0].error
+    assert "q1: " in refused[0].error and "q2: " in refused[0].error
 
 
 def test_planner_that_always_misses_the_limits_gives_up(sqlite_url: str) -> None:
     cfg = quadratic_config(
-        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "limits": {"x": [0.999999, 1.0]}}],
+        instruments=[{"name": "lo", "driver": "labdrivers:Quadratic", "limits": {"x": [0.0, 1e-9]}},
+                     {"name": "hi", "driver": "labdrivers:Quadratic", "limits": {"x": [1 - 1e-9, 1.0]}}],
     )
     stop, campaign, state = run(cfg, sqlite_url)
     assert stop.reason == "refusals"
-    assert campaign.stations[0].driver.sent == []
+    assert all(s.driver.sent == [] for s in campaign.stations)
     assert state.counts()["abandoned"] >= 100
 
 
@@ -271,12 +278,13 @@ def test_property_no_proposal_is_ever_dispatched_outside_the_limits(
         instruments=[
             {"name": "q1", "driver": "labdrivers:Quadratic", "limits": limits, "capacity": 2},
             {"name": "q2", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0.5, 1.0]}}},
+            {"name": "q3", "driver": "labdrivers:Quadratic", "limits": {"x": [0.0, 0.25]}},
         ],
         stop={"max_experiments": 6},
     )
     url = f"sqlite:///{tmp_path_factory.mktemp('prop')}/l.sqlite"
     stop, campaign, state = run(cfg, url)
-    declared = {"q1": {k: tuple(v) for k, v in limits.items()}, "q2": {"x": (0.5, 1.0)}}
+    declared = {"q1": {k: tuple(v) for k, v in limits.items()}, "q2": {"x": (0.5, 1.0)}, "q3": {"x": (0.0, 0.25)}}
     for station in campaign.stations:
         for params in station.driver.sent:
             assert limit_violations(params, declared[station.name]) == []

@@ -204,3 +204,18 @@ def test_property_garbage_yaml_never_escapes_as_another_error(tmp_path_factory: 
         load_config(path)
     except ConfigError as exc:
         assert exc.faults and all("\n" not in str(f) for f in exc.faults)
+
+
+def test_a_space_beyond_every_instruments_limits_names_both_sides() -> None:
+    cfg = quadratic_config(instruments=[
+        {"name": "a", "driver": "labdrivers:Quadratic", "limits": {"x": [0, 0.6]}},
+        {"name": "b", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0.2, 0.8]}}},
+    ])
+    with pytest.raises(ConfigError) as info:
+        build_fleet(parse_config(cfg))
+    assert [str(f) for f in info.value.faults] == [
+        "parameters[0]: x asks for [0, 1] but the instruments' limits allow only [0, 0.8] "
+        "(a accepts [0, 0.6], b accepts [0.2, 0.8]); narrow the parameter or widen a limit"
+    ]
+    cfg["parameters"][0]["high"] = 0.8
+    assert len(build_fleet(parse_config(cfg))) == 2  # each instrument covers part; routing does the rest
