@@ -36,7 +36,7 @@ from controller.events import TERMINAL_KINDS
 from controller.fleet import Station, build_fleet
 from controller.ledger import Event, Ledger, NewEvent
 from controller.projection import CampaignState
-from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, failure_kind
+from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, OutOfLimits, failure_kind
 from instruments.protocol import Stoppable, Timed
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
 from planners.registry import make_planner
@@ -408,7 +408,7 @@ class Campaign:
         """Start the experiment whose dispatch the ledger now holds."""
         duration = self.state.experiments[eid].expected_duration_s
         due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
-        task = asyncio.create_task(self._execute(station, params), name=f"experiment-{eid}")
+        task = asyncio.create_task(self._execute(station, params, eid), name=f"experiment-{eid}")
         self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
         log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
 
@@ -474,14 +474,29 @@ class Campaign:
             return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
         return accepting, ("", "")
 
-    async def _execute(self, station: Station, params: dict[str, Any]) -> dict[str, float]:
-        """Run one experiment with the station's timeout; readings are checked."""
-        try:
-            result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=station.config.timeout)
-        except TimeoutError:
-            await self._stop_driver(station)
-            raise InstrumentTimeout(f"no result within {station.config.timeout:g} s") from None
-        return check_outcomes(result, self.config.outcome_names, station.name)
+    async def _execute(self, station: Station, params: dict[str, Any], eid: int) -> dict[str, float]:
+        """Run one experiment with the station's timeout and retry policy;
+        readings are checked. Raises the last attempt's failure."""
+        policy = station.config
+        attempts = policy.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                try:
+                    result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=policy.timeout)
+                except TimeoutError:
+                    await self._stop_driver(station)
+                    raise InstrumentTimeout(f"no result within {policy.timeout:g} s") from None
+                return check_outcomes(result, self.config.outcome_names, station.name)
+            except InstrumentError as exc:
+                if isinstance(exc, OutOfLimits) or attempt == attempts:
+                    if attempts > 1:
+                        exc.args = (f"{exc} (after {attempt} attempts)",)
+                    raise
+                delay = 0.0 if isinstance(self.clock, SimClock) else policy.retry_backoff * 2 ** (attempt - 1)
+                log.warning("experiment %d on %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
+                            eid, station.name, attempt, attempts, failure_kind(exc), exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _next_done(self) -> Flight | None:
         """The next flight to finish (by simulated due time, or first in real time);

@@ -77,7 +77,9 @@ class InstrumentConfig(_Strict):
     cost: float | None = Field(default=None, ge=0, description="cost units per experiment (default: the driver's, else 1)")
     limits: dict[str, tuple[float, float]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
     timeout: Duration = Field(default=3600.0, description="wall-clock seconds before an experiment is failed as timed out")
-    max_consecutive_failures: int = Field(default=5, ge=1, description="failures in a row before the instrument is taken offline")
+    max_consecutive_failures: int = Field(default=5, ge=1, description="failed experiments in a row before the instrument is taken offline")
+    retries: int = Field(default=0, ge=0, le=10, description="extra attempts of an experiment after a timeout, disconnect or bad response")
+    retry_backoff: Duration = Field(default=1.0, description="seconds before the first retry; doubles each time (wall clock only)")
 
 
 class PlannerConfig(_Strict):

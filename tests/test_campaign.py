@@ -359,3 +359,23 @@ def test_pool_instruments_are_measured_once_per_row_until_exhausted(sqlite_url: 
     assert len(sent) == 12 and {(p["x"], p["z"]) for p in sent} == {(r["x"], r["z"]) for r in campaign.stations[0].driver.rows}
     assert state.counts()["completed"] == 12
     assert all(e.reason["proposal_seconds"] >= 0 for e in state.experiments.values())
+
+
+def test_retries_recover_transient_faults_and_report_attempts(sqlite_url: str) -> None:
+    """Every 3rd run is garbled; one retry each recovers them all."""
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"fail_every": 3},
+                      "retries": 1, "retry_backoff": 0.01}],
+        stop={"max_experiments": 8},
+    )
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    assert state.counts()["failed"] == 0 and state.counts()["completed"] == 8
+    assert len(campaign.stations[0].driver.sent) == 8 + 3  # runs 3, 6 and 9 were garbled and retried
+
+    cfg["instruments"][0]["options"] = {"fail_every": 1}  # always garbled: retries cannot help
+    cfg["instruments"][0]["max_consecutive_failures"] = 2
+    stop, _, state = run({**cfg, "name": "always"}, sqlite_url)
+    assert stop.reason == "no_instruments"
+    failed = state.with_status("failed")
+    assert len(failed) == 2 and all(e.error.endswith("(after 2 attempts)") for e in failed)
