@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from controller.clock import Clock, SimClock, WallClock
-from controller.config import LabConfig
+from controller.config import Interlock, LabConfig
 from controller.events import TERMINAL_KINDS
 from controller.fleet import Station, build_fleet
 from controller.ledger import Event, Ledger, NewEvent
@@ -143,6 +143,9 @@ class Campaign:
         """Proposed experiments waiting for a busy instrument that accepts them."""
         self._run_started = time.monotonic()
         self._pool = pool_of(self.stations)
+        self._readings: dict[tuple[str, str], float] = {}
+        """Latest reading per (instrument, name): from read() polls and results."""
+        self._paused_by: Interlock | None = None
 
     # --- the public entry point ---------------------------------------------------
 
@@ -156,9 +159,17 @@ class Campaign:
         self._install_signals()
         try:
             await self._connect_all()
-            await self._loop()
+            watchers = [asyncio.create_task(self._watch(lock)) for lock in self.config.interlocks]
+            try:
+                await self._loop()
+            finally:
+                for watcher in watchers:
+                    watcher.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
             if self._abort:
-                await self._abort_flights()
+                assert self._stop is not None
+                await self._abort_flights(reason=self._stop.reason, message=self._stop.detail,
+                                          every_instrument=self._stop.reason == "emergency_stop")
             self._drop_queue()
         except BaseException as exc:
             await self._abort_flights(reason="error", message=f"controller error: {exc!r}")
@@ -284,8 +295,11 @@ class Campaign:
         while not self._abort:
             if self._stop is None:
                 self._stop = self._stop_rule()
-            if self._stop is None:
+            if self._stop is None and self._paused_by is None:
                 await self._fill_slots()
+            if not self.flights and self._paused_by is not None and self._stop is None:
+                await self._wait_for_wake(self._paused_by.poll)
+                continue
             if not self.flights:
                 if self._stop is not None or self._abort:
                     break
@@ -548,6 +562,7 @@ class Campaign:
             self._append([NewEvent(campaign=name, kind="completed", experiment_id=eid, instrument=station.name, at=now,
                                    payload={"outcomes": outcomes, "duration_s": took})])
             self._observations.append(Observation(params=flight.params, outcomes=outcomes, fidelity=fidelity))
+            self._update_readings(station.name, outcomes)
             log.info("experiment %d completed on %s: %s%s", eid, station.name, _fmt(outcomes), self._best_note())
         else:
             kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
@@ -573,6 +588,64 @@ class Campaign:
             return ""
         return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"
 
+    # --- interlocks ---------------------------------------------------------------------
+
+    async def _watch(self, lock: Interlock) -> None:
+        """Poll the watched instrument's ``read()`` every ``lock.poll`` seconds."""
+        station = next(s for s in self.stations if s.name == lock.pause_when.instrument)
+        while True:
+            try:
+                readings = await asyncio.wait_for(station.driver.read(), timeout=min(lock.poll * 4, station.config.timeout))
+                self._update_readings(station.name, check_outcomes(readings, [], station.name))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed poll is logged; the interlock keeps its last state
+                log.warning("interlock on %s: read() failed: %s: %s", station.name, failure_kind(exc), exc)
+            await asyncio.sleep(lock.poll)
+
+    def _update_readings(self, instrument: str, readings: Mapping[str, float]) -> None:
+        for name, value in readings.items():
+            self._readings[(instrument, name)] = value
+        for lock in self.config.interlocks:
+            if lock.pause_when.instrument != instrument:
+                continue
+            if self._paused_by is None:
+                self._check_pause(lock)
+            elif self._paused_by is lock:
+                self._check_resume(lock)
+
+    def _check_pause(self, lock: Interlock) -> None:
+        rule = lock.pause_when
+        value = self._readings.get((rule.instrument, rule.reading))
+        if value is None or not rule.holds(value):
+            return
+        self._paused_by = lock
+        log.warning("interlock: %s (%s.%s = %g): dispatch paused; %d experiment(s) in flight will finish",
+                    rule, rule.instrument, rule.reading, value, len(self.flights))
+        self._append([NewEvent(campaign=self.config.name, kind="paused", instrument=rule.instrument, at=self.clock.now(),
+                               payload={"rule": str(rule), "reading": f"{rule.instrument}.{rule.reading}", "value": value})])
+        self.display.update(self.state, self.stations, note=f"paused by interlock: {rule}")
+
+    def _check_resume(self, lock: Interlock) -> None:
+        rule = lock.resume_when or lock.pause_when
+        value = self._readings.get((rule.instrument, rule.reading))
+        if value is None:
+            return
+        safe = rule.holds(value) if lock.resume_when is not None else not rule.holds(value)
+        if not safe:
+            return
+        self._paused_by = None
+        log.warning("interlock: %s.%s = %g: dispatch resumed", rule.instrument, rule.reading, value)
+        self._append([NewEvent(campaign=self.config.name, kind="resumed", instrument=rule.instrument, at=self.clock.now(),
+                               payload={"rule": str(lock.resume_when or f"not ({lock.pause_when})"),
+                                        "reading": f"{rule.instrument}.{rule.reading}", "value": value})])
+        self._wake_up()
+
+    async def _wait_for_wake(self, timeout: float) -> None:
+        if self._wake is None or self._wake.done():
+            self._wake = asyncio.get_running_loop().create_future()
+        await asyncio.wait({self._wake}, timeout=timeout)
+
     # --- stopping -----------------------------------------------------------------------
 
     def _install_signals(self) -> None:
@@ -580,6 +653,7 @@ class Campaign:
         try:
             loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
             loop.add_signal_handler(signal.SIGTERM, self._on_terminate)
+            loop.add_signal_handler(signal.SIGUSR1, self._on_emergency_stop)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
             pass
 
@@ -588,6 +662,7 @@ class Campaign:
             loop = asyncio.get_running_loop()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+            loop.remove_signal_handler(signal.SIGUSR1)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
 
@@ -607,6 +682,12 @@ class Campaign:
         self._abort = True
         self._wake_up()
 
+    def _on_emergency_stop(self) -> None:
+        log.error("EMERGENCY STOP (selflab stop): aborting %d experiment(s) in flight through stop()", len(self.flights))
+        self._stop = StopInfo("emergency_stop", "emergency stop requested with selflab stop")
+        self._abort = True
+        self._wake_up()
+
     async def _stop_driver(self, station: Station) -> None:
         if isinstance(station.driver, Stoppable):
             try:
@@ -614,7 +695,14 @@ class Campaign:
             except Exception as exc:
                 log.error("instrument %s did not stop cleanly: %s", station.name, exc)
 
-    async def _abort_flights(self, reason: str = "interrupted", message: str = "aborted when the campaign was stopped") -> None:
+    async def _abort_flights(self, reason: str = "interrupted", message: str = "aborted when the campaign was stopped",
+                             every_instrument: bool = False) -> None:
+        """Cancel every experiment in flight, ``stop()`` its instrument (or, for an
+        emergency stop, every instrument) and record them as abandoned."""
+        if every_instrument:
+            for station in self.stations:
+                if station.online and not station.busy:
+                    await self._stop_driver(station)
         if not self.flights:
             return
         stations = {f.station.name: f.station for f in self.flights.values()}

@@ -20,7 +20,7 @@ from controller.config import ConfigError, LabConfig, load_config
 from controller.ledger import Ledger, LedgerError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-_STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
+_STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "emergency_stop": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
               "planner_error": EXIT_FAILED, "refusals": EXIT_FAILED, "error": EXIT_FAILED}
 
 
@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
             p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    p = sub.add_parser("stop", help="emergency stop: abort a running campaign's experiments through stop(); it stays resumable")
+    p.add_argument("config", metavar="CONFIG", nargs="?")
+    p.add_argument("--ledger", metavar="URL", help="the campaign's ledger (instead of, or overriding, the config's)")
+    p.add_argument("--campaign", metavar="NAME", help="which campaign, when the ledger holds several")
+    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS", help="how long to wait for it to stop (default 60)")
 
     sub.add_parser("drivers", help="list the installed instrument drivers")
     for module in _command_modules():
@@ -116,7 +122,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(args)
     if args.command == "run":
         return _run(args)
-    if args.command in ("status", "export"):
+    if args.command in ("status", "export", "stop"):
         return _read(args)
     if args.command == "drivers":
         from instruments.registry import installed_drivers
@@ -179,6 +185,8 @@ def _read(args: argparse.Namespace) -> int:
     ledger = Ledger(url, create=False)
     try:
         state = load_state(ledger, campaign)
+        if args.command == "stop":
+            return _emergency_stop(ledger, state, args.wait)
         if args.command == "status":
             data = status_dict(state, ledger.writer_active(state.campaign))
             print(json.dumps(data, indent=2) if args.json else format_status(data))
@@ -193,6 +201,45 @@ def _read(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         ledger.close()
+
+
+def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
+    """Signal the process running ``state.campaign`` (SIGUSR1) and wait for it to stop."""
+    import os
+    import signal
+    import socket
+    import time
+
+    from controller.reports import format_status, status_dict
+
+    started = [e for e in ledger.events(state.campaign) if e.kind == "campaign_started"]
+    active = ledger.writer_active(state.campaign)
+    if not started or active is False or state.stopped is not None and not active:
+        print(f"selflab stop: campaign {state.campaign!r} is not running", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host, pid = started[-1].payload.get("host", ""), int(started[-1].payload.get("pid", 0))
+    if host != socket.gethostname():
+        print(f"selflab stop: campaign {state.campaign!r} runs on host {host!r} (pid {pid}); run selflab stop there", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        print(f"selflab stop: campaign {state.campaign!r} is not running (pid {pid} is gone); resume it with selflab run CONFIG --resume", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"emergency stop sent to campaign {state.campaign!r} (pid {pid}); waiting for it to abort its experiments", file=sys.stderr)
+    deadline = time.monotonic() + wait_s
+    position = state.last_position
+    while time.monotonic() < deadline:  # done when the campaign records its stop
+        if any(e.kind == "campaign_stopped" for e in ledger.events(state.campaign, after=position)):
+            break
+        time.sleep(0.1)
+    else:
+        print(f"selflab stop: pid {pid} still runs after {wait_s:g} s; check it, or kill it (the campaign stays resumable)", file=sys.stderr)
+        return EXIT_FAILED
+    from controller.reports import load_state
+
+    print(format_status(status_dict(load_state(ledger, state.campaign), False)))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

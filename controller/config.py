@@ -112,6 +112,57 @@ class StopRules(_Strict):
         return self
 
 
+_CONDITION = re.compile(r"^\s*(.+)\.([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+
+
+class Condition(_Strict):
+    """``<instrument>.<reading> <op> <value>``, e.g. ``"hotplate.temperature > 200"``."""
+
+    instrument: str
+    reading: str
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = _CONDITION.match(data)
+            if not match:
+                raise ValueError(f"cannot read {data!r}: write it as 'INSTRUMENT.READING > VALUE' (or >=, <, <=)")
+            instrument, reading, op, value = match.groups()
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"cannot read {data!r}: {value!r} is not a number") from None
+            return {"instrument": instrument.strip(), "reading": reading, "op": op, "value": number}
+        return data
+
+    def holds(self, value: float) -> bool:
+        return {">": value > self.value, ">=": value >= self.value, "<": value < self.value, "<=": value <= self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.instrument}.{self.reading} {self.op} {self.value:g}"
+
+
+class Interlock(_Strict):
+    """Pause dispatch while a reading is unsafe; resume when it is safe again.
+
+    The instrument is polled with ``read()`` every ``poll`` seconds; its
+    experiment results update the reading too. Experiments in flight finish.
+    """
+
+    pause_when: Condition
+    resume_when: Condition | None = Field(default=None, description="default: when pause_when no longer holds")
+    poll: Duration = Field(default=5.0, description="seconds between read() polls")
+
+    @model_validator(mode="after")
+    def _same_instrument(self) -> Interlock:
+        if self.resume_when is not None and self.resume_when.instrument != self.pause_when.instrument:
+            raise ValueError("resume_when must watch the same instrument as pause_when")
+        return self
+
+
 class LabConfig(_Strict):
     """A whole campaign."""
 
@@ -129,6 +180,7 @@ class LabConfig(_Strict):
         default="auto", description="auto: simulated when every instrument declares duration()"
     )
     ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
+    interlocks: list[Interlock] = Field(default_factory=list)
 
     @property
     def ledger_url(self) -> str:
@@ -231,6 +283,10 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
             faults.append(ConfigFault(loc="stop.target.objective", message=f"required with several objectives; one of {', '.join(names)}"))
         elif target.objective is not None and target.objective not in names:
             faults.append(ConfigFault(loc="stop.target.objective", message=f"{target.objective!r} is not an objective; one of {', '.join(names)}"))
+    names = {inst.name for inst in config.instruments}
+    for i, lock in enumerate(config.interlocks):
+        if lock.pause_when.instrument not in names:
+            faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when", message=f"no instrument named {lock.pause_when.instrument!r}; one of {', '.join(sorted(names))}"))
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", config.ledger_url):
         faults.append(ConfigFault(loc="ledger", message=f"{config.ledger_url!r} is not a sqlite:// or postgresql:// URL"))
     fidelities = {inst.fidelity for inst in config.instruments if inst.fidelity is not None}

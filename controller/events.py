@@ -14,8 +14,9 @@ matching model below. Experiment events carry an ``experiment_id``:
 ====================  =======================================================
 
 Campaign events: ``campaign_started`` (config snapshot, package version, seed;
-``resumed`` on a resume), ``campaign_stopped`` (reason), and
-``instrument_offline`` / ``instrument_online``.
+``resumed`` on a resume), ``campaign_stopped`` (reason),
+``instrument_offline`` / ``instrument_online``, and ``paused`` / ``resumed``
+(an interlock held dispatch, with the rule and the reading).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
 TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
-CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online")
+CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed")
 KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
 
 
@@ -47,7 +48,7 @@ class CampaignStarted(_Payload):
 class CampaignStopped(_Payload):
     reason: str
     """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
-    ``max_wall_time``, ``target``, ``interrupted``, ``terminated``,
+    ``max_wall_time``, ``target``, ``interrupted``, ``terminated``, ``emergency_stop``,
     ``no_instruments``, ``planner_error``, ``planner_exhausted``, ``refusals``,
     ``error``."""
     detail: str = ""
@@ -55,6 +56,12 @@ class CampaignStopped(_Payload):
 
 class InstrumentState(_Payload):
     reason: str = ""
+
+
+class Interlocked(_Payload):
+    rule: str
+    reading: str
+    value: float
 
 
 class Proposed(_Payload):
@@ -83,7 +90,8 @@ class Failed(_Payload):
 
 class Abandoned(_Payload):
     reason: str
-    """``out_of_limits``, ``not_dispatched``, ``interrupted``, ``no_instrument``."""
+    """``out_of_limits``, ``outside_space``, ``not_dispatched``, ``no_instrument``,
+    or the stop that aborted it: ``interrupted``, ``terminated``, ``emergency_stop``, ``error``."""
     message: str = ""
 
 
@@ -96,6 +104,8 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "campaign_stopped": CampaignStopped,
     "instrument_offline": InstrumentState,
     "instrument_online": InstrumentState,
+    "paused": Interlocked,
+    "resumed": Interlocked,
     "proposed": Proposed,
     "dispatched": Dispatched,
     "completed": Completed,

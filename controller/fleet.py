@@ -119,6 +119,12 @@ def build_fleet(config: LabConfig) -> list[Station]:
             )
         )
     faults += _space_beyond_limits(config, stations)
+    by_name = {s.name: s for s in stations}
+    for i, lock in enumerate(config.interlocks):
+        station = by_name.get(lock.pause_when.instrument)
+        if station is not None and not callable(getattr(station.driver, "read", None)):
+            faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when",
+                                      message=f"instrument {station.name!r} has no read() method, so its readings cannot be watched while dispatch is paused"))
     outputs: set[str] = set()
     described = True
     for station in stations:

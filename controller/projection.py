@@ -82,6 +82,8 @@ class CampaignState:
     stopped: tuple[str, str] | None = None
     """``(reason, detail)`` of the latest stop, cleared by a later start."""
     cost_spent: float = 0.0
+    paused: str | None = None
+    """The interlock rule holding dispatch, if any."""
     anomalies: list[str] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
@@ -106,9 +108,13 @@ class CampaignState:
             self.clock = p.get("clock", "wall")
             self.starts += 1
             self.stopped = None
+            self.paused = None
             return
         if kind == "campaign_stopped":
             self.stopped = (p["reason"], p.get("detail", ""))
+            return
+        if kind in ("paused", "resumed"):
+            self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == "paused" else None
             return
         if kind in ("instrument_offline", "instrument_online") and event.instrument:
             view = self.instrument(event.instrument)

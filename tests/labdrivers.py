@@ -117,3 +117,18 @@ class Pool:
     async def run(self, params: Mapping[str, Any]) -> dict[str, float]:
         self.sent.append(dict(params))
         return {"y": float(params["x"]) + float(params["z"])}
+
+
+class Hotplate(Quadratic):
+    """A Quadratic whose ``read()`` reports a scripted plate temperature (degC):
+    one value per poll from ``temperatures``, then the last one forever."""
+
+    def __init__(self, *, temperatures: list[float], **options: Any) -> None:
+        super().__init__(**options)
+        self.temperatures = list(temperatures)
+        self.reads = 0
+
+    async def read(self) -> dict[str, float]:
+        value = self.temperatures[min(self.reads, len(self.temperatures) - 1)]
+        self.reads += 1
+        return {"temperature": value}

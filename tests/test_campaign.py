@@ -379,3 +379,39 @@ def test_retries_recover_transient_faults_and_report_attempts(sqlite_url: str) -
     assert stop.reason == "no_instruments"
     failed = state.with_status("failed")
     assert len(failed) == 2 and all(e.error.endswith("(after 2 attempts)") for e in failed)
+
+
+def test_interlock_pauses_dispatch_and_resumes_and_records_both(sqlite_url: str) -> None:
+    temperatures = [20, 20, 20, 250, 240, 200, 120, 20]
+    cfg = quadratic_config(
+        instruments=[{"name": "plate", "driver": "labdrivers:Hotplate",
+                      "options": {"delay_s": 0.03, "temperatures": temperatures}}],
+        interlocks=[{"pause_when": "plate.temperature > 200", "resume_when": "plate.temperature < 150", "poll": 0.05}],
+        stop={"max_experiments": 12},
+    )
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_experiments"
+    ledger = Ledger(sqlite_url)
+    events = ledger.events("quad")
+    ledger.close()
+    kinds = [e.kind for e in events]
+    assert kinds.count("paused") == 1 and kinds.count("resumed") == 1
+    paused_at, resumed_at = kinds.index("paused"), kinds.index("resumed")
+    assert events[paused_at].payload == {"rule": "plate.temperature > 200", "reading": "plate.temperature", "value": 250.0}
+    assert events[resumed_at].payload["value"] == 120.0
+    assert "dispatched" not in kinds[paused_at:resumed_at], "nothing is dispatched while paused"
+    assert campaign.stations[0].driver.reads >= 7
+    assert state.paused is None
+
+
+def test_interlock_needs_a_readable_instrument() -> None:
+    from controller.config import ConfigError
+    from controller.fleet import build_fleet
+
+    cfg = quadratic_config(interlocks=[{"pause_when": "q1.temperature >= 90"}])
+    with pytest.raises(ConfigError, match=r"interlocks\[0\].pause_when: instrument 'q1' has no read\(\) method"):
+        build_fleet(parse_config(cfg))
+    with pytest.raises(ConfigError, match=r"interlocks\[0\].pause_when: no instrument named 'oven'"):
+        parse_config(quadratic_config(interlocks=[{"pause_when": "oven.temperature > 90"}]))
+    with pytest.raises(ConfigError, match=r"cannot read 'oven temperature is high'"):
+        parse_config(quadratic_config(interlocks=[{"pause_when": "oven temperature is high"}]))

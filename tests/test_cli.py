@@ -254,3 +254,28 @@ def test_status_and_export_read_while_a_campaign_writes(tmp_path: Path) -> None:
     finally:
         proc.wait(timeout=120)
     assert proc.returncode == 0
+
+
+def test_emergency_stop_from_another_terminal_aborts_and_stays_resumable(tmp_path: Path) -> None:
+    budget = 30
+    path = write(tmp_path, _slow_config(budget, delay_s=0.5))
+    db = tmp_path / "runs" / "slow.sqlite"
+    not_running = selflab("stop", str(path), cwd=tmp_path)
+    assert not_running.returncode == 2 and "no ledger" in not_running.stderr
+    proc = start("run", str(path), "--quiet", cwd=tmp_path)
+    wait_for(lambda: completed(db) >= 3 or proc.poll() is not None)
+    out = selflab("stop", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "emergency_stop" in out.stdout
+    proc.wait(timeout=60)
+    assert proc.returncode == 130
+    with sqlite3.connect(db) as conn:
+        rows = [(k, json.loads(p)) for k, p in conn.execute("SELECT kind, payload FROM selflab_events ORDER BY id")]
+    assert rows[-1] == ("campaign_stopped", {"reason": "emergency_stop", "detail": "emergency stop requested with selflab stop"})
+    aborted = [p for k, p in rows if k == "abandoned" and p["reason"] == "emergency_stop"]
+    assert aborted, "experiments in flight were aborted and recorded"
+    again = selflab("stop", str(path), cwd=tmp_path)
+    assert again.returncode == 2 and "not running" in again.stderr
+    resumed = selflab("run", str(path), "--quiet", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_consistent(db, "slow", budget)
