@@ -146,6 +146,8 @@ class Campaign:
         self._readings: dict[tuple[str, str], float] = {}
         """Latest reading per (instrument, name): from read() polls and results."""
         self._paused_by: Interlock | None = None
+        self._requeued: list[Proposal] = []
+        """Stale experiments' params, proposed again first (``stale_policy: requeue``)."""
 
     # --- the public entry point ---------------------------------------------------
 
@@ -159,6 +161,7 @@ class Campaign:
         self._install_signals()
         try:
             await self._connect_all()
+            await self._reconcile()
             watchers = [asyncio.create_task(self._watch(lock)) for lock in self.config.interlocks]
             try:
                 await self._loop()
@@ -233,18 +236,60 @@ class Campaign:
                 },
             )
         ]
-        for exp in self.state.with_status("dispatched"):
-            events.append(NewEvent(campaign=name, kind="stale", experiment_id=exp.experiment_id, instrument=exp.instrument,
-                                   at=now, payload={"message": "in flight when the controller stopped; its result is unknown"}))
         for exp in self.state.with_status("proposed"):
             events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
                                    payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"}))
         self._append(events)
         if resumed:
-            stale = sum(1 for e in events if e.kind == "stale")
-            log.info("resuming campaign %s: %d completed so far, %d in-flight marked stale", name, self.state.counts()["completed"], stale)
+            log.info("resuming campaign %s: %d completed so far", name, self.state.counts()["completed"])
         else:
             log.info("campaign %s started on the %s clock; ledger %s", name, clock_kind, self.ledger.display_url)
+
+    async def _reconcile(self) -> None:
+        """Settle experiments that were in flight when the controller stopped.
+
+        An instrument that remembers the outcome (optional ``outcome_of(params)``)
+        has it adopted as ``completed`` (``recovered``); every other one becomes
+        ``stale``, and with ``stale_policy: requeue`` its params are proposed
+        again as a new experiment.
+        """
+        name, now = self.config.name, self.clock.now()
+        stations = {s.name: s for s in self.stations}
+        events: list[NewEvent] = []
+        for exp in self.state.with_status("dispatched"):
+            station = stations.get(exp.instrument or "")
+            outcomes = await self._recovered_outcome(station, exp.params) if station is not None else None
+            if outcomes is not None:
+                events.append(NewEvent(campaign=name, kind="completed", experiment_id=exp.experiment_id, instrument=exp.instrument,
+                                       at=now, payload={"outcomes": outcomes, "recovered": True}))
+                log.info("experiment %d: %s reported the outcome it finished while the controller was down: %s",
+                         exp.experiment_id, exp.instrument, _fmt(outcomes))
+                continue
+            events.append(NewEvent(campaign=name, kind="stale", experiment_id=exp.experiment_id, instrument=exp.instrument,
+                                   at=now, payload={"message": "in flight when the controller stopped; its result is unknown"}))
+        written = self._append(events)
+        for event in written:
+            if event.kind == "completed":
+                exp = self.state.experiments[event.experiment_id or 0]
+                self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+        stale = [self.state.experiments[e.experiment_id or 0] for e in written if e.kind == "stale"]
+        requeue = self.config.stale_policy == "requeue"
+        if stale:
+            log.warning("%d experiment(s) in flight at the last stop are stale%s", len(stale), "; requeued as new experiments" if requeue else "")
+        if requeue:
+            self._requeued = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
+                              for e in stale]
+
+    async def _recovered_outcome(self, station: Station, params: dict[str, Any]) -> dict[str, float] | None:
+        ask = getattr(station.driver, "outcome_of", None)
+        if ask is None or not station.online:
+            return None
+        try:
+            result = await asyncio.wait_for(ask(dict(params)), timeout=station.config.timeout)
+            return None if result is None else check_outcomes(result, self.config.outcome_names, station.name)
+        except Exception as exc:  # an unreadable memory is no outcome: the experiment goes stale
+            log.warning("instrument %s could not report a past outcome: %s: %s", station.name, failure_kind(exc), exc)
+            return None
 
     def _clock_kind(self) -> str:
         if self.config.clock != "auto":
@@ -379,7 +424,9 @@ class Campaign:
             launches.append((eid, station, slot, dict(proposal.params)))
 
         n = self._allowance()
-        proposals = await self._propose(n) if n > 0 else []
+        proposals = [self._requeued.pop(0) for _ in range(min(n, len(self._requeued)))]
+        if n > len(proposals):
+            proposals += await self._propose(n - len(proposals))
         if n > 0 and not proposals and not self.flights and not self._queue and self._stop is None:
             self._stop = StopInfo("planner_exhausted", f"planner {self.config.planner.kind} had nothing more to propose")
         first_id = self.state.next_experiment_id

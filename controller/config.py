@@ -181,6 +181,9 @@ class LabConfig(_Strict):
     )
     ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
     interlocks: list[Interlock] = Field(default_factory=list)
+    stale_policy: Literal["requeue", "drop"] = Field(
+        default="requeue", description="experiments in flight at a crash whose outcome is unknown: run their params again, or not"
+    )
 
     @property
     def ledger_url(self) -> str:

@@ -80,6 +80,9 @@ class Dispatched(_Payload):
 class Completed(_Payload):
     outcomes: dict[str, float]
     duration_s: float | None = None
+    recovered: bool = False
+    """Reported after a restart by the instrument, which finished it while the
+    controller was down."""
 
 
 class Failed(_Payload):

@@ -224,8 +224,41 @@ def test_resume_after_a_crash_marks_in_flight_stale_and_finishes_the_budget(sqli
     assert state.experiments[6].status == "stale"
     assert state.experiments[7].status == "abandoned"
     assert state.counts()["completed"] == 10
-    assert len(campaign.stations[0].driver.sent) == 5  # only the new five ran in this process
+    sent = campaign.stations[0].driver.sent
+    assert len(sent) == 5  # only the new five ran in this process
+    assert sent[0] == {"x": 0.1, "z": 0.2}  # the stale experiment's params, requeued first
+    assert state.experiments[8].reason["strategy"] == "requeue" and state.experiments[8].reason["requeue_of"] == 6
     assert state.anomalies == []
+
+
+def test_an_instrument_that_remembers_its_outcome_is_reconciled_not_stale(sqlite_url: str, tmp_path: Any) -> None:
+    memory = str(tmp_path / "device-log.json")
+    cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Remembering", "options": {"memory": memory}}],
+                           stop={"max_experiments": 3}, stale_policy="drop")
+    run(cfg, sqlite_url)
+    # The device ran {x: .5, z: .5} while the controller was down after dispatching it.
+    import json
+
+    with open(memory) as handle:
+        log_entries = json.load(handle)
+    log_entries.append({"params": {"x": 0.5, "z": 0.5}, "result": {"y": 0.95, "aux": 1.0}})
+    with open(memory, "w") as handle:
+        json.dump(log_entries, handle)
+    ledger = Ledger(sqlite_url)
+    from controller.ledger import NewEvent
+
+    ledger.append([
+        NewEvent(campaign="quad", kind="proposed", experiment_id=4, payload={"params": {"x": 0.5, "z": 0.5}}),
+        NewEvent(campaign="quad", kind="dispatched", experiment_id=4, instrument="q1", payload={"cost": 1.0}),
+        NewEvent(campaign="quad", kind="proposed", experiment_id=5, payload={"params": {"x": 0.9, "z": 0.9}}),
+        NewEvent(campaign="quad", kind="dispatched", experiment_id=5, instrument="q1", payload={"cost": 1.0}),
+    ])
+    ledger.close()
+    stop, campaign, state = run({**cfg, "stop": {"max_experiments": 6}}, sqlite_url, resume=True)
+    assert state.experiments[4].status == "completed" and state.experiments[4].outcomes == {"y": 0.95, "aux": 1.0}
+    assert state.experiments[5].status == "stale"  # the device never ran it
+    assert state.counts()["completed"] == 6
+    assert {"x": 0.9, "z": 0.9} not in campaign.stations[0].driver.sent  # stale_policy: drop
 
 
 def test_out_of_limit_proposals_are_refused_and_never_sent(sqlite_url: str) -> None:
