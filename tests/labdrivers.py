@@ -155,9 +155,14 @@ class Remembering(Quadratic):
         import json
 
         result = await super().run(params)
+        import os
+
         entries = self._log() + [{"params": dict(params), "result": result}]
-        with open(self.memory, "w") as handle:
+        with open(self.memory + ".tmp", "w") as handle:  # atomic: a kill never leaves half a log
             json.dump(entries, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(self.memory + ".tmp", self.memory)
         return result
 
     async def outcome_of(self, params: Mapping[str, Any]) -> dict[str, Any] | None:

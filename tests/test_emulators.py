@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ def test_kinetics_have_an_interior_temperature_optimum() -> None:
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[callable]:
+def emulator(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(**config: object) -> dict[str, str]:

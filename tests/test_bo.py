@@ -1,0 +1,309 @@
+"""The ``bo`` planner with real botorch models on small problems (d <= 3, n <= 25)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from botorch.utils.multi_objective.hypervolume import Hypervolume
+from botorch.utils.multi_objective.pareto import is_non_dominated
+from conftest import quadratic_config
+
+from planners.baselines import RandomPlanner
+from planners.bo import BOPlanner
+from planners.encoding import Encoding
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
+from planners.registry import make_planner
+from planners.space import (
+    CategoricalParameter,
+    FloatParameter,
+    IntParameter,
+    Objective,
+    OutcomeConstraint,
+    Point,
+    SearchSpace,
+)
+from planners.surrogate import SurrogateError, SurrogateFitter, TrainingData, fit_surrogate
+
+FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "ts_candidates": 128}
+"""Small optimizer settings: these tests check behaviour, not optimizer quality."""
+
+XZ = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
+REASON_KEYS = {"strategy", "acquisition", "acquisition_value", "predicted", "fit_seconds", "n_observations", "device", "refit"}
+
+
+def planner(**options: Any) -> BOPlanner:
+    return BOPlanner(**{**FAST, **options})
+
+
+def observe(points: Sequence[Point], f: Callable[[Point], dict[str, float]]) -> list[Observation]:
+    return [Observation(params=p, outcomes=f(p)) for p in points]
+
+
+def loop(
+    p: Any, space: SearchSpace, objectives: list[Objective], f: Callable[[Point], dict[str, float]], steps: int, *,
+    q: int = 1, constraints: tuple[OutcomeConstraint, ...] = (), seed: int = 0,
+) -> tuple[list[Observation], list[Proposal]]:
+    """Run ``steps`` rounds of ``q`` proposals, observing each right away."""
+    observations: list[Observation] = []
+    proposals: list[Proposal] = []
+    for step in range(0, steps * q, q):
+        batch = p.propose(space, objectives, observations, [], q, context=PlanContext(seed=seed, step=step, constraints=constraints))
+        assert len(batch) == q
+        proposals += batch
+        observations += observe([b.params for b in batch], f)
+    return observations, proposals
+
+
+def branin(point: Point) -> dict[str, float]:
+    """Branin on the unit square (to minimize; minimum about 0.398)."""
+    x1, x2 = 15 * float(point["x"]) - 5, 15 * float(point["z"])
+    y = (x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10
+    return {"y": y}
+
+
+def assert_reason_complete(reason: dict[str, Any]) -> None:
+    assert REASON_KEYS <= set(reason)
+    assert reason["strategy"] == "bo" and reason["refit"] in {"full", "warm", "conditioned", "cached"}
+    numbers = [reason["acquisition_value"], reason["fit_seconds"]] + [v for s in reason["predicted"].values() for v in s.values()]
+    assert all(isinstance(v, float) and math.isfinite(v) for v in numbers), reason
+    assert all(s["std"] >= 0 for s in reason["predicted"].values())
+    json.dumps(reason, allow_nan=False)
+
+
+def test_bo_beats_random_on_branin() -> None:
+    minimize = [Objective(name="y", direction="minimize")]
+    best_bo = [min(o.outcomes["y"] for o in loop(planner(n_init=5), XZ, minimize, branin, 15, seed=s)[0]) for s in (0, 1)]
+    best_random = [min(o.outcomes["y"] for o in loop(RandomPlanner(), XZ, minimize, branin, 15, seed=s)[0]) for s in (0, 1)]
+    assert max(best_bo) < 1.2 and np.mean(best_bo) + 1.0 < np.mean(best_random), (best_bo, best_random)
+
+
+def test_first_proposals_are_sobol_then_bo_with_complete_reasons() -> None:
+    observations, proposals = loop(planner(), XZ, [Objective(name="y")], lambda p: {"y": -branin(p)["y"]}, 6)
+    assert [p.reason["strategy"] for p in proposals] == ["sobol_init"] * 4 + ["bo"] * 2  # max(4, 2 d) Sobol points
+    for p in proposals[4:]:
+        assert_reason_complete(p.reason)
+        assert p.reason["acquisition"] == "qlognei" and p.reason["device"] == "cpu" and p.reason["n_observations"] in (4, 5)
+        assert set(p.reason["predicted"]) == {"y"}
+
+
+def test_batch_of_four_is_distinct_and_keeps_away_from_pending_and_failed() -> None:
+    observations = observe([XZ.from_unit(u) for u in np.random.default_rng(0).random((8, 2))], lambda p: {"y": -branin(p)["y"]})
+    best = max(observations, key=lambda o: o.outcomes["y"]).params
+    pending = [Pending(params=best), Pending(params={"x": 0.55, "z": 0.2})]
+    failed = (Pending(params={"x": 0.1, "z": 0.9}),)
+    batch = planner().propose(XZ, [Objective(name="y")], observations, pending, 4, context=PlanContext(step=10, failed=failed))
+    X = Encoding(XZ).encode([b.params for b in batch])
+    avoid = Encoding(XZ).encode([p.params for p in (*pending, *failed)])
+    gaps = torch.cdist(X, torch.cat([X, avoid]))
+    gaps[range(4), range(4)] = math.inf
+    assert gaps.min() > 1e-2, gaps
+    assert len(batch) == 4 and all(b.reason["strategy"] == "bo" for b in batch)
+
+
+def test_int_and_categorical_come_out_valid() -> None:
+    space = SearchSpace(parameters=[
+        FloatParameter(name="t", low=1, high=100, log=True),
+        IntParameter(name="k", low=1, high=6),
+        IntParameter(name="m", low=1, high=1000, log=True),
+        CategoricalParameter(name="s", choices=["a", "b", "c"]),
+    ])
+
+    def f(p: Point) -> dict[str, float]:
+        return {"y": -((math.log10(float(p["t"])) - 1) ** 2) - (int(p["k"]) - 4) ** 2 / 9 + (p["s"] == "b") + 0.1 * math.log(int(p["m"]))}
+
+    p = planner(n_init=6)
+    observations, proposals = loop(p, space, [Objective(name="y")], f, 8, q=2)
+    for proposal in proposals:
+        assert space.violations(proposal.params) == []
+        assert isinstance(proposal.params["k"], int) and isinstance(proposal.params["m"], int)
+    assert [pr.reason["strategy"] for pr in proposals[6:]] == ["bo"] * 10
+    assert type(p._fitter._cache["y"].model).__name__ == "MixedSingleTaskGP"
+
+
+def test_encoding_round_trips_and_always_decodes_valid_points() -> None:
+    space = SearchSpace(parameters=[
+        FloatParameter(name="t", low=1, high=100, log=True),
+        IntParameter(name="k", low=-2, high=3),
+        CategoricalParameter(name="s", choices=["a", 2, 3.5]),
+    ])
+    enc = Encoding(space)
+    point = {"t": 10.0, "k": -1, "s": 2}
+    assert enc.decode(enc.encode([point])) == [point]
+    wild = torch.tensor([[-50.0, 7.7, 9.0], [math.nan, -3.4, -1.0], [4.6, 0.49, 1.2]], dtype=torch.float64)
+    for decoded in enc.decode(wild):
+        assert space.violations(decoded) == []
+    assert enc.discrete_dims == {1: [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]} and enc.cat_dims == {2: [0.0, 1.0, 2.0]}
+
+
+def test_outcome_constraint_steers_to_the_feasible_region() -> None:
+    """Maximize x + z subject to x^2 + z^2 <= 0.5: the free optimum (1, 1) is infeasible."""
+
+    def f(p: Point) -> dict[str, float]:
+        x, z = float(p["x"]), float(p["z"])
+        return {"y": x + z, "g": x * x + z * z}
+
+    constraints = (OutcomeConstraint.model_validate("g <= 0.5"),)
+    observations, proposals = loop(planner(), XZ, [Objective(name="y")], f, 12, constraints=constraints)
+    late = [o.outcomes for o in observations[7:]]
+    assert sum(o["g"] <= 0.6 for o in late) >= 4, late
+    best_feasible = max(o.outcomes["y"] for o in observations if o.outcomes["g"] <= 0.5)
+    assert best_feasible > 0.85  # sqrt(0.5) * 2 = 1.41 is the constrained optimum; Sobol alone rarely passes 0.85
+    assert set(proposals[-1].reason["predicted"]) == {"y", "g"}
+
+
+def test_two_objectives_improve_hypervolume_over_the_initial_design() -> None:
+    objectives = [Objective(name="a"), Objective(name="b", direction="minimize")]
+
+    def f(p: Point) -> dict[str, float]:
+        x, z = float(p["x"]), float(p["z"])
+        return {"a": 1 - (x - 0.8) ** 2 - (z - 0.5) ** 2, "b": (x - 0.2) ** 2 + (z - 0.5) ** 2}
+
+    observations, proposals = loop(planner(), XZ, objectives, f, 10)
+
+    def hypervolume(obs: list[Observation]) -> float:
+        Y = torch.tensor([[o.outcomes["a"], -o.outcomes["b"]] for o in obs], dtype=torch.float64)
+        return Hypervolume(torch.tensor([0.0, -1.0], dtype=torch.float64)).compute(Y[is_non_dominated(Y)])
+
+    assert hypervolume(observations) > 1.15 * hypervolume(observations[:4])
+    assert {p.reason["acquisition"] for p in proposals[4:]} == {"qlognehvi"}
+    assert len(proposals[-1].reason["reference_point"]) == 2
+
+
+def test_pool_proposals_are_distinct_members_of_the_pool() -> None:
+    pool = tuple({"x": (i * 0.37) % 1, "z": (i * 0.61) % 1} for i in range(40))
+    observations = observe(pool[:6], lambda p: {"y": -branin(p)["y"]})
+    context = PlanContext(step=6, candidates=pool[6:])
+    for acquisition in ("qlognei", "ts"):
+        batch = planner(acquisition=acquisition).propose(XZ, [Objective(name="y")], observations, [], 5, context=context)
+        keys = [tuple(sorted(b.params.items())) for b in batch]
+        assert len(set(keys)) == 5 and set(keys) <= {tuple(sorted(c.items())) for c in pool[6:]}
+        assert all(b.reason["strategy"] == "bo" for b in batch)
+
+
+@pytest.mark.parametrize("acquisition", ["ucb", "ts"])
+def test_ucb_and_thompson_sampling_propose_valid_batches(acquisition: str) -> None:
+    objectives = [Objective(name="y"), Objective(name="w", direction="minimize")]
+    observations, proposals = loop(planner(acquisition=acquisition), XZ, objectives, lambda p: {"y": -branin(p)["y"], "w": float(p["x"])}, 5, q=2)
+    for p in proposals[4:]:
+        assert_reason_complete(p.reason)
+        assert p.reason["acquisition"] == acquisition and len(p.reason["scalarization_weights"]) == 2
+    assert len({tuple(p.params.values()) for p in proposals}) == 10
+
+
+def test_observation_noise_is_used_as_fixed_noise() -> None:
+    rng = np.random.default_rng(1)
+    points = [XZ.from_unit(u) for u in rng.random((10, 2))]
+    observations = [
+        Observation(params=p, outcomes={"y": float(p["x"]) + rng.normal(0, 0.05)}, noise={"y": 0.05}) for p in points
+    ]
+    surrogate = fit_surrogate(XZ, [Objective(name="y")], observations)
+    assert type(surrogate.model.likelihood).__name__ == "FixedNoiseGaussianLikelihood"
+    batch = planner().propose(XZ, [Objective(name="y")], observations, [], 2, context=PlanContext(step=10))
+    for b in batch:
+        assert_reason_complete(b.reason)
+
+
+def test_fit_surrogate_predicts_in_original_units() -> None:
+    points = [XZ.from_unit(u) for u in np.random.default_rng(2).random((12, 2))]
+    observations = observe(points, lambda p: {"y": 1000 + 50 * float(p["x"]), "c": -3 * float(p["z"])})
+    surrogate = fit_surrogate(XZ, [Objective(name="y")], observations, [OutcomeConstraint.model_validate("c >= -1")], device="auto")
+    prediction = surrogate.predict(points[:3] + [{"x": 0.5, "z": 0.5}])
+    assert set(prediction) == {"y", "c"}
+    mean, std = prediction["y"]
+    assert mean.shape == std.shape == (4,)
+    np.testing.assert_allclose(mean[:3], [o.outcomes["y"] for o in observations[:3]], atol=0.5)
+    np.testing.assert_allclose(prediction["c"][0][3], -1.5, atol=0.1)
+    assert (std >= 0).all() and std[:3].max() < 1.0
+
+
+def test_refit_policy_is_reported_across_consecutive_calls() -> None:
+    p = planner(refit_growth=0.3)
+    rng = np.random.default_rng(3)
+    observations = observe([XZ.from_unit(u) for u in rng.random((20, 2))], lambda q: {"y": -branin(q)["y"]})
+
+    def refit(n: int, step: int) -> str:
+        return p.propose(XZ, [Objective(name="y")], observations[:n], [], 1, context=PlanContext(step=step))[0].reason["refit"]
+
+    assert [refit(10, 10), refit(10, 11), refit(11, 12), refit(12, 13), refit(13, 14)] == ["full", "cached", "conditioned", "conditioned", "warm"]
+    assert refit(20, 15) == "warm"
+
+
+def test_same_inputs_give_the_same_proposals() -> None:
+    observations = observe([XZ.from_unit(u) for u in np.random.default_rng(4).random((8, 2))], lambda q: {"y": -branin(q)["y"]})
+    runs = [planner().propose(XZ, [Objective(name="y")], observations, [], 2, context=PlanContext(seed=5, step=9)) for _ in range(2)]
+    assert [b.params for b in runs[0]] == [b.params for b in runs[1]]
+
+
+def test_degenerate_data_does_not_crash() -> None:
+    observations = [Observation(params={"x": 0.5, "z": 0.5}, outcomes={"y": 1.0})] * 30
+    batch = planner().propose(XZ, [Objective(name="y")], observations, [Pending(params={"x": 0.5, "z": 0.5})], 3, context=PlanContext(step=31))
+    assert len(batch) == 3 and all(XZ.violations(b.params) == [] for b in batch)
+    assert {b.reason["strategy"] for b in batch} <= {"bo", "fallback_sobol"}
+    assert all(b.params != {"x": 0.5, "z": 0.5} for b in batch)
+
+
+def test_a_fit_that_always_fails_falls_back_to_sobol(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise torch.linalg.LinAlgError("cholesky failed")
+
+    monkeypatch.setattr("planners.surrogate.fit_gpytorch_mll", broken)
+    monkeypatch.setattr("planners.surrogate.build_model", broken)
+    observations = observe([XZ.from_unit(u) for u in np.random.default_rng(5).random((8, 2))], lambda q: {"y": float(q["x"])})
+    data = TrainingData.from_observations(Encoding(XZ), ["y"], observations)
+    with pytest.raises(SurrogateError, match="cannot fit"):
+        SurrogateFitter().fit(Encoding(XZ), ["y"], data)
+    batch = planner().propose(XZ, [Objective(name="y")], observations, [], 2, context=PlanContext(step=8))
+    assert [b.reason["strategy"] for b in batch] == ["fallback_sobol"] * 2
+    assert "cholesky failed" in batch[0].reason["error"] and batch[0].reason["acquisition_value"] is None
+    json.dumps(batch[0].reason, allow_nan=False)
+
+
+def test_only_target_fidelity_is_modelled_and_proposals_use_the_offered_fidelity() -> None:
+    rng = np.random.default_rng(6)
+    points = [XZ.from_unit(u) for u in rng.random((12, 2))]
+    observations = [Observation(params=p, outcomes={"y": float(p["x"])}, fidelity=1.0 if i < 6 else 0.5) for i, p in enumerate(points)]
+    context = PlanContext(step=12, fidelities=(FidelityOption(fidelity=0.5, cost=0.1), FidelityOption(fidelity=1.0, cost=1.0)))
+    batch = planner().propose(XZ, [Objective(name="y")], observations, [], 1, context=context)
+    assert batch[0].fidelity == 1.0 and batch[0].reason["n_observations"] == 6
+
+
+def test_device_auto_resolves_to_cpu_here_and_bad_options_raise() -> None:
+    assert BOPlanner().device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, name in [({"acquisition": "ei"}, "acquisition"), ({"beta": -1}, "beta"), ({"num_restarts": 0}, "num_restarts"), ({"restarts": 3}, "restarts")]:
+        with pytest.raises(ValueError, match=name):
+            make_planner("bo", bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            BOPlanner(device="cuda")
+
+
+def test_a_campaign_runs_on_the_bo_planner(tmp_path: Path) -> None:
+    import asyncio
+
+    from controller.campaign import Campaign
+    from controller.config import parse_config
+    from controller.ledger import Ledger
+    from controller.projection import CampaignState
+
+    cfg = quadratic_config(planner={"kind": "bo", "options": {**FAST, "n_init": 4}}, stop={"max_experiments": 8})
+    config = parse_config({**cfg, "ledger": f"sqlite:///{tmp_path / 'l.sqlite'}"})
+    ledger = Ledger(config.ledger_url)
+    try:
+        stop = asyncio.run(Campaign(config, ledger).run())
+        state = CampaignState.replay(config.name, ledger.events(config.name))
+    finally:
+        ledger.close()
+    assert stop.reason == "max_experiments"
+    done = sorted(state.with_status("completed"), key=lambda e: e.experiment_id)
+    assert [e.reason["strategy"] for e in done] == ["sobol_init"] * 4 + ["bo"] * 4
+    for e in done[4:]:
+        assert_reason_complete(e.reason)
+        assert e.reason["proposal_seconds"] >= e.reason["fit_seconds"]
+    assert max(e.outcomes["y"] for e in done) > 0.8
