@@ -376,7 +376,7 @@ class Campaign:
         target = rules.target
         if target is not None:
             objective = next(o for o in self.config.objectives if o.name == (target.objective or self.config.objectives[0].name))
-            best = self.state.best(objective.name, objective.direction)
+            best = self.state.best(objective.name, objective.direction, constraints=self.config.constraints)
             if best is not None:
                 value = best.outcomes[objective.name]
                 if (value >= target.value) if objective.direction == "maximize" else (value <= target.value):
@@ -630,7 +630,7 @@ class Campaign:
 
     def _best_note(self) -> str:
         objective = self.config.objectives[0]
-        best = self.state.best(objective.name, objective.direction)
+        best = self.state.best(objective.name, objective.direction, constraints=self.config.constraints)
         if best is None:
             return ""
         return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"

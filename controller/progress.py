@@ -83,7 +83,7 @@ class LiveDisplay:
         counts = state.counts()
         done = state.cost_spent if self.by_cost else counts["completed"]
         objective = self.config.objectives[0]
-        best = state.best(objective.name, objective.direction)
+        best = state.best(objective.name, objective.direction, constraints=self.config.constraints)
         best_text = f"best {objective.name} = {best.outcomes[objective.name]:.4g} (#{best.experiment_id})" if best else "no result yet"
         self.progress.update(self.task, completed=done, best=best_text)
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

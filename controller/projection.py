@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from controller.events import TERMINAL_KINDS
 from controller.ledger import Event
+from planners.space import Objective, OutcomeConstraint
 
 STATES = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
 
@@ -87,7 +89,7 @@ class CampaignState:
     anomalies: list[str] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
-    _best: dict[tuple[str, str, float | None], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
+    _best: dict[tuple[str, str, float | None, tuple[OutcomeConstraint, ...]], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def replay(cls, campaign: str, events: list[Event]) -> CampaignState:
@@ -208,12 +210,20 @@ class CampaignState:
     def next_experiment_id(self) -> int:
         return self._max_id + 1
 
-    def best(self, objective: str, direction: str, target_fidelity: float | None = None) -> ExperimentView | None:
+    def best(
+        self,
+        objective: str,
+        direction: str,
+        target_fidelity: float | None = None,
+        constraints: Sequence[OutcomeConstraint] = (),
+    ) -> ExperimentView | None:
         """The completed experiment with the best finite ``objective``.
 
-        With ``target_fidelity`` only experiments at that fidelity count.
+        With ``target_fidelity`` only experiments at that fidelity count; with
+        ``constraints`` only experiments whose outcomes satisfy all of them.
+        Kept up to date incrementally once asked for.
         """
-        key = (objective, direction, target_fidelity)
+        key = (objective, direction, target_fidelity, tuple(constraints))
         if key not in self._best:
             best: ExperimentView | None = None
             for exp in self.experiments.values():
@@ -222,13 +232,37 @@ class CampaignState:
             self._best[key] = best
         return self._best[key]
 
+    def pareto(self, objectives: Sequence[Objective], constraints: Sequence[OutcomeConstraint] = ()) -> list[ExperimentView]:
+        """Completed, feasible experiments that no other one dominates, by id."""
+        points = [
+            e for e in self.experiments.values()
+            if e.status == "completed" and all(o.name in e.outcomes for o in objectives) and all(c.satisfied(e.outcomes) for c in constraints)
+        ]
+        signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
+
+        def vector(e: ExperimentView) -> list[float]:
+            return [s * e.outcomes[o.name] for s, o in zip(signs, objectives)]
+
+        front = []
+        for e in points:
+            v = vector(e)
+            dominated = any(
+                all(a >= b for a, b in zip(w, v)) and any(a > b for a, b in zip(w, v))
+                for w in map(vector, points)
+            )
+            if not dominated:
+                front.append(e)
+        return sorted(front, key=lambda e: e.experiment_id)
+
 
 def _better(exp: ExperimentView, incumbent: ExperimentView | None, objective: str, direction: str,
-            target_fidelity: float | None) -> bool:
+            target_fidelity: float | None, constraints: tuple[OutcomeConstraint, ...] = ()) -> bool:
     """Whether completed ``exp`` beats ``incumbent`` on ``objective``."""
     if exp.status != "completed" or objective not in exp.outcomes:
         return False
     if target_fidelity is not None and exp.fidelity != target_fidelity:
+        return False
+    if not all(c.satisfied(exp.outcomes) for c in constraints):
         return False
     value = exp.outcomes[objective]
     if not math.isfinite(value):

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from controller.ledger import Ledger, LedgerError
 from controller.projection import CampaignState
+from planners.space import Objective, OutcomeConstraint
 
 FIXED_HEAD = ["experiment_id", "status", "instrument", "fidelity", "cost"]
 FIXED_TAIL = ["proposed_at", "started_at", "finished_at", "error"]
@@ -41,15 +42,16 @@ def _iso(value: datetime | None) -> str | None:
 def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, Any]:
     """Everything ``selflab status`` reports, as JSON-ready data."""
     config = state.config or {}
-    objectives = config.get("objectives", [])
+    objectives = [Objective.model_validate(o) for o in config.get("objectives", [])]
+    constraints = [OutcomeConstraint.model_validate(c) for c in config.get("constraints", [])]
     best = []
     for objective in objectives:
-        exp = state.best(objective["name"], objective.get("direction", "maximize"))
+        exp = state.best(objective.name, objective.direction, constraints=constraints)
         best.append(
             {
-                "objective": objective["name"],
-                "direction": objective.get("direction", "maximize"),
-                "value": exp.outcomes[objective["name"]] if exp else None,
+                "objective": objective.name,
+                "direction": objective.direction,
+                "value": exp.outcomes[objective.name] if exp else None,
                 "experiment_id": exp.experiment_id if exp else None,
                 "params": exp.params if exp else None,
                 "instrument": exp.instrument if exp else None,
@@ -77,6 +79,11 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
                 "offline_reason": view.offline_reason,
             }
         )
+    pareto = (
+        [{"experiment_id": e.experiment_id, "outcomes": {o.name: e.outcomes[o.name] for o in objectives}, "params": e.params}
+         for e in state.pareto(objectives, constraints)]
+        if len(objectives) > 1 else None
+    )
     elapsed = (state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0
     return {
         "campaign": state.campaign,
@@ -89,6 +96,9 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "elapsed_s": elapsed,
         "counts": state.counts(),
         "best": best,
+        "constraints": [str(c) for c in constraints],
+        "pareto": pareto,
+        "paused": state.paused,
         "cost_spent": state.cost_spent,
         "instruments": instruments,
         "anomalies": state.anomalies,
@@ -107,10 +117,17 @@ def format_status(data: dict[str, Any]) -> str:
     lines.append("experiments " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for best in data["best"]:
         if best["value"] is None:
-            lines.append(f"best       {best['objective']} ({best['direction']}): no completed experiment yet")
+            none = "no feasible experiment yet" if data["constraints"] else "no completed experiment yet"
+            lines.append(f"best       {best['objective']} ({best['direction']}): {none}")
         else:
             params = ", ".join(f"{k}={_num(v)}" for k, v in best["params"].items())
             lines.append(f"best       {best['objective']} = {best['value']:.6g} ({best['direction']}), experiment {best['experiment_id']} on {best['instrument']}: {params}")
+    if data["pareto"] is not None:
+        lines.append(f"pareto     {len(data['pareto'])} experiment(s) on the front" + (f" (feasible: {', '.join(data['constraints'])})" if data["constraints"] else ""))
+        for point in data["pareto"]:
+            lines.append(f"  #{point['experiment_id']:<5} " + ", ".join(f"{k}={v:.6g}" for k, v in point["outcomes"].items()))
+    if data["paused"]:
+        lines.append(f"paused     by interlock: {data['paused']}")
     lines.append(f"cost spent {data['cost_spent']:g}")
     lines.append("instruments")
     for inst in data["instruments"]:

@@ -242,7 +242,7 @@ def test_max_consecutive_failures_takes_the_rig_offline(sqlite_url: str) -> None
     assert stop.reason == "no_instruments"
     assert state.counts()["failed"] == 2 and state.counts()["completed"] == 0
     assert "2 consecutive failures" in (state.instruments["rig"].offline_reason or "")
-    assert campaign.stations[0].driver.connection.process._process is None  # the emulator was stopped
+    assert not campaign.stations[0].driver.connection.process.running  # the emulator was stopped
 
 
 WRITE_A_DRIVER = '''

@@ -121,3 +121,22 @@ def test_property_replaying_a_ledger_twice_gives_the_same_projection(tmp_path_fa
     assert sum(first.counts().values()) == len(first.experiments)
     for name, view in first.instruments.items():
         assert view.in_flight == sum(1 for e in first.experiments.values() if e.status == "dispatched" and e.instrument == name)
+
+
+def test_pareto_front_and_constrained_best() -> None:
+    from planners.space import Objective, OutcomeConstraint
+
+    rows = [(1, 1.0, 5.0, 0.9), (2, 2.0, 4.0, 0.9), (3, 1.5, 3.0, 0.9), (4, 3.0, 1.0, 0.1), (5, 0.5, 0.5, 0.9)]
+    events, n = [], 0
+    for eid, a, b, purity in rows:
+        for kind, payload in (("proposed", {"params": {"x": eid}}), ("dispatched", {}), ("completed", {"outcomes": {"a": a, "b": b, "purity": purity}})):
+            n += 1
+            events.append(ev(n, kind, eid, "i", **payload))
+    state = CampaignState.replay("c", events)
+    objectives = [Objective(name="a"), Objective(name="b")]
+    assert [e.experiment_id for e in state.pareto(objectives)] == [1, 2, 4]
+    purity = [OutcomeConstraint.model_validate("purity >= 0.5")]
+    assert [e.experiment_id for e in state.pareto(objectives, purity)] == [1, 2]
+    assert [e.experiment_id for e in state.pareto([Objective(name="a", direction="minimize"), Objective(name="b")])] == [1, 5]
+    assert state.best("a", "maximize").experiment_id == 4  # type: ignore[union-attr]
+    assert state.best("a", "maximize", constraints=purity).experiment_id == 2  # type: ignore[union-attr]

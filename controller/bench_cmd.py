@@ -1,0 +1,149 @@
+"""``selflab bench``: planners against a benchmark problem, over seeds.
+
+Usage::
+
+    selflab bench --problem P --planner Q[,Q2...] --budget N --seeds S [--batch q]
+                  [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
+
+Problems: see :mod:`simulators.problems` (``pool:PATH.csv`` with
+``--objective``). Planners: random, sobol, bo, ax. Each seed is a real
+campaign (:mod:`controller.bench`). Prints one summary line per planner;
+``--json`` writes the results (one object, or an array for several planners),
+``--plot`` the best-so-far medians with interquartile bands. A live progress
+bar shows on a terminal. Bad input: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.bench import BenchError, BenchResult, run_bench
+
+BENCH_PLANNERS = ("random", "sobol", "bo", "ax")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` subcommand."""
+    p = subparsers.add_parser("bench", help="benchmark planners on a problem over seeds (simulated campaigns)")
+    p.add_argument("--problem", required=True, metavar="P", help="branin, hartmann6, reactor, gramacy, branin_currin, p3ht, perovskite, autoam or pool:PATH.csv")
+    p.add_argument("--planner", required=True, metavar="Q", help=f"one of {', '.join(BENCH_PLANNERS)}, or several joined by commas")
+    p.add_argument("--budget", required=True, type=_positive, metavar="N", help="experiments per campaign")
+    p.add_argument("--seeds", required=True, type=_positive, metavar="S", help="campaigns per planner (seeds 0..S-1)")
+    p.add_argument("--batch", type=_positive, default=1, metavar="q", help="experiments in flight at once (default 1)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw best so far against evaluations")
+    p.add_argument("--objective", metavar="COLUMN", help="pool:PATH.csv only: the objective column")
+    p.add_argument("--direction", choices=("maximize", "minimize"), help="pool:PATH.csv only (default maximize)")
+    p.set_defaults(handler=handle)
+
+
+def _fail(message: str) -> int:
+    print(f"selflab bench: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the benchmark; the exit code."""
+    from controller.progress import setup_logging
+    from planners.registry import make_planner
+    from simulators.problems import ProblemError, get_problem
+
+    planners = [q.strip() for q in args.planner.split(",") if q.strip()]
+    unknown = [q for q in planners if q not in BENCH_PLANNERS]
+    if not planners or unknown:
+        return _fail(f"unknown planner {', '.join(map(repr, unknown)) or repr(args.planner)}; choose from {', '.join(BENCH_PLANNERS)}")
+    try:
+        problem = get_problem(args.problem, objective=args.objective, direction=args.direction)
+    except ProblemError as exc:
+        return _fail(str(exc))
+    for kind in planners:
+        try:
+            make_planner(kind, {})
+        except ImportError as exc:
+            return _fail(f"planner {kind!r} is not available: {exc}")
+    console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
+    results: list[BenchResult] = []
+    try:
+        with _progress_bar(console, len(planners) * args.seeds * args.budget) as advance:
+            for kind in planners:
+                result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind))
+                results.append(result)
+                print(_summary(result), flush=True)
+    except BenchError as exc:
+        print(f"selflab bench: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        data = [r.model_dump(mode="json") for r in results]
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
+    if args.plot:
+        from controller.plots import bench_figure
+
+        label = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
+        series = {r.planner: [run.trace for run in r.runs] for r in results}
+        path = bench_figure(series, args.plot, title=f"{problem.name}: median and IQR over {args.seeds} seeds",
+                            ylabel=label, optimum=problem.optimum)
+        print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _summary(r: BenchResult) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.6g}"
+
+    text = (f"{r.problem} {r.planner}: median {'hypervolume' if r.metric == 'hypervolume' else 'best'} {num(r.median_best)}"
+            f", regret {num(r.median_regret)}, proposal {num(r.median_proposal_seconds)} s"
+            f", makespan {r.median_makespan_seconds / 3600:.3g} h ({r.seeds} seeds, budget {r.budget}, batch {r.batch})")
+    if r.evaluations_to_80pct_top5 is not None:
+        text += f", 80% of top-5% after {r.evaluations_to_80pct_top5} evaluations (seed-averaged)"
+    return text
+
+
+class _progress_bar:
+    """A rich progress bar over all evaluations on a terminal; silent otherwise.
+
+    Entering gives ``advance(planner) -> callback(seed, completed)``.
+    """
+
+    def __init__(self, console: Any, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = console.is_terminal
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.task = self.progress.add_task("bench", total=total)
+        self.done: dict[tuple[str, int], int] = {}
+
+    def __enter__(self) -> Any:
+        if self.enabled:
+            self.progress.start()
+        return self.advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def advance(self, planner: str) -> Any:
+        def callback(seed: int, completed: int) -> None:
+            self.done[(planner, seed)] = completed
+            if self.enabled:
+                self.progress.update(self.task, completed=sum(self.done.values()),
+                                     description=f"{planner} seed {seed}")
+        return callback
