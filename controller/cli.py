@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", metavar="NAME", help="which campaign, when the ledger holds several")
     p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS", help="how long to wait for it to stop (default 60)")
 
-    sub.add_parser("drivers", help="list the installed instrument drivers")
+    p = sub.add_parser("drivers", help="list the installed instrument drivers with their options and limits")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     for module in _command_modules():
         module.register(sub)
     return parser
@@ -125,12 +126,36 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("status", "export", "stop"):
         return _read(args)
     if args.command == "drivers":
-        from instruments.registry import installed_drivers
-
-        for name, target in sorted(installed_drivers().items()):
-            print(f"{name:<16} {target}")
-        return EXIT_OK
+        return _drivers(args)
     raise AssertionError(args.command)
+
+
+def _drivers(args: argparse.Namespace) -> int:
+    from instruments.describe import describe_driver
+    from instruments.registry import DriverError, installed_drivers, resolve_driver
+
+    found = []
+    for name, target in sorted(installed_drivers().items()):
+        try:
+            found.append({"name": name, **describe_driver(resolve_driver(name))})
+        except DriverError as exc:
+            found.append({"name": name, "class": target, "error": str(exc)})
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return EXIT_OK
+    for info in found:
+        print(f"{info['name']}  ({info['class']})" + (f" - {info['summary']}" if info.get("summary") else ""))
+        if "error" in info:
+            print(f"    cannot load: {info['error']}")
+            continue
+        for option in info["options"]:
+            default = "required" if option.get("required") else f"default {option.get('default')!r}"
+            print(f"    option {option['name']}: {option.get('type') or 'any'} ({default})")
+        for key, (low, high) in (info.get("limits") or {}).items():
+            print(f"    limit  {key}: [{low:g}, {high:g}]")
+        if info.get("outputs"):
+            print("    outputs " + ", ".join(f"{k} [{v}]" for k, v in info["outputs"].items()))
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

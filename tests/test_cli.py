@@ -279,3 +279,14 @@ def test_emergency_stop_from_another_terminal_aborts_and_stays_resumable(tmp_pat
     resumed = selflab("run", str(path), "--quiet", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_consistent(db, "slow", budget)
+
+
+def test_drivers_lists_options_and_limits(tmp_path: Path) -> None:
+    out = selflab("drivers", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "branin  (simulators.benchmarks:BraninInstrument)" in out.stdout
+    assert "    option noise_std: float (default 0.0)" in out.stdout
+    assert "    limit  x1: [-5, 10]" in out.stdout
+    data = {d["name"]: d for d in json.loads(selflab("drivers", "--json", cwd=tmp_path).stdout)}
+    assert data["reactor"]["limits"]["temperature"] == [30.0, 150.0]
+    assert {"residence_time", "temperature", "equivalents", "concentration"} == set(data["reactor"]["limits"])
