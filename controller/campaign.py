@@ -33,11 +33,12 @@ from typing import Any, Protocol
 from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig
 from controller.events import TERMINAL_KINDS
+from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
 from controller.fleet import Station, build_fleet
 from controller.ledger import Event, Ledger, NewEvent
 from controller.projection import CampaignState
-from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, OutOfLimits, failure_kind
-from instruments.protocol import Stoppable, Timed
+from instruments.errors import InstrumentError, failure_kind
+from instruments.protocol import Timed
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
 from planners.registry import make_planner
 
@@ -45,8 +46,6 @@ log = logging.getLogger("selflab")
 
 MAX_CONSECUTIVE_REFUSALS = 100
 """Proposals refused in a row (limits, no instrument) before the campaign gives up."""
-STOP_TIMEOUT_S = 10.0
-"""Seconds an instrument's ``stop()`` or ``close()`` may take before it is abandoned."""
 
 
 class CampaignError(Exception):
@@ -92,23 +91,6 @@ def package_version() -> str:
         return version("selflab")
     except PackageNotFoundError:
         return "unknown"
-
-
-def check_outcomes(result: Any, required: list[str], instrument: str) -> dict[str, float]:
-    """Readings as finite floats, or :class:`BadResponse` naming what is wrong."""
-    if not isinstance(result, Mapping):
-        raise BadResponse(f"{instrument} returned {type(result).__name__}, not a mapping of readings")
-    out: dict[str, float] = {}
-    for key, value in result.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadResponse(f"{instrument} reading {key!r} is {value!r}, not a number")
-        if not math.isfinite(value):
-            raise BadResponse(f"{instrument} reading {key!r} is {value}, not finite")
-        out[str(key)] = float(value)
-    missing = [name for name in required if name not in out]
-    if missing:
-        raise BadResponse(f"{instrument} did not report {', '.join(missing)} (it reported {', '.join(out) or 'nothing'})")
-    return out
 
 
 class Campaign:
@@ -469,7 +451,8 @@ class Campaign:
         """Start the experiment whose dispatch the ledger now holds."""
         duration = self.state.experiments[eid].expected_duration_s
         due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
-        task = asyncio.create_task(self._execute(station, params, eid), name=f"experiment-{eid}")
+        task = asyncio.create_task(run_experiment(station, params, eid, self.config.outcome_names, retry_pause=not isinstance(self.clock, SimClock)),
+                                   name=f"experiment-{eid}")
         self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
         log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
 
@@ -534,30 +517,6 @@ class Campaign:
         if not accepting:
             return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
         return accepting, ("", "")
-
-    async def _execute(self, station: Station, params: dict[str, Any], eid: int) -> dict[str, float]:
-        """Run one experiment with the station's timeout and retry policy;
-        readings are checked. Raises the last attempt's failure."""
-        policy = station.config
-        attempts = policy.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                try:
-                    result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=policy.timeout)
-                except TimeoutError:
-                    await self._stop_driver(station)
-                    raise InstrumentTimeout(f"no result within {policy.timeout:g} s") from None
-                return check_outcomes(result, self.config.outcome_names, station.name)
-            except InstrumentError as exc:
-                if isinstance(exc, OutOfLimits) or attempt == attempts:
-                    if attempts > 1:
-                        exc.args = (f"{exc} (after {attempt} attempts)",)
-                    raise
-                delay = 0.0 if isinstance(self.clock, SimClock) else policy.retry_backoff * 2 ** (attempt - 1)
-                log.warning("experiment %d on %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
-                            eid, station.name, attempt, attempts, failure_kind(exc), exc, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
     async def _next_done(self) -> Flight | None:
         """The next flight to finish (by simulated due time, or first in real time);
@@ -735,13 +694,6 @@ class Campaign:
         self._abort = True
         self._wake_up()
 
-    async def _stop_driver(self, station: Station) -> None:
-        if isinstance(station.driver, Stoppable):
-            try:
-                await asyncio.wait_for(station.driver.stop(), timeout=STOP_TIMEOUT_S)
-            except Exception as exc:
-                log.error("instrument %s did not stop cleanly: %s", station.name, exc)
-
     async def _abort_flights(self, reason: str = "interrupted", message: str = "aborted when the campaign was stopped",
                              every_instrument: bool = False) -> None:
         """Cancel every experiment in flight, ``stop()`` its instrument (or, for an
@@ -749,14 +701,14 @@ class Campaign:
         if every_instrument:
             for station in self.stations:
                 if station.online and not station.busy:
-                    await self._stop_driver(station)
+                    await stop_instrument(station)
         if not self.flights:
             return
         stations = {f.station.name: f.station for f in self.flights.values()}
         for flight in self.flights.values():
             flight.task.cancel()
         for station in stations.values():
-            await self._stop_driver(station)
+            await stop_instrument(station)
         await asyncio.gather(*(f.task for f in self.flights.values()), return_exceptions=True)
         now = self.clock.now()
         events = [NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=f.experiment_id,

@@ -41,8 +41,11 @@ from sqlmodel import JSON, Column, DateTime, Field, SQLModel
 
 from controller.events import KINDS, PAYLOADS
 
-SCHEMA_VERSION = 1
-"""Bumped whenever the tables change; older ledgers are migrated on open."""
+SCHEMA_VERSION = 2
+"""Bumped whenever the tables change; older ledgers are migrated on open.
+
+1: events and meta. 2: adds ``selflab_work``, the claimable queue of
+experiments for ``selflab worker`` processes."""
 
 
 class LedgerError(Exception):
@@ -76,6 +79,25 @@ class MetaRow(SQLModel, table=True):
     value: str
 
 
+class WorkRow(SQLModel, table=True):
+    """An experiment queued for a ``selflab worker`` (mutable: the claim and
+    its lease; the experiment's history stays in the append-only events)."""
+
+    __tablename__ = "selflab_work"
+
+    campaign: str = Field(primary_key=True, max_length=100)
+    experiment_id: int = Field(primary_key=True)
+    instrument: str = Field(max_length=100)
+    state: str = Field(max_length=16)
+    """``open`` (waiting for a worker), ``claimed``, ``done``, ``expired`` (its
+    worker's lease ran out; the experiment is stale) or ``cancelled``."""
+    worker: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    fidelity: float = 1.0
+    cost: float = 0.0
+
+
 class NewEvent(BaseModel):
     """An event to append; ``at`` defaults to now on the wall clock."""
 
@@ -102,8 +124,10 @@ class Event(BaseModel):
     payload: dict[str, Any]
 
 
-_TABLES = [EventRow.__table__, MetaRow.__table__]  # type: ignore[attr-defined]
+_TABLES = [EventRow.__table__, MetaRow.__table__, WorkRow.__table__]  # type: ignore[attr-defined]
+WORK: sa.Table = WorkRow.__table__  # type: ignore[attr-defined]
 _EVENTS: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+_APPEND_LOCK = zlib.crc32(b"selflab:append")
 _INSERT = sa.insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 
 _SQLITE_TRIGGERS = [
@@ -221,8 +245,18 @@ class Ledger:
             raise LedgerError(
                 f"{self.display_url} has ledger schema {version}, newer than this selflab's {SCHEMA_VERSION}; upgrade selflab"
             )
-        if version < SCHEMA_VERSION:
+        if version < 1:
             raise LedgerError(f"{self.display_url} has ledger schema {version}, which this selflab cannot migrate")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a ledger of an older schema up to date, in one transaction."""
+        with self.engine.begin() as conn:
+            if version < 2:
+                SQLModel.metadata.create_all(conn, tables=[WORK])
+            conn.execute(sa.update(MetaRow.__table__).where(MetaRow.__table__.c.key == "schema_version")  # type: ignore[attr-defined]
+                         .values(value=str(SCHEMA_VERSION)))
 
     def _create(self) -> None:
         with self.engine.begin() as conn:
@@ -234,8 +268,36 @@ class Ledger:
                 [{"key": "application", "value": "selflab"}, {"key": "schema_version", "value": str(SCHEMA_VERSION)}],
             )
 
-    def append(self, events: Sequence[NewEvent]) -> list[Event]:
-        """Append ``events`` in one transaction: all land, or none do."""
+    def append(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
+        """Append ``events`` in one transaction: all land, or none do.
+
+        ``work`` rows (see :class:`WorkRow`) are queued for workers in the same
+        transaction.
+        """
+        try:
+            with self.transaction() as conn:
+                if work:
+                    conn.execute(sa.insert(WORK), list(work))
+                return self.insert_events(conn, events)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction on the writer connection. On Postgres it first
+        takes a transaction-level advisory lock, so that events commit in the
+        order of their ids and a reader polling ``after=position`` misses none."""
+        with self._writer_guard:  # one transaction at a time on the shared connection
+            conn = self._writer()
+            with conn.begin():
+                if self.backend == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK})
+                yield conn
+
+    def insert_events(self, conn: sa.Connection, events: Sequence[NewEvent]) -> list[Event]:
+        """Insert ``events`` inside the open transaction ``conn``."""
+        if not events:
+            return []
         now = datetime.now(UTC)
         rows = []
         for e in events:
@@ -253,15 +315,8 @@ class Ledger:
                     "payload": payload,
                 }
             )
-        try:
-            with self._writer_guard:  # one transaction at a time on the shared connection
-                conn = self._writer()
-                with conn.begin():
-                    ids = conn.execute(_INSERT, rows).scalars().all()
-            out = [Event(id=int(i), **row) for i, row in zip(ids, rows, strict=True)]
-        except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
-        return out
+        ids = conn.execute(_INSERT, rows).scalars().all()
+        return [Event(id=int(i), **row) for i, row in zip(ids, rows, strict=True)]
 
     def _writer(self) -> sa.Connection:
         """The connection appends go through, kept open (a pool checkout per

@@ -1,0 +1,77 @@
+"""Running one experiment on one instrument: timeout, retries, checked readings.
+
+Shared by the campaign loop (:mod:`controller.campaign`) and by workers
+(:mod:`controller.worker`), so both apply the same per-instrument policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from controller.fleet import Station
+from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, OutOfLimits, failure_kind
+from instruments.protocol import Stoppable
+
+log = logging.getLogger("selflab")
+
+STOP_TIMEOUT_S = 10.0
+"""Seconds an instrument's ``stop()`` or ``close()`` may take before it is given up on."""
+
+
+def check_outcomes(result: Any, required: list[str], instrument: str) -> dict[str, float]:
+    """Readings as finite floats, or :class:`BadResponse` naming what is wrong."""
+    if not isinstance(result, Mapping):
+        raise BadResponse(f"{instrument} returned {type(result).__name__}, not a mapping of readings")
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadResponse(f"{instrument} reading {key!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise BadResponse(f"{instrument} reading {key!r} is {value}, not finite")
+        out[str(key)] = float(value)
+    missing = [name for name in required if name not in out]
+    if missing:
+        raise BadResponse(f"{instrument} did not report {', '.join(missing)} (it reported {', '.join(out) or 'nothing'})")
+    return out
+
+
+async def stop_instrument(station: Station) -> None:
+    """Ask the instrument to abort, if it can; never raises."""
+    if isinstance(station.driver, Stoppable):
+        try:
+            await asyncio.wait_for(station.driver.stop(), timeout=STOP_TIMEOUT_S)
+        except Exception as exc:
+            log.error("instrument %s did not stop cleanly: %s", station.name, exc)
+
+
+async def run_experiment(station: Station, params: dict[str, Any], eid: int, required: list[str], *, retry_pause: bool = True) -> dict[str, float]:
+    """Run experiment ``eid`` with the station's timeout and retry policy.
+
+    Returns checked readings, or raises the last attempt's failure (annotated
+    with the number of attempts). ``retry_pause=False`` skips the backoff
+    sleeps (simulated clock).
+    """
+    policy = station.config
+    attempts = policy.retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            try:
+                result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=policy.timeout)
+            except TimeoutError:
+                await stop_instrument(station)
+                raise InstrumentTimeout(f"no result within {policy.timeout:g} s") from None
+            return check_outcomes(result, required, station.name)
+        except InstrumentError as exc:
+            if isinstance(exc, OutOfLimits) or attempt == attempts:
+                if attempts > 1:
+                    exc.args = (f"{exc} (after {attempt} attempts)",)
+                raise
+            delay = policy.retry_backoff * 2 ** (attempt - 1) if retry_pause else 0.0
+            log.warning("experiment %d on %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
+                        eid, station.name, attempt, attempts, failure_kind(exc), exc, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
