@@ -79,7 +79,7 @@ def handle(args: argparse.Namespace) -> int:
     console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
     results: list[BenchResult] = []
     try:
-        with _progress_bar(console, len(planners) * args.seeds * args.budget) as advance:
+        with _ProgressBar(console, len(planners) * args.seeds * args.budget) as advance:
             for kind in planners:
                 result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind))
                 results.append(result)
@@ -116,7 +116,7 @@ def _summary(r: BenchResult) -> str:
     return text
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich progress bar over all evaluations on a terminal; silent otherwise.
 
     Entering gives ``advance(planner) -> callback(seed, completed)``.

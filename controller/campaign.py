@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller import workqueue
 from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig
 from controller.events import TERMINAL_KINDS
@@ -79,9 +80,21 @@ class Flight:
     station: Station
     slot: int
     params: dict[str, Any]
-    task: asyncio.Task[dict[str, float]]
+    task: asyncio.Future[dict[str, float]]
+    """The local task running it, or, for a remote instrument, a future the
+    ledger poller resolves when its worker records the end."""
     due: datetime | None
     started: float
+    remote: bool = False
+
+
+class RemoteEnd(Exception):
+    """How a remote experiment ended without readings: ``kind`` is the terminal
+    event kind (``failed``, ``abandoned``, ``stale``) already in the ledger."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def package_version() -> str:
@@ -129,6 +142,10 @@ class Campaign:
         """Latest reading per (instrument, name): from read() polls and results."""
         self._paused_by: Interlock | None = None
         self._requeued: list[Proposal] = []
+        self._remote = any(s.config.remote for s in self.stations)
+        self._own_ids: set[int] = set()
+        """Ids of events this process wrote since the poller last read (it skips them)."""
+        self._poll_position = 0
         """Stale experiments' params, proposed again first (``stale_policy: requeue``)."""
 
     # --- the public entry point ---------------------------------------------------
@@ -145,6 +162,8 @@ class Campaign:
             await self._connect_all()
             await self._reconcile()
             watchers = [asyncio.create_task(self._watch(lock)) for lock in self.config.interlocks]
+            if self._remote:
+                watchers.append(asyncio.create_task(self._poll_remote()))
             try:
                 await self._loop()
             finally:
@@ -218,10 +237,15 @@ class Campaign:
                 },
             )
         ]
-        for exp in self.state.with_status("proposed"):
-            events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
-                                   payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"}))
         self._append(events)
+        self._poll_position = self.state.last_position
+        if self._remote:  # unclaimed work of the previous run: withdrawn atomically, so no worker can claim it now
+            self._applied(workqueue.settle(self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
+                campaign=name, kind="abandoned", experiment_id=eid, instrument=inst, at=now,
+                payload={"reason": "not_dispatched", "message": "queued for a worker but not claimed before the controller stopped"})))
+        self._append([NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
+                               payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
+                      for exp in self.state.with_status("proposed")])
         if resumed:
             log.info("resuming campaign %s: %d completed so far", name, self.state.counts()["completed"])
         else:
@@ -240,6 +264,11 @@ class Campaign:
         events: list[NewEvent] = []
         for exp in self.state.with_status("dispatched"):
             station = stations.get(exp.instrument or "")
+            if station is not None and station.config.remote:  # its worker may still be at it: wait for it again
+                future: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
+                self.flights[exp.experiment_id] = Flight(exp.experiment_id, station, station.take_slot(), exp.params,
+                                                         future, None, time.monotonic(), remote=True)
+                continue
             outcomes = await self._recovered_outcome(station, exp.params) if station is not None else None
             if outcomes is not None:
                 events.append(NewEvent(campaign=name, kind="completed", experiment_id=exp.experiment_id, instrument=exp.instrument,
@@ -276,7 +305,7 @@ class Campaign:
     def _clock_kind(self) -> str:
         if self.config.clock != "auto":
             return self.config.clock
-        timed = all(isinstance(s.driver, Timed) for s in self.stations)
+        timed = all(isinstance(s.driver, Timed) and not s.config.remote for s in self.stations)
         return "simulated" if timed else "wall"
 
     def _check_same_problem(self) -> None:
@@ -294,6 +323,8 @@ class Campaign:
     async def _connect_all(self) -> None:
         events = []
         for station in self.stations:
+            if station.config.remote:
+                continue  # its worker connects it, on its own host
             try:
                 await asyncio.wait_for(station.driver.connect(), timeout=station.config.timeout)
             except Exception as exc:  # any driver failure takes that instrument offline, not the campaign
@@ -311,6 +342,8 @@ class Campaign:
 
     async def _close_all(self) -> None:
         for station in self.stations:
+            if station.config.remote:
+                continue
             try:
                 await asyncio.wait_for(station.driver.close(), timeout=STOP_TIMEOUT_S)
             except Exception as exc:
@@ -327,6 +360,8 @@ class Campaign:
             if not self.flights and self._paused_by is not None and self._stop is None:
                 await self._wait_for_wake(self._paused_by.poll)
                 continue
+            if self._stop is not None and any(f.remote for f in self.flights.values()):
+                self._withdraw_open_work("the campaign stopped before a worker claimed it")
             if not self.flights:
                 if self._stop is not None or self._abort:
                     break
@@ -388,6 +423,7 @@ class Campaign:
         name, now = self.config.name, self.clock.now()
         events: list[NewEvent] = []
         launches: list[tuple[int, Station, int, dict[str, Any]]] = []
+        work: list[dict[str, Any]] = []
         budget_left = self._budget_left()
         for eid, (proposal, accepting) in list(self._queue.items()):
             station = self._free_station(accepting, budget_left)
@@ -401,8 +437,8 @@ class Campaign:
                                        payload={"reason": "no_instrument", "message": f"queued, but {why}"}))
                 continue
             budget_left -= station.cost
-            event, slot = self._dispatch_event(eid, station, proposal.params, now)
-            events.append(event)
+            event, slot = self._dispatch_event(eid, station, proposal, now, work)
+            events += [event] if event else []
             launches.append((eid, station, slot, dict(proposal.params)))
 
         n = self._allowance()
@@ -423,8 +459,8 @@ class Campaign:
             if station is not None:
                 self._refusals = 0
                 budget_left -= station.cost
-                event, slot = self._dispatch_event(eid, station, params, now)
-                events.append(event)
+                event, slot = self._dispatch_event(eid, station, proposal, now, work)
+                events += [event] if event else []
                 launches.append((eid, station, slot, params))
             elif accepting and self._queued_for(accepting) < sum(s.capacity for s in accepting):
                 self._refusals = 0
@@ -435,20 +471,34 @@ class Campaign:
                                        payload={"reason": reason, "message": message}))
                 log.warning("experiment %d refused: %s", eid, message)
                 self._refusals += 1
-        self._append(events)
+        self._append(events, work)
         for eid, station, slot, params in launches:
             self._launch(eid, station, slot, params)
         if launches:
             self.display.update(self.state, self.stations)
 
-    def _dispatch_event(self, eid: int, station: Station, params: dict[str, Any], now: datetime) -> tuple[NewEvent, int]:
-        """Take a slot on ``station``; the dispatch event for the ledger, and the slot."""
+    def _dispatch_event(self, eid: int, station: Station, proposal: Proposal, now: datetime,
+                        work: list[dict[str, Any]]) -> tuple[NewEvent | None, int]:
+        """Take a slot on ``station``; the dispatch event for the ledger, and the
+        slot. A remote station's experiment is queued in ``work`` for its worker
+        instead, which records the dispatch when it claims it."""
         slot = station.take_slot()
+        params = dict(proposal.params)
+        if station.config.remote:
+            work.append({"campaign": self.config.name, "experiment_id": eid, "instrument": station.name, "state": "open",
+                         "params": params, "fidelity": proposal.fidelity, "cost": station.cost})
+            return None, slot
         return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
                         payload={"cost": station.cost, "slot": slot, "expected_duration_s": station.duration(params)}), slot
 
     def _launch(self, eid: int, station: Station, slot: int, params: dict[str, Any]) -> None:
-        """Start the experiment whose dispatch the ledger now holds."""
+        """Start the experiment whose dispatch the ledger now holds (or, for a
+        remote instrument, await its worker)."""
+        if station.config.remote:
+            future: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
+            self.flights[eid] = Flight(eid, station, slot, params, future, None, time.monotonic(), remote=True)
+            log.debug("experiment %d queued for a worker of %s: %s", eid, station.name, params)
+            return
         duration = self.state.experiments[eid].expected_duration_s
         due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
         task = asyncio.create_task(run_experiment(station, params, eid, self.config.outcome_names, retry_pause=not isinstance(self.clock, SimClock)),
@@ -555,6 +605,9 @@ class Campaign:
     def _record(self, flight: Flight) -> None:
         station = flight.station
         station.busy.discard(flight.slot)
+        if flight.remote:
+            self._record_remote(flight)
+            return
         name, now, eid = self.config.name, self.clock.now(), flight.experiment_id
         if flight.due is not None and isinstance(self.clock, SimClock):
             took = (flight.due - self.state.experiments[eid].started_at).total_seconds()  # type: ignore[operator]
@@ -593,6 +646,85 @@ class Campaign:
         if best is None:
             return ""
         return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"
+
+    # --- remote instruments (selflab worker) -------------------------------------------
+
+    async def _poll_remote(self, every_s: float = 0.25) -> None:
+        """Follow what workers write to the ledger, and expire dead workers' leases."""
+        idle_since = time.monotonic()
+        while True:
+            for event in self.ledger.events(self.config.name, after=self._poll_position):
+                self._poll_position = max(self._poll_position, event.id)
+                if event.id in self._own_ids:
+                    self._own_ids.discard(event.id)
+                    continue
+                self.state.apply(event)
+                self._settle_remote(event)
+                idle_since = time.monotonic()
+            expired = self._applied(workqueue.settle(
+                self.ledger, self.config.name, "claimed", "expired",
+                lambda eid, inst: NewEvent(campaign=self.config.name, kind="stale", experiment_id=eid, instrument=inst,
+                                           at=self.clock.now(), payload={"message": "its worker stopped renewing the lease (dead or cut off)"}),
+                expired_only=True))
+            for event in expired:
+                log.warning("experiment %d on %s is stale: its worker's lease ran out", event.experiment_id, event.instrument)
+                self._settle_remote(event)
+            waiting = sorted({f.station.name for f in self.flights.values() if f.remote and self.state.experiments[f.experiment_id].status == "proposed"})
+            if waiting and time.monotonic() - idle_since > 30:
+                log.warning("waiting for a worker to claim experiments for %s: start one on their host with "
+                            "selflab worker CONFIG --ledger URL --instruments %s", ", ".join(waiting), ",".join(waiting))
+                idle_since = time.monotonic()
+            await asyncio.sleep(every_s)
+
+    def _settle_remote(self, event: Event) -> None:
+        """Resolve the flight of a remote experiment that ``event`` ended."""
+        flight = self.flights.get(event.experiment_id or -1)
+        if event.kind == "instrument_offline" and event.instrument:
+            for station in self.stations:
+                if station.name == event.instrument and station.online:
+                    station.offline_reason = event.payload.get("reason", "")
+            return
+        if flight is None or not flight.remote or flight.task.done() or event.kind not in TERMINAL_KINDS:
+            return
+        if event.kind == "completed":
+            flight.task.set_result(dict(event.payload["outcomes"]))
+        else:
+            exp = self.state.experiments[flight.experiment_id]
+            flight.task.set_exception(RemoteEnd(event.kind, exp.error))
+
+    def _record_remote(self, flight: Flight) -> None:
+        """Bookkeeping for a remote experiment whose end is already in the ledger."""
+        station, eid = flight.station, flight.experiment_id
+        exp = self.state.experiments[eid]
+        exc = flight.task.exception()
+        if exc is None:
+            station.consecutive_failures = 0
+            self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+            self._update_readings(station.name, exp.outcomes)
+            log.info("experiment %d completed on %s (worker): %s%s", eid, station.name, _fmt(exp.outcomes), self._best_note())
+        elif isinstance(exc, RemoteEnd) and exc.kind == "stale":
+            if self.config.stale_policy == "requeue":
+                self._requeued.append(Proposal(params=exp.params, fidelity=exp.fidelity, reason={"strategy": "requeue", "requeue_of": eid}))
+        elif isinstance(exc, RemoteEnd) and exc.kind == "failed":
+            station.consecutive_failures += 1
+            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
+            log.warning("experiment %d failed on %s (worker): %s", eid, station.name, exp.error)
+            limit = station.config.max_consecutive_failures
+            if station.consecutive_failures >= limit and station.online:
+                station.offline_reason = f"{limit} consecutive failures, the last: {exp.error}"
+                self._append([NewEvent(campaign=self.config.name, kind="instrument_offline", instrument=station.name,
+                                       at=self.clock.now(), payload={"reason": station.offline_reason})])
+        self.display.update(self.state, self.stations)
+
+    def _withdraw_open_work(self, why: str) -> None:
+        """Take back experiments no worker has claimed yet (abandoned, atomically)."""
+        if not self._remote:
+            return
+        for event in self._applied(workqueue.settle(
+            self.ledger, self.config.name, "open", "cancelled",
+            lambda eid, inst: NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=eid, instrument=inst,
+                                       at=self.clock.now(), payload={"reason": "not_dispatched", "message": why}))):
+            self._settle_remote(event)
 
     # --- interlocks ---------------------------------------------------------------------
 
@@ -702,6 +834,10 @@ class Campaign:
             for station in self.stations:
                 if station.online and not station.busy:
                     await stop_instrument(station)
+        self._withdraw_open_work("the campaign was stopped")
+        for eid in [eid for eid, f in self.flights.items() if f.remote]:  # claimed: its worker records the end
+            flight = self.flights.pop(eid)
+            flight.station.busy.discard(flight.slot)
         if not self.flights:
             return
         stations = {f.station.name: f.station for f in self.flights.values()}
@@ -746,12 +882,17 @@ class Campaign:
 
     # --- the ledger ---------------------------------------------------------------------
 
-    def _append(self, events: list[NewEvent]) -> list[Event]:
-        if not events:
+    def _append(self, events: list[NewEvent], work: list[dict[str, Any]] | None = None) -> list[Event]:
+        if not events and not work:
             return []
-        written = self.ledger.append(events)
+        return self._applied(self.ledger.append(events, work or ()))
+
+    def _applied(self, written: list[Event]) -> list[Event]:
+        """Fold events this process wrote into the state (the poller skips them)."""
         for event in written:
             self.state.apply(event)
+            if self._remote:
+                self._own_ids.add(event.id)
         return written
 
 

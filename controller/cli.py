@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
             p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
 
+    p = sub.add_parser("worker", help="run a campaign's remote instruments on this host (shared Postgres ledger)")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--ledger", metavar="URL", help="the shared ledger (instead of, or overriding, the config's)")
+    p.add_argument("--instruments", metavar="A,B", help="the remote instruments hosted here (default: every remote one)")
+    p.add_argument("--lease", type=float, default=30.0, metavar="SECONDS", help="claim lease, renewed every third of it (default 30)")
+    p.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
     p = sub.add_parser("stop", help="emergency stop: abort a running campaign's experiments through stop(); it stays resumable")
     p.add_argument("config", metavar="CONFIG", nargs="?")
     p.add_argument("--ledger", metavar="URL", help="the campaign's ledger (instead of, or overriding, the config's)")
@@ -123,6 +130,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "worker":
+        from controller.progress import setup_logging
+        from controller.worker import run_worker
+
+        config = load_config(args.config, ledger=args.ledger)
+        setup_logging(quiet=args.quiet, debug=args.debug)
+        names = [n.strip() for n in args.instruments.split(",") if n.strip()] if args.instruments else None
+        return run_worker(config, config.ledger_url, names, args.lease)
     if args.command in ("status", "export", "stop"):
         return _read(args)
     if args.command == "drivers":
@@ -176,9 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     from controller.fleet import build_fleet
     from controller.progress import LiveDisplay, setup_logging
 
-    config = load_config(args.config)
-    if args.ledger:
-        config = config.model_copy(update={"ledger": args.ledger})
+    config = load_config(args.config, ledger=args.ledger)
     stations = build_fleet(config)
     console = setup_logging(quiet=args.quiet, debug=args.debug)
     ledger = Ledger(config.ledger_url)
@@ -204,8 +217,8 @@ def _read(args: argparse.Namespace) -> int:
     campaign = args.campaign
     url = args.ledger
     if args.config is not None:
-        config = load_config(args.config)
-        url = url or config.ledger_url
+        config = load_config(args.config, ledger=args.ledger)
+        url = config.ledger_url
         campaign = campaign or config.name
     ledger = Ledger(url, create=False)
     try:

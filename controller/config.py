@@ -78,6 +78,7 @@ class InstrumentConfig(_Strict):
     limits: dict[str, tuple[float, float]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
     timeout: Duration = Field(default=3600.0, description="wall-clock seconds before an experiment is failed as timed out")
     max_consecutive_failures: int = Field(default=5, ge=1, description="failed experiments in a row before the instrument is taken offline")
+    remote: bool = Field(default=False, description="run by `selflab worker` on the instrument's own host; `selflab run` only queues its experiments (Postgres ledger)")
     retries: int = Field(default=0, ge=0, le=10, description="extra attempts of an experiment after a timeout, disconnect or bad response")
     retry_backoff: Duration = Field(default=1.0, description="seconds before the first retry; doubles each time (wall clock only)")
 
@@ -221,8 +222,9 @@ class ConfigError(Exception):
         super().__init__("\n".join(map(str, self.faults)))
 
 
-def load_config(path: str | Path) -> LabConfig:
-    """Read and validate a YAML config. Raises :class:`ConfigError`."""
+def load_config(path: str | Path, ledger: str | None = None) -> LabConfig:
+    """Read and validate a YAML config; ``ledger`` replaces its ledger URL
+    before validation. Raises :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -237,6 +239,8 @@ def load_config(path: str | Path) -> LabConfig:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([ConfigFault(loc="", message=f"{where}: YAML syntax error: {problem}")]) from None
+    if ledger is not None and isinstance(data, dict):
+        data = {**data, "ledger": ledger}
     return parse_config(data)
 
 
@@ -287,6 +291,11 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
         elif target.objective is not None and target.objective not in names:
             faults.append(ConfigFault(loc="stop.target.objective", message=f"{target.objective!r} is not an objective; one of {', '.join(names)}"))
     names = {inst.name for inst in config.instruments}
+    for i, inst in enumerate(config.instruments):
+        if inst.remote and not config.ledger_url.startswith("postgresql"):
+            faults.append(ConfigFault(loc=f"instruments[{i}].remote", message="remote instruments need a shared Postgres ledger (ledger: postgresql://...)"))
+        if inst.remote and config.clock == "simulated":
+            faults.append(ConfigFault(loc=f"instruments[{i}].remote", message="remote instruments run on the wall clock; set clock: wall or auto"))
     for i, lock in enumerate(config.interlocks):
         if lock.pause_when.instrument not in names:
             faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when", message=f"no instrument named {lock.pause_when.instrument!r}; one of {', '.join(sorted(names))}"))
