@@ -36,7 +36,7 @@ import asyncio
 import math
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,8 +99,9 @@ class BenchResult(_Record):
     evaluations_to_80pct_top5: int | None = None
 
 
-def bench_config(problem: Problem, planner: str, budget: int, seed: int, batch: int, ledger_url: str) -> LabConfig:
-    """The lab config of one benchmark campaign."""
+def bench_config(problem: Problem, planner: str, budget: int, seed: int, batch: int, ledger_url: str,
+                 options: Mapping[str, Any] | None = None) -> LabConfig:
+    """The lab config of one benchmark campaign (``options``: the planner's)."""
     return parse_config({
         "name": f"bench-{planner}-seed{seed}",
         "seed": seed,
@@ -108,7 +109,7 @@ def bench_config(problem: Problem, planner: str, budget: int, seed: int, batch: 
         "objectives": [o.model_dump() for o in problem.objectives],
         "constraints": [c.model_dump() for c in problem.constraints],
         "instruments": [{"name": "sim", "driver": problem.driver, "options": problem.options, "capacity": batch}],
-        "planner": {"kind": planner},
+        "planner": {"kind": planner, "options": dict(options or {})},
         "stop": {"max_experiments": budget},
         "clock": "simulated",
         "ledger": ledger_url,
@@ -126,7 +127,7 @@ class _Progress:
 
 
 def run_seed(problem: Problem, planner: str, budget: int, seed: int, batch: int = 1,
-             progress: ProgressFn | None = None) -> RunRecord:
+             progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None) -> RunRecord:
     """Run one campaign on a temporary ledger and summarise it.
 
     Raises:
@@ -135,7 +136,7 @@ def run_seed(problem: Problem, planner: str, budget: int, seed: int, batch: int 
     """
     with tempfile.TemporaryDirectory(prefix="selflab-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
-        config = bench_config(problem, planner, budget, seed, batch, url)
+        config = bench_config(problem, planner, budget, seed, batch, url, options)
         ledger = Ledger(url)
         try:
             display = _Progress(seed, progress) if progress else None
@@ -149,9 +150,9 @@ def run_seed(problem: Problem, planner: str, budget: int, seed: int, batch: int 
 
 
 def run_bench(problem: Problem, planner: str, budget: int, seeds: int, batch: int = 1,
-              progress: ProgressFn | None = None) -> BenchResult:
-    """Seeds ``0 .. seeds-1`` of ``planner`` on ``problem``, aggregated."""
-    runs = [run_seed(problem, planner, budget, seed, batch, progress) for seed in range(seeds)]
+              progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None) -> BenchResult:
+    """Seeds ``0 .. seeds-1`` of ``planner`` (with ``options``) on ``problem``, aggregated."""
+    runs = [run_seed(problem, planner, budget, seed, batch, progress, options) for seed in range(seeds)]
     return aggregate(problem, planner, budget, batch, runs)
 
 

@@ -170,3 +170,24 @@ class Remembering(Quadratic):
             if entry["params"] == dict(params):
                 return dict(entry["result"])
         return None
+
+
+class Logged(Quadratic):
+    """Appends every run to a JSON-lines file shared by processes (O_APPEND)."""
+
+    def __init__(self, *, log_path: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.log_path = log_path
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        import json
+        import os
+
+        result = await super().run(params)
+        line = (json.dumps({"params": dict(params), "result": result, "pid": os.getpid()}) + "\n").encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        return result

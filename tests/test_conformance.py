@@ -21,7 +21,7 @@ FAULTS = {BadResponse: "garble", InstrumentTimeout: "hang", InstrumentDisconnect
 def emulated(cls: type, faults: dict[str, Any] | None = None, **options: Any) -> Callable[[], Any]:
     emulator: dict[str, Any] = {"time_scale": 6000, "seed": 2}
     if faults:
-        emulator["faults"] = {"rate": 1.0, "hang_s": 5.0, "replug_s": 2.0, **faults}
+        emulator["faults"] = {"rate": 1.0, "hang_s": 1.0, "replug_s": 1.0, **faults}
     return lambda: cls(emulate=True, emulator=emulator, **LINK, **options)
 
 

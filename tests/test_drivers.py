@@ -195,6 +195,7 @@ def test_entry_points_and_describe_driver() -> None:
     reactor = describe_driver(resolve_driver("reactor"))
     assert reactor["limits"]["temperature"] == [30.0, 150.0] and reactor["outputs"] == {"yield": "1", "space_time_yield": "kg/m^3/h"}
     assert reactor["capacity"] == 1
+    assert describe_driver(Hotplate)["outputs"] == {"temperature": "degC"}  # a static describe(): no instance needed
 
 
 def _campaign(options: dict[str, Any], url: str, **overrides: Any) -> tuple[Any, Campaign, CampaignState]:
@@ -246,11 +247,11 @@ def test_max_consecutive_failures_takes_the_rig_offline(sqlite_url: str) -> None
 
 
 WRITE_A_DRIVER = '''
-# my_lab/balance.py
+# my_lab/dosing.py
 from instruments.drivers.ascii import parse_number, parse_ok, read_inputs
 from instruments.transports import SerialSettings, SerialTransport
 
-class Balance:
+class DosingBalance:
     """Doses a volume and weighs it. Protocol: DOSE <mL> -> OK; MASS? -> grams; ABORT -> OK."""
     limits = {"volume_ml": (0.0, 5.0)}                       # declared safe range
 
@@ -280,8 +281,8 @@ class Balance:
 
 def test_the_write_a_driver_example_passes_the_conformance_kit() -> None:
     """The README's 'Write a driver' example, against a balance on a real pty."""
-    module = types.ModuleType("my_lab_balance")
-    exec(compile(WRITE_A_DRIVER, "README:balance", "exec"), module.__dict__)
+    module = types.ModuleType("my_lab_dosing")
+    exec(compile(WRITE_A_DRIVER, "README:dosing", "exec"), module.__dict__)
     master, slave = os.openpty()
     tty.setraw(slave)
     stop = threading.Event()
@@ -303,7 +304,7 @@ def test_the_write_a_driver_example_passes_the_conformance_kit() -> None:
     thread = threading.Thread(target=balance, daemon=True)
     thread.start()
     try:
-        report = check_instrument(lambda: module.Balance(os.ttyname(slave), timeout_s=0.5), {"volume_ml": 2.5})
+        report = check_instrument(lambda: module.DosingBalance(os.ttyname(slave), timeout_s=0.5), {"volume_ml": 2.5})
     finally:
         stop.set()
         thread.join(2)

@@ -78,11 +78,8 @@ def link(port: str, **settings: object) -> SerialTransport:
 
 
 async def _query(transport: SerialTransport, *commands: str, **kwargs: object) -> list[object]:
-    await transport.open()
-    try:
+    async with transport:
         return [await transport.query(c, **kwargs) for c in commands]  # type: ignore[arg-type]
-    finally:
-        await transport.close()
 
 
 def test_framing_with_configured_terminators(peer_factory) -> None:
