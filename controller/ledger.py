@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import JSON, Column, DateTime, Field, SQLModel
 
 from controller.events import KINDS, PAYLOADS
@@ -128,6 +129,7 @@ _TABLES = [EventRow.__table__, MetaRow.__table__, WorkRow.__table__]  # type: ig
 WORK: sa.Table = WorkRow.__table__  # type: ignore[attr-defined]
 _EVENTS: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 _APPEND_LOCK = zlib.crc32(b"selflab:append")
+_CREATE_LOCK = zlib.crc32(b"selflab:create")
 _INSERT = sa.insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 
 _SQLITE_TRIGGERS = [
@@ -235,7 +237,7 @@ class Ledger:
             if not create:
                 raise LedgerError(f"{self.display_url} is empty: no selflab ledger there yet")
             self._create()
-            return
+            return self._check_schema(create=False)
         with self.engine.connect() as conn:
             meta = dict(conn.execute(sa.select(MetaRow.__table__.c.key, MetaRow.__table__.c.value)).all())  # type: ignore[attr-defined]
         if meta.get("application") != "selflab":
@@ -259,14 +261,38 @@ class Ledger:
                          .values(value=str(SCHEMA_VERSION)))
 
     def _create(self) -> None:
+        """Create the tables in one transaction that holds the database's write
+        lock (SQLite) or an advisory lock (Postgres), so that processes starting
+        together on an empty database (a planner and its workers) create it
+        once, and nobody ever sees half a ledger."""
+        meta = [{"key": "application", "value": "selflab"}, {"key": "schema_version", "value": str(SCHEMA_VERSION)}]
+        if self.backend == "sqlite":
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                if cursor.execute("SELECT 1 FROM sqlite_master WHERE name = 'selflab_meta'").fetchone() is None:
+                    for table in _TABLES:
+                        cursor.execute(str(CreateTable(table).compile(dialect=self.engine.dialect)))
+                        for index in table.indexes:
+                            cursor.execute(str(CreateIndex(index).compile(dialect=self.engine.dialect)))
+                    for ddl in _SQLITE_TRIGGERS:
+                        cursor.execute(ddl)
+                    cursor.executemany("INSERT INTO selflab_meta (key, value) VALUES (:key, :value)", meta)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                raw.close()
+            return
         with self.engine.begin() as conn:
-            SQLModel.metadata.create_all(conn, tables=_TABLES)
-            for ddl in _SQLITE_TRIGGERS if self.backend == "sqlite" else _POSTGRES_TRIGGERS:
-                conn.exec_driver_sql(ddl)
-            conn.execute(
-                sa.insert(MetaRow.__table__),  # type: ignore[attr-defined]
-                [{"key": "application", "value": "selflab"}, {"key": "schema_version", "value": str(SCHEMA_VERSION)}],
-            )
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
+            if conn.execute(sa.text("SELECT to_regclass('selflab_meta')")).scalar() is None:
+                SQLModel.metadata.create_all(conn, tables=_TABLES)
+                for ddl in _POSTGRES_TRIGGERS:
+                    conn.exec_driver_sql(ddl)
+                conn.execute(sa.insert(MetaRow.__table__), meta)  # type: ignore[attr-defined]
 
     def append(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
         """Append ``events`` in one transaction: all land, or none do.

@@ -124,11 +124,11 @@ def test_int_and_categorical_come_out_valid() -> None:
         return {"y": -((math.log10(float(p["t"])) - 1) ** 2) - (int(p["k"]) - 4) ** 2 / 9 + (p["s"] == "b") + 0.1 * math.log(int(p["m"]))}
 
     p = planner(n_init=6)
-    observations, proposals = loop(p, space, [Objective(name="y")], f, 8, q=2)
+    observations, proposals = loop(p, space, [Objective(name="y")], f, 6, q=2)
     for proposal in proposals:
         assert space.violations(proposal.params) == []
         assert isinstance(proposal.params["k"], int) and isinstance(proposal.params["m"], int)
-    assert [pr.reason["strategy"] for pr in proposals[6:]] == ["bo"] * 10
+    assert [pr.reason["strategy"] for pr in proposals[6:]] == ["bo"] * 6
     assert type(p._fitter._cache["y"].model).__name__ == "MixedSingleTaskGP"
 
 
@@ -165,7 +165,8 @@ def test_outcome_constraint_steers_to_the_feasible_region() -> None:
 
 
 def test_two_objectives_improve_hypervolume_over_the_initial_design() -> None:
-    objectives = [Objective(name="a"), Objective(name="b", direction="minimize")]
+    """The Pareto front is z = 0.5, 0.2 <= x <= 0.8; b's reference point is inferred from the data."""
+    objectives = [Objective(name="a", reference_point=0.5), Objective(name="b", direction="minimize")]
 
     def f(p: Point) -> dict[str, float]:
         x, z = float(p["x"]), float(p["z"])
@@ -173,13 +174,14 @@ def test_two_objectives_improve_hypervolume_over_the_initial_design() -> None:
 
     observations, proposals = loop(planner(), XZ, objectives, f, 10)
 
-    def hypervolume(obs: list[Observation]) -> float:
+    def hypervolume(obs: list[Observation]) -> float:  # best possible: 0.228
         Y = torch.tensor([[o.outcomes["a"], -o.outcomes["b"]] for o in obs], dtype=torch.float64)
-        return Hypervolume(torch.tensor([0.0, -1.0], dtype=torch.float64)).compute(Y[is_non_dominated(Y)])
+        return Hypervolume(torch.tensor([0.5, -0.5], dtype=torch.float64)).compute(Y[is_non_dominated(Y)])
 
-    assert hypervolume(observations) > 1.15 * hypervolume(observations[:4])
+    assert hypervolume(observations) > max(1.2 * hypervolume(observations[:4]), 0.19)
     assert {p.reason["acquisition"] for p in proposals[4:]} == {"qlognehvi"}
-    assert len(proposals[-1].reason["reference_point"]) == 2
+    reference = proposals[-1].reason["reference_point"]
+    assert reference[0] == 0.5 and reference[1] > min(o.outcomes["b"] for o in observations)
 
 
 def test_pool_proposals_are_distinct_members_of_the_pool() -> None:

@@ -189,3 +189,15 @@ def test_many_threads_append_without_losing_events(ledger_url: str) -> None:
     ids = [e.experiment_id for e in ledger.events("c")]
     assert sorted(ids) == sorted(k * 100 + i for k in range(4) for i in range(20))
     ledger.close()
+
+
+def test_processes_creating_one_ledger_at_once_all_succeed(ledger_url: str) -> None:
+    """A planner and its workers often start together on an empty database."""
+    code = f"from controller.ledger import Ledger; Ledger({ledger_url!r}).close(); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outs]
+    ledger = Ledger(ledger_url, create=False)
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM selflab_meta").scalar() == 2
+    ledger.close()
