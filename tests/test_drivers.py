@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import select
 import threading
 import tty
@@ -246,37 +247,8 @@ def test_max_consecutive_failures_takes_the_rig_offline(sqlite_url: str) -> None
     assert not campaign.stations[0].driver.connection.process.running  # the emulator was stopped
 
 
-WRITE_A_DRIVER = '''
-# my_lab/dosing.py
-from instruments.drivers.ascii import parse_number, parse_ok, read_inputs
-from instruments.transports import SerialSettings, SerialTransport
-
-class DosingBalance:
-    """Doses a volume and weighs it. Protocol: DOSE <mL> -> OK; MASS? -> grams; ABORT -> OK."""
-    limits = {"volume_ml": (0.0, 5.0)}                       # declared safe range
-
-    def __init__(self, port: str, baudrate: int = 9600, timeout_s: float = 1.0, retries: int = 2):
-        self.link = SerialTransport(SerialSettings(port=port, baudrate=baudrate,
-                                                   timeout_s=timeout_s, retries=retries))
-
-    async def connect(self) -> None:
-        await self.link.open()                                # InstrumentDisconnected if it cannot
-
-    async def run(self, params: dict) -> dict[str, float]:
-        volume = read_inputs(params, self.limits)["volume_ml"]      # OutOfLimits: nothing is sent
-        await self.link.query(f"DOSE {volume:.3f}", parse=parse_ok)  # side effect: sent once
-        mass = await self.link.query("MASS?", parse=parse_number, idempotent=True)  # retried
-        return {"mass_g": mass}
-
-    async def stop(self) -> None:
-        await self.link.query("ABORT", parse=parse_ok, idempotent=True)
-
-    async def close(self) -> None:
-        await self.link.close()                               # safe twice
-
-    def describe(self) -> dict[str, str]:
-        return {"mass_g": "g"}
-'''
+WRITE_A_DRIVER = re.search(r"```python\n(# my_lab/dosing.py.*?)```", (REPO / "README.md").read_text(), flags=re.S).group(1)  # type: ignore[union-attr]
+"""The README's 'Write a driver' example, exactly as a user copies it."""
 
 
 def test_the_write_a_driver_example_passes_the_conformance_kit() -> None:
