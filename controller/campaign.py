@@ -383,7 +383,7 @@ class Campaign:
         if rules.max_experiments is not None and counts["completed"] >= rules.max_experiments:
             return StopInfo("max_experiments", f"{counts['completed']} experiments completed")
         if rules.max_cost is not None:
-            cheapest = min((s.cost for s in self.stations if s.online), default=0.0)
+            cheapest = min((s.min_cost for s in self.stations if s.online), default=0.0)
             if self.state.cost_spent >= rules.max_cost or (not self.flights and self.state.cost_spent + cheapest > rules.max_cost):
                 return StopInfo("max_cost", f"cost spent {self.state.cost_spent:g} of {rules.max_cost:g}")
         if rules.max_time is not None and self.clock.elapsed_s() >= rules.max_time:
@@ -407,7 +407,7 @@ class Campaign:
         if rules.max_experiments is not None:
             free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights) - len(self._queue))
         if rules.max_cost is not None:
-            cheapest = min((s.cost for s in self.stations if s.online), default=0.0)
+            cheapest = min((s.min_cost for s in self.stations if s.online), default=0.0)
             if cheapest > 0:
                 left = rules.max_cost - self.state.cost_spent - cheapest * len(self._queue)
                 free = min(free, int(math.floor(left / cheapest + 1e-9)))
@@ -426,9 +426,9 @@ class Campaign:
         work: list[dict[str, Any]] = []
         budget_left = self._budget_left()
         for eid, (proposal, accepting) in list(self._queue.items()):
-            station = self._free_station(accepting, budget_left)
+            station = self._free_station(accepting, budget_left, proposal.params)
             online = [s for s in accepting if s.online]
-            if station is None and online and any(s.cost <= budget_left + 1e-12 for s in online):
+            if station is None and online and any(s.cost_of(proposal.params) <= budget_left + 1e-12 for s in online):
                 continue  # still waiting for one of its instruments
             del self._queue[eid]
             if station is None:
@@ -436,7 +436,7 @@ class Campaign:
                 events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
                                        payload={"reason": "no_instrument", "message": f"queued, but {why}"}))
                 continue
-            budget_left -= station.cost
+            budget_left -= station.cost_of(proposal.params)
             event, slot = self._dispatch_event(eid, station, proposal, now, work)
             events += [event] if event else []
             launches.append((eid, station, slot, dict(proposal.params)))
@@ -455,10 +455,10 @@ class Campaign:
                                    payload={"params": params, "fidelity": proposal.fidelity,
                                             "planner": self.config.planner.kind, "reason": proposal.reason}))
             accepting, why = self._accepting(proposal)
-            station = self._free_station(accepting, budget_left)
+            station = self._free_station(accepting, budget_left, params)
             if station is not None:
                 self._refusals = 0
-                budget_left -= station.cost
+                budget_left -= station.cost_of(params)
                 event, slot = self._dispatch_event(eid, station, proposal, now, work)
                 events += [event] if event else []
                 launches.append((eid, station, slot, params))
@@ -486,10 +486,10 @@ class Campaign:
         params = dict(proposal.params)
         if station.config.remote:
             work.append({"campaign": self.config.name, "experiment_id": eid, "instrument": station.name, "state": "open",
-                         "params": params, "fidelity": proposal.fidelity, "cost": station.cost})
+                         "params": params, "fidelity": proposal.fidelity, "cost": station.cost_of(params)})
             return None, slot
         return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
-                        payload={"cost": station.cost, "slot": slot, "expected_duration_s": station.duration(params)}), slot
+                        payload={"cost": station.cost_of(params), "slot": slot, "expected_duration_s": station.duration(params)}), slot
 
     def _launch(self, eid: int, station: Station, slot: int, params: dict[str, Any]) -> None:
         """Start the experiment whose dispatch the ledger now holds (or, for a
@@ -510,9 +510,10 @@ class Campaign:
         names = {s.name for s in stations}
         return sum(1 for _, accepting in self._queue.values() if {s.name for s in accepting} & names)
 
-    def _free_station(self, accepting: list[Station], budget_left: float) -> Station | None:
-        candidates = [s for s in accepting if s.free > 0 and s.cost <= budget_left + 1e-12]
-        return max(candidates, key=lambda s: (s.free, -s.cost)) if candidates else None
+    def _free_station(self, accepting: list[Station], budget_left: float, params: dict[str, Any]) -> Station | None:
+        """The accepting station with the most free slots (then the cheapest) that the budget can pay for."""
+        candidates = [s for s in accepting if s.free > 0 and s.cost_of(params) <= budget_left + 1e-12]
+        return max(candidates, key=lambda s: (s.free, -s.cost_of(params))) if candidates else None
 
     async def _propose(self, n: int) -> list[Proposal]:
         offered: dict[float, float] = {}

@@ -33,9 +33,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from controller.expressions import Expression
 from planners.registry import planner_kinds
 from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace
 
@@ -74,13 +76,31 @@ class InstrumentConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the driver class")
     capacity: int | None = Field(default=None, ge=1, description="concurrent experiments (default: the driver's, else 1)")
     fidelity: float | None = Field(default=None, gt=0, le=1, description="fidelity served, 1 = target (default: the driver's, else 1)")
-    cost: float | None = Field(default=None, ge=0, description="cost units per experiment (default: the driver's, else 1)")
+    cost: float | str | None = Field(
+        default=None, description="cost units per experiment: a number >= 0, or an expression of the parameters such as '1 + residence_time / 10' (default: the driver's, else 1)"
+    )
     limits: dict[str, tuple[float, float]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
     timeout: Duration = Field(default=3600.0, description="wall-clock seconds before an experiment is failed as timed out")
     max_consecutive_failures: int = Field(default=5, ge=1, description="failed experiments in a row before the instrument is taken offline")
     remote: bool = Field(default=False, description="run by `selflab worker` on the instrument's own host; `selflab run` only queues its experiments (Postgres ledger)")
     retries: int = Field(default=0, ge=0, le=10, description="extra attempts of an experiment after a timeout, disconnect or bad response")
     retry_backoff: Duration = Field(default=1.0, description="seconds before the first retry; doubles each time (wall clock only)")
+
+
+    @field_validator("cost")
+    @classmethod
+    def _check_cost(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            try:
+                return float(value)  # "2.5" is a number
+            except ValueError:
+                Expression.parse(value)  # ExpressionError is a ValueError: reported on this field
+        elif value is not None and value < 0:
+            raise ValueError(f"must be >= 0 (got {value!r})")
+        return value
+
+    def cost_expression(self) -> Expression | None:
+        return Expression.parse(self.cost) if isinstance(self.cost, str) else None
 
 
 class PlannerConfig(_Strict):
@@ -291,7 +311,11 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
         elif target.objective is not None and target.objective not in names:
             faults.append(ConfigFault(loc="stop.target.objective", message=f"{target.objective!r} is not an objective; one of {', '.join(names)}"))
     names = {inst.name for inst in config.instruments}
+    numeric = {p.name for p in config.parameters if p.type != "categorical"}
     for i, inst in enumerate(config.instruments):
+        expression = inst.cost_expression()
+        if expression is not None and not expression.names <= numeric:
+            faults.append(ConfigFault(loc=f"instruments[{i}].cost", message=f"{inst.cost!r} uses {', '.join(sorted(expression.names - numeric))}, which is not a numeric parameter"))
         if inst.remote and not config.ledger_url.startswith("postgresql"):
             faults.append(ConfigFault(loc=f"instruments[{i}].remote", message="remote instruments need a shared Postgres ledger (ledger: postgresql://...)"))
         if inst.remote and config.clock == "simulated":

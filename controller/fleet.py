@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig
+from controller.expressions import Expression, ExpressionError
 from instruments.protocol import Limits, Timed, declared_limits, limit_violations
 from instruments.registry import DriverError, build_driver
 from planners.space import CategoricalParameter
@@ -30,6 +31,10 @@ class Station:
     fidelity: float
     cost: float
     limits: Limits
+    cost_expression: Expression | None = None
+    """Cost as a function of the parameters; ``cost`` is then its mean over the space."""
+    min_cost: float = 0.0
+    """The least one experiment can cost here (``cost`` for a fixed cost)."""
     busy: set[int] = field(default_factory=set)
     """Slots in use."""
     consecutive_failures: int = 0
@@ -52,6 +57,10 @@ class Station:
         if not self.online:
             return "offline"
         return f"busy {len(self.busy)}/{self.capacity}" if self.busy else "idle"
+
+    def cost_of(self, params: Mapping[str, Any]) -> float:
+        """Cost units of the experiment with ``params`` on this instrument."""
+        return self.cost if self.cost_expression is None else max(self.cost_expression.evaluate(params), 0.0)
 
     def take_slot(self) -> int:
         slot = next(i for i in range(self.capacity) if i not in self.busy)
@@ -114,10 +123,20 @@ def build_fleet(config: LabConfig) -> list[Station]:
                 driver=driver,
                 capacity=inst.capacity or int(getattr(driver, "capacity", 1) or 1),
                 fidelity=inst.fidelity if inst.fidelity is not None else float(getattr(driver, "fidelity", 1.0)),
-                cost=inst.cost if inst.cost is not None else float(getattr(driver, "cost", 1.0)),
+                cost=float(inst.cost) if isinstance(inst.cost, (int, float)) else float(getattr(driver, "cost", 1.0)),
                 limits=limits,
+                cost_expression=inst.cost_expression(),
             )
         )
+        station = stations[-1]
+        station.min_cost = station.cost
+        if station.cost_expression is not None:
+            try:
+                costs = [station.cost_of(p) for p in _space_sample(config, limits)]
+            except ExpressionError as exc:
+                faults.append(ConfigFault(loc=f"instruments[{i}].cost", message=str(exc)))
+            else:
+                station.cost, station.min_cost = sum(costs) / len(costs), min(costs)
     faults += _space_beyond_limits(config, stations)
     by_name = {s.name: s for s in stations}
     for i, lock in enumerate(config.interlocks):
@@ -183,4 +202,25 @@ def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[Con
                 )
             )
     return faults
+
+
+def _space_sample(config: LabConfig, limits: Limits, n: int = 64) -> list[dict[str, Any]]:
+    """``n`` points spread over the space (within ``limits``), corners included:
+    where a cost expression is summarised (mean, least) and checked."""
+    import itertools
+
+    import numpy as np
+
+    space = config.space
+    rng = np.random.default_rng(0)
+    units = [list(c) for c in itertools.product([0.0, 1.0], repeat=min(space.dim, 6))][:n // 2]
+    units = [u + [0.5] * (space.dim - len(u)) for u in units] + rng.random((n - len(units), space.dim)).tolist()
+    points = []
+    for u in units:
+        point = space.from_unit(u)
+        for name, (low, high) in limits.items():
+            if isinstance(point.get(name), (int, float)):
+                point[name] = min(max(point[name], low), high)
+        points.append(point)
+    return points
 

@@ -448,3 +448,32 @@ def test_interlock_needs_a_readable_instrument() -> None:
         parse_config(quadratic_config(interlocks=[{"pause_when": "oven.temperature > 90"}]))
     with pytest.raises(ConfigError, match=r"cannot read 'oven temperature is high'"):
         parse_config(quadratic_config(interlocks=[{"pause_when": "oven temperature is high"}]))
+
+
+def test_cost_expressions_charge_each_experiment_by_its_params(sqlite_url: str) -> None:
+    cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "cost": "1 + 4 * x"}],
+                           stop={"max_cost": 30})
+    stop, campaign, state = run(cfg, sqlite_url)
+    assert stop.reason == "max_cost"
+    dispatched = [e for e in state.experiments.values() if e.started_at is not None]
+    for exp in dispatched:
+        assert exp.cost == pytest.approx(1 + 4 * exp.params["x"])
+    assert state.cost_spent == pytest.approx(sum(e.cost for e in dispatched)) and state.cost_spent <= 30
+    station = campaign.stations[0]
+    assert station.min_cost == pytest.approx(1.0) and 2.0 < station.cost < 4.0  # least and mean over the space
+
+
+def test_cost_expression_faults_name_the_field() -> None:
+    from controller.config import ConfigError
+
+    for cost, message in [
+        ("1 + __import__('os').getpid()", "only min, max, abs, exp, log, sqrt may be called"),
+        ("2 * temperature", "uses temperature, which is not a numeric parameter"),
+        ("x +", "cannot read 'x +'"),
+        (-1, "must be >= 0"),
+    ]:
+        cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "cost": cost}])
+        with pytest.raises(ConfigError) as info:
+            parse_config(cfg)
+        (fault,) = info.value.faults
+        assert str(fault).startswith("instruments[0].cost: ") and message in str(fault), str(fault)
