@@ -40,7 +40,7 @@ from controller.ledger import Event, Ledger, NewEvent
 from controller.projection import CampaignState
 from instruments.errors import InstrumentError, failure_kind
 from instruments.protocol import Timed
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
 from planners.registry import make_planner
 
 log = logging.getLogger("selflab")
@@ -376,6 +376,8 @@ class Campaign:
             flight = await self._next_done()
             if flight is not None:
                 self._record(flight)
+                if flight.task.exception() is None:
+                    await self._recommend()
 
     def _stop_rule(self) -> StopInfo | None:
         rules = self.config.stop
@@ -640,6 +642,42 @@ class Campaign:
                 log.error("instrument %s taken offline after %d consecutive failures; the campaign goes on with the others", station.name, limit)
             self._append(events)
         self.display.update(self.state, self.stations)
+
+    async def _recommend(self) -> None:
+        """Record the campaign's recommendation when it changes (one objective).
+
+        A planner with ``recommend()`` gives its best predicted point at the
+        target fidelity; otherwise it is the best feasible observation there.
+        """
+        if len(self.config.objectives) != 1:
+            return  # several objectives: the Pareto set is the answer
+        objective = self.config.objectives[0]
+        recommendation: Recommendation | None = None
+        if isinstance(self.planner, Recommender):
+            context = PlanContext(seed=self.config.seed, step=self.state.next_experiment_id - 1,
+                                  constraints=tuple(self.config.constraints), target_fidelity=self.config.target_fidelity)
+            args = (self.config.space, self.config.objectives, self._observations)
+            try:
+                if getattr(self.planner, "blocking", True):
+                    recommendation = await asyncio.to_thread(self.planner.recommend, *args, context=context)
+                else:
+                    recommendation = self.planner.recommend(*args, context=context)
+            except Exception as exc:  # a recommendation is advice: never stop the campaign for it
+                log.warning("planner %s could not recommend: %s: %s", self.config.planner.kind, type(exc).__name__, exc)
+        payload: dict[str, Any]
+        if recommendation is not None:
+            payload = {"params": recommendation.params, "fidelity": recommendation.fidelity,
+                       "predicted": recommendation.predicted, "basis": recommendation.basis}
+        else:
+            best = self.state.best(objective.name, objective.direction, self.config.target_fidelity, self.config.constraints)
+            if best is None:
+                return
+            payload = {"params": best.params, "fidelity": best.fidelity, "observed": best.outcomes,
+                       "basis": "best_observed", "experiment_id": best.experiment_id}
+        previous = self.state.recommendation
+        if previous is not None and previous.get("params") == payload["params"] and previous.get("basis") == payload["basis"]:
+            return
+        self._append([NewEvent(campaign=self.config.name, kind="recommended", at=self.clock.now(), payload=payload)])
 
     def _best_note(self) -> str:
         objective = self.config.objectives[0]

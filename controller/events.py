@@ -16,7 +16,9 @@ matching model below. Experiment events carry an ``experiment_id``:
 Campaign events: ``campaign_started`` (config snapshot, package version, seed;
 ``resumed`` on a resume), ``campaign_stopped`` (reason),
 ``instrument_offline`` / ``instrument_online``, and ``paused`` / ``resumed``
-(an interlock held dispatch, with the rule and the reading).
+(an interlock held dispatch, with the rule and the reading), and
+``recommended`` (the point the campaign would bet on now at the target
+fidelity, recorded whenever it changes).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
 TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
-CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed")
+CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed", "recommended")
 KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
 
 
@@ -62,6 +64,16 @@ class Interlocked(_Payload):
     rule: str
     reading: str
     value: float
+
+
+class Recommended(_Payload):
+    params: dict[str, float | int | str]
+    fidelity: float = 1.0
+    predicted: dict[str, dict[str, float]] = Field(default_factory=dict)
+    observed: dict[str, float] | None = None
+    basis: str = "best_observed"
+    experiment_id: int | None = None
+    """The experiment that measured it, when the recommendation is an observed point."""
 
 
 class Proposed(_Payload):
@@ -109,6 +121,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "instrument_online": InstrumentState,
     "paused": Interlocked,
     "resumed": Interlocked,
+    "recommended": Recommended,
     "proposed": Proposed,
     "dispatched": Dispatched,
     "completed": Completed,

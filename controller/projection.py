@@ -86,6 +86,8 @@ class CampaignState:
     cost_spent: float = 0.0
     paused: str | None = None
     """The interlock rule holding dispatch, if any."""
+    recommendation: dict[str, Any] | None = None
+    """The latest ``recommended`` payload."""
     anomalies: list[str] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
@@ -114,6 +116,9 @@ class CampaignState:
             return
         if kind == "campaign_stopped":
             self.stopped = (p["reason"], p.get("detail", ""))
+            return
+        if kind == "recommended":
+            self.recommendation = dict(p)
             return
         if kind in ("paused", "resumed"):
             self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == "paused" else None

@@ -99,10 +99,22 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "constraints": [str(c) for c in constraints],
         "pareto": pareto,
         "paused": state.paused,
+        "recommendation": state.recommendation,
+        "cost_by_fidelity": _cost_by_fidelity(state),
         "cost_spent": state.cost_spent,
         "instruments": instruments,
         "anomalies": state.anomalies,
     }
+
+
+def _cost_by_fidelity(state: CampaignState) -> dict[str, float]:
+    """Cost spent at each fidelity (keys as text, for JSON)."""
+    out: dict[str, float] = {}
+    for exp in state.experiments.values():
+        if exp.started_at is not None:
+            key = f"{exp.fidelity:g}"
+            out[key] = out.get(key, 0.0) + exp.cost
+    return dict(sorted(out.items()))
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -128,7 +140,18 @@ def format_status(data: dict[str, Any]) -> str:
             lines.append(f"  #{point['experiment_id']:<5} " + ", ".join(f"{k}={v:.6g}" for k, v in point["outcomes"].items()))
     if data["paused"]:
         lines.append(f"paused     by interlock: {data['paused']}")
-    lines.append(f"cost spent {data['cost_spent']:g}")
+    rec = data["recommendation"]
+    if rec:
+        params = ", ".join(f"{k}={_num(v)}" for k, v in rec["params"].items())
+        if rec.get("predicted"):
+            said = ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in rec["predicted"].items())
+            lines.append(f"recommend  {params} at fidelity {rec['fidelity']:g}: predicted {said}")
+        else:
+            said = ", ".join(f"{k}={v:.4g}" for k, v in (rec.get("observed") or {}).items())
+            lines.append(f"recommend  {params} at fidelity {rec['fidelity']:g}: observed {said} (experiment {rec.get('experiment_id')})")
+    by_fidelity = data["cost_by_fidelity"]
+    lines.append(f"cost spent {data['cost_spent']:g}" + (
+        " (" + ", ".join(f"fidelity {f}: {c:g}" for f, c in by_fidelity.items()) + ")" if len(by_fidelity) > 1 else ""))
     lines.append("instruments")
     for inst in data["instruments"]:
         extra = f" - {inst['offline_reason']}" if inst["offline_reason"] else ""

@@ -1,6 +1,6 @@
 """Planners: the protocol, the search space, baselines and the registry."""
 
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
 from planners.registry import make_planner, planner_kinds
 from planners.space import (
     CategoricalParameter,
@@ -23,6 +23,8 @@ __all__ = [
     "PlanContext",
     "Planner",
     "Proposal",
+    "Recommendation",
+    "Recommender",
     "SearchSpace",
     "make_planner",
     "planner_kinds",

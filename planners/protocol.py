@@ -82,6 +82,33 @@ class Proposal(_Record):
     value, predicted mean and standard deviation, and the model's fit time."""
 
 
+class Recommendation(_Record):
+    """The point the campaign would bet on now, at the target fidelity."""
+
+    params: Point
+    fidelity: float = 1.0
+    predicted: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Outcome -> ``{"mean", "std"}`` from the planner's model, when it has one."""
+    basis: str = "best_observed"
+    """``best_observed`` or ``best_predicted`` (posterior mean at the target fidelity)."""
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """A planner that can also say which point it recommends (optional)."""
+
+    def recommend(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> Recommendation | None:
+        """The best predicted point at ``context.target_fidelity``, or ``None``."""
+        ...
+
+
 @runtime_checkable
 class Planner(Protocol):
     """Proposes experiments from the campaign's data so far.

@@ -160,7 +160,7 @@ def test_outcome_constraint_steers_to_the_feasible_region() -> None:
     late = [o.outcomes for o in observations[7:]]
     assert sum(o["g"] <= 0.6 for o in late) >= 4, late
     best_feasible = max(o.outcomes["y"] for o in observations if o.outcomes["g"] <= 0.5)
-    assert best_feasible > 0.85  # sqrt(0.5) * 2 = 1.41 is the constrained optimum; Sobol alone rarely passes 0.85
+    assert best_feasible > 0.9  # the constrained optimum is 1.0, at x = z = 0.5
     assert set(proposals[-1].reason["predicted"]) == {"y", "g"}
 
 

@@ -477,3 +477,17 @@ def test_cost_expression_faults_name_the_field() -> None:
             parse_config(cfg)
         (fault,) = info.value.faults
         assert str(fault).startswith("instruments[0].cost: ") and message in str(fault), str(fault)
+
+
+def test_recommendation_is_recorded_whenever_it_changes(sqlite_url: str) -> None:
+    stop, _, state = run(quadratic_config(stop={"max_experiments": 15}), sqlite_url)
+    ledger = Ledger(sqlite_url)
+    recs = [e.payload for e in ledger.events("quad") if e.kind == "recommended"]
+    ledger.close()
+    best = state.best("y", "maximize")
+    assert best is not None and recs
+    assert recs[-1]["params"] == best.params and recs[-1]["experiment_id"] == best.experiment_id
+    assert recs[-1]["basis"] == "best_observed" and recs[-1]["observed"]["y"] == best.outcomes["y"]
+    values = [r["observed"]["y"] for r in recs]
+    assert values == sorted(values) and len(set(values)) == len(values)  # only improvements are recorded
+    assert state.recommendation == recs[-1]

@@ -235,7 +235,7 @@ def test_ctrl_c_stops_gracefully_records_why_and_resumes(tmp_path: Path) -> None
 
 
 def test_status_and_export_read_while_a_campaign_writes(tmp_path: Path) -> None:
-    path = write(tmp_path, _slow_config(120, delay_s=0.1))
+    path = write(tmp_path, _slow_config(90, delay_s=0.3))
     db = tmp_path / "runs" / "slow.sqlite"
     proc = start("run", str(path), "--quiet", cwd=tmp_path)
     try:

@@ -1,0 +1,171 @@
+"""Acquisition functions over a fitted :class:`~planners.surrogate.Surrogate`.
+
+The surrogate's outputs are in original units, in the order
+``[objective_1, ..., objective_k, constrained outcomes...]``. Here every
+objective is turned into "larger is better" by its sign (``-1`` for
+``minimize``), and every :class:`OutcomeConstraint` into a botorch constraint
+callable ``c(Z) <= 0`` on posterior samples ``Z`` (``... x m``):
+``value - Z[..., i]`` for ``>=`` and ``Z[..., i] - value`` for ``<=``.
+
+- ``qlognei`` (default), one objective: ``qLogNoisyExpectedImprovement``
+  with the constraints (smoothed feasibility weighting), baseline = the
+  training inputs, pruned to those that may be best (``prune_baseline``).
+- ``qlognei``, two or more objectives: ``qLogNoisyExpectedHypervolumeImprovement``
+  (reported as ``qlognehvi``). The reference point is each objective's
+  ``reference_point`` when set; otherwise botorch's
+  ``infer_reference_point`` over the observed Pareto front (feasible
+  observations only when there are any): the nadir minus 10 % of the front's
+  range, in maximize-oriented units.
+- ``ucb``: ``qUpperConfidenceBound(beta)``; ``ts``: Thompson sampling, one
+  joint posterior sample over a candidate set per batch element (see
+  :func:`thompson_select`). Both fold the constraints into the objective with
+  ``ConstrainedMCObjective`` (infeasible samples cost ``get_infeasible_cost``),
+  and with several objectives both scalarize them with an augmented
+  Chebyshev scalarization under random simplex weights (ParEGO).
+
+Example::
+
+    acqf, info = build_acquisition(surrogate, objectives, constraints, "qlognei", seed=3)
+    acqf(X)   # X: b x q x d -> b log-expected improvements
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from botorch.acquisition import AcquisitionFunction, qLogNoisyExpectedImprovement, qUpperConfidenceBound
+from botorch.acquisition.multi_objective import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+from botorch.acquisition.objective import ConstrainedMCObjective, GenericMCObjective, MCAcquisitionObjective
+from botorch.acquisition.utils import get_infeasible_cost
+from botorch.sampling import SobolQMCNormalSampler
+from botorch.utils.multi_objective.hypervolume import infer_reference_point
+from botorch.utils.multi_objective.pareto import is_non_dominated
+from botorch.utils.multi_objective.scalarization import get_chebyshev_scalarization
+from botorch.utils.sampling import sample_simplex
+from torch import Tensor
+
+from planners.space import Objective, OutcomeConstraint
+from planners.surrogate import Surrogate
+
+AcquisitionKind = Literal["qlognei", "ucb", "ts"]
+Constraint = Callable[[Tensor], Tensor]
+
+
+def signs(surrogate: Surrogate, objectives: Sequence[Objective]) -> Tensor:
+    """``m`` weights: ``+1``/``-1`` for maximized/minimized objectives, ``0`` for constraint-only outcomes."""
+    w = torch.zeros(len(surrogate.outcomes), dtype=surrogate.data.Y.dtype, device=surrogate.data.Y.device)
+    for i, o in enumerate(objectives):
+        w[i] = 1.0 if o.direction == "maximize" else -1.0
+    return w
+
+
+def constraint_callables(surrogate: Surrogate, constraints: Sequence[OutcomeConstraint]) -> list[Constraint]:
+    """Botorch constraints (feasible where ``c(Z) <= 0``) on samples ``Z`` of shape ``... x m``."""
+    out: list[Constraint] = []
+    for c in constraints:
+        i, value = surrogate.outcomes.index(c.outcome), c.value
+        if c.op == ">=":
+            out.append(lambda Z, i=i, v=value: v - Z[..., i])
+        else:
+            out.append(lambda Z, i=i, v=value: Z[..., i] - v)
+    return out
+
+
+def feasible(surrogate: Surrogate, constraints: Sequence[OutcomeConstraint]) -> Tensor:
+    """``n`` booleans: which training observations meet every constraint."""
+    ok = torch.ones(surrogate.data.n, dtype=torch.bool, device=surrogate.data.Y.device)
+    for c in constraint_callables(surrogate, constraints):
+        ok &= c(surrogate.data.Y) <= 0
+    return ok
+
+
+def reference_point(surrogate: Surrogate, objectives: Sequence[Objective], constraints: Sequence[OutcomeConstraint]) -> Tensor:
+    """``k`` hypervolume corner in maximize-oriented units (see module docs)."""
+    k = len(objectives)
+    w = signs(surrogate, objectives)[:k]
+    Y = surrogate.data.Y[:, :k] * w
+    ok = feasible(surrogate, constraints)
+    if ok.any():
+        Y = Y[ok]
+    inferred = infer_reference_point(Y[is_non_dominated(Y)])
+    given = [o.reference_point for o in objectives]
+    return torch.stack([inferred[i] if r is None else w[i] * r for i, r in enumerate(given)])
+
+
+def scalarized_objective(
+    surrogate: Surrogate, objectives: Sequence[Objective], constraints: Sequence[OutcomeConstraint], seed: int
+) -> tuple[MCAcquisitionObjective, dict[str, Any]]:
+    """A scalar MC objective for UCB and Thompson sampling: the signed objective
+    (Chebyshev-scalarized under random weights when there are several), with
+    the constraints folded in. Also what it used, for the proposal's reason."""
+    k = len(objectives)
+    w = signs(surrogate, objectives)
+    info: dict[str, Any] = {}
+    if k == 1:
+        def scalar(Z: Tensor, X: Tensor | None = None) -> Tensor:
+            return (Z * w).sum(dim=-1)
+    else:
+        weights = sample_simplex(k, dtype=w.dtype, device=w.device, seed=seed).squeeze(0)
+        chebyshev = get_chebyshev_scalarization(weights, surrogate.data.Y[:, :k] * w[:k])
+        info["scalarization_weights"] = [float(x) for x in weights]
+
+        def scalar(Z: Tensor, X: Tensor | None = None) -> Tensor:
+            return chebyshev(Z[..., :k] * w[:k], X)
+    if not constraints:
+        return GenericMCObjective(scalar), info
+    cost = get_infeasible_cost(surrogate.data.X, surrogate.model, GenericMCObjective(scalar))
+    return ConstrainedMCObjective(scalar, constraint_callables(surrogate, constraints), infeasible_cost=cost), info
+
+
+def build_acquisition(
+    surrogate: Surrogate,
+    objectives: Sequence[Objective],
+    constraints: Sequence[OutcomeConstraint],
+    kind: Literal["qlognei", "ucb"],
+    *,
+    beta: float = 2.0,
+    mc_samples: int = 128,
+    seed: int = 0,
+) -> tuple[AcquisitionFunction, str, dict[str, Any]]:
+    """The acquisition function, its name for the record, and extra facts for the reason."""
+    model, X = surrogate.model, surrogate.data.X
+    sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=seed)
+    k = len(objectives)
+    if kind == "ucb":
+        objective, info = scalarized_objective(surrogate, objectives, constraints, seed)
+        return qUpperConfidenceBound(model, beta=beta, sampler=sampler, objective=objective), "ucb", info
+    w = signs(surrogate, objectives)
+    cons = constraint_callables(surrogate, constraints) or None
+    if k == 1:
+        acqf = qLogNoisyExpectedImprovement(
+            model, X_baseline=X, sampler=sampler, objective=GenericMCObjective(lambda Z, X=None: (Z * w).sum(dim=-1)),
+            constraints=cons, prune_baseline=True, cache_root=True,
+        )
+        return acqf, "qlognei", {}
+    ref = reference_point(surrogate, objectives, constraints)
+    acqf = qLogNoisyExpectedHypervolumeImprovement(
+        model, ref_point=ref, X_baseline=X, sampler=sampler,
+        objective=WeightedMCMultiOutputObjective(weights=w[:k], outcomes=list(range(k))),
+        constraints=cons, prune_baseline=True, cache_root=True,
+    )
+    return acqf, "qlognehvi", {"reference_point": [float(r * s) for r, s in zip(ref, w[:k])]}
+
+
+def thompson_select(surrogate: Surrogate, objective: MCAcquisitionObjective, candidates: Tensor, q: int) -> tuple[Tensor, Tensor]:
+    """Thompson sampling over ``candidates`` (``N x d``): for each of ``q``
+    batch elements draw one joint posterior sample over all candidates and
+    take its best unused candidate. Returns indices (``q``) and the sampled
+    objective values there (``q``). Seed torch's generator for reproducibility."""
+    with torch.no_grad():
+        samples = surrogate.model.posterior(candidates).rsample(torch.Size([q]))  # q x N x m
+        values = objective(samples, candidates)  # q x N
+    chosen: list[int] = []
+    for row in values:
+        row = row.clone()
+        row[chosen] = -torch.inf
+        chosen.append(int(row.argmax()))
+    idx = torch.tensor(chosen, device=candidates.device)
+    return idx, values[torch.arange(q), idx]

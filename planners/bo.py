@@ -1,0 +1,227 @@
+"""Bayesian optimization: GP surrogates, a botorch acquisition, one optimizer.
+
+``BOPlanner`` joins three small modules by tensors: :mod:`planners.surrogate`
+fits the GPs, :mod:`planners.acquisition` builds the acquisition function and
+:mod:`planners.optimize` maximizes it. :mod:`planners.encoding` maps points to
+tensor rows and back.
+
+A campaign's first ``n_init`` proposals (default ``max(4, 2 d)``; ledger
+position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
+(``"sobol_init"``), as does any call with fewer than two usable observations.
+After that, only observations at ``context.target_fidelity`` are modelled,
+and proposals are made at :func:`~planners.baselines.offered_fidelity`.
+
+Pending experiments and failed ones both enter the acquisition as
+``X_pending``: a failed experiment is information ("do not repeat this
+blindly") but no outcome to model, so it is treated like one in flight and
+neither it nor its close neighbourhood is proposed again. A proposal that
+still lands within ``1e-3`` (unit-cube scale, every coordinate) of a pending,
+failed or earlier-in-batch point is replaced by the best point of a Sobol
+candidate set that keeps away from them.
+
+A fitting problem never escapes ``propose``: when every fitting attempt fails
+(see :mod:`planners.surrogate`) the batch comes from Sobol with strategy
+``"fallback_sobol"`` and the error in the reason.
+
+The planner is stateless by contract; it only caches the last fit's
+hyperparameters (per outcome) to warm-start the next one.
+
+Example (config)::
+
+    planner:
+      kind: bo
+      options: {acquisition: qlognei, num_restarts: 8, raw_samples: 256}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from botorch.exceptions.errors import BotorchError
+from botorch.utils.sampling import manual_seed
+from linear_operator.utils.errors import NanError, NotPSDError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planners.acquisition import build_acquisition, scalarized_objective, thompson_select
+from planners.baselines import SobolPlanner, offered_fidelity
+from planners.encoding import Encoding
+from planners.optimize import maximize, too_close
+from planners.protocol import Observation, Pending, PlanContext, Proposal
+from planners.space import Objective, SearchSpace
+from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
+
+_NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
+"""Numerical failures after fitting (e.g. a posterior that is not positive definite) also fall back to Sobol."""
+_GUARD_CANDIDATES = 512
+
+
+class BOOptions(BaseModel):
+    """``planner.options`` of ``kind: bo``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    acquisition: Literal["qlognei", "ucb", "ts"] = "qlognei"
+    beta: float = Field(2.0, gt=0, description="UCB exploration weight")
+    n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(4, 2 d)")
+    num_restarts: int = Field(6, ge=1, description="optimizer restarts")
+    raw_samples: int = Field(256, ge=1, description="random points scored to choose the restarts")
+    maxiter: int = Field(100, ge=1, description="L-BFGS-B iterations per restart")
+    mc_samples: int = Field(128, ge=1, description="quasi-Monte-Carlo samples of the acquisition")
+    ts_candidates: int = Field(1024, ge=1, description="Sobol candidates for Thompson sampling")
+    refit_growth: float = Field(0.1, ge=0, description="refit hyperparameters when the data grew by this fraction")
+    warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
+    fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads while proposing (None: leave torch's setting); see surrogate.numerics"
+    )
+
+
+class BOPlanner:
+    """GP-based Bayesian optimization (see module docs); options: :class:`BOOptions`."""
+
+    kind = "bo"
+    blocking = True
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            self.options = BOOptions(**options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"bo planner option {where!r}: {first['msg']}") from None
+        self.device = resolve_device(self.options.device)
+        o = self.options
+        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points)
+
+    def propose(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        *,
+        context: PlanContext,
+    ) -> list[Proposal]:
+        encoding = Encoding(space, device=self.device)
+        outcomes = modelled_outcomes(objectives, context.constraints)
+        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
+        n_init = self.options.n_init or max(4, 2 * space.dim)
+        if context.step < n_init or data.n < 2:
+            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
+        try:
+            with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                surrogate = self._fitter.fit(encoding, outcomes, data)
+                return self._bo(surrogate, objectives, pending, n, context)
+        except _NUMERIC_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
+
+    def _bo(self, surrogate: Surrogate, objectives: Sequence[Objective], pending: Sequence[Pending], n: int, context: PlanContext) -> list[Proposal]:
+        o, enc = self.options, surrogate.encoding
+        X_avoid = enc.encode([p.params for p in (*pending, *context.failed)])
+        pool = enc.encode(list(context.candidates)) if context.candidates is not None else None
+        seed = _mix(context.seed, context.step)
+        started = time.perf_counter()
+        info: dict[str, Any]
+        if o.acquisition == "ts":
+            objective, info = scalarized_objective(surrogate, objectives, context.constraints, seed)
+            choices = pool if pool is not None else self._sobol_candidates(enc, o.ts_candidates, seed)
+            choices = choices[~too_close(enc, choices, X_avoid)]
+            if not len(choices):
+                raise BotorchError("no Thompson-sampling candidate keeps away from the pending points")
+            idx, values = thompson_select(surrogate, objective, choices, min(n, len(choices)))
+            X, name = choices[idx], "ts"
+        else:
+            acqf, name, info = build_acquisition(
+                surrogate, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed
+            )
+            X, values = maximize(
+                acqf, enc, n, X_pending=X_avoid, candidates=pool,
+                num_restarts=o.num_restarts, raw_samples=o.raw_samples, maxiter=o.maxiter,
+            )
+            X, values, replaced = self._keep_apart(acqf, enc, X, values, X_avoid, pool is None, seed)
+            if replaced:
+                info = {**info, "replaced_near_duplicates": replaced}
+        acq_seconds = time.perf_counter() - started
+        mean, std = surrogate.stats(X)
+        fidelity = offered_fidelity(context)
+        proposals = []
+        for i, point in enumerate(enc.decode(X)):
+            reason = {
+                "strategy": "bo",
+                "acquisition": name,
+                "acquisition_value": _number(values[i]),
+                "predicted": {out: {"mean": _number(mean[i, j]), "std": _number(std[i, j])} for j, out in enumerate(surrogate.outcomes)},
+                "fit_seconds": surrogate.fit_seconds,
+                "acquisition_seconds": acq_seconds,
+                "n_observations": surrogate.data.n,
+                "device": str(enc.device),
+                "refit": surrogate.refit,
+                **info,
+            }
+            proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
+        return proposals
+
+    def _keep_apart(
+        self, acqf: Any, enc: Encoding, X: torch.Tensor, values: torch.Tensor, X_avoid: torch.Tensor, free: bool, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Replace rows of ``X`` too close to ``X_avoid`` or to an earlier row
+        by the best Sobol candidate that keeps away from all of them."""
+        replaced = 0
+        rows, vals = list(X), list(values)
+        for i in range(len(rows)):
+            others = torch.cat([X_avoid, torch.stack(rows[:i])]) if i else X_avoid
+            if not too_close(enc, rows[i][None], others)[0]:
+                continue
+            choices = self._sobol_candidates(enc, _GUARD_CANDIDATES, seed + i + 1)
+            choices = choices[~too_close(enc, choices, others)]
+            if free and len(choices):  # (a pool is never near-duplicate: the controller removes used points)
+                x, v = maximize(acqf, enc, 1, X_pending=others, candidates=choices)
+                rows[i], vals[i] = x[0], v[0]
+                replaced += 1
+        return torch.stack(rows), torch.stack(vals), replaced
+
+    @staticmethod
+    def _sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:
+        """``n x d`` valid encoded points from a scrambled Sobol sequence."""
+        U = torch.quasirandom.SobolEngine(enc.dim, scramble=True, seed=seed).draw(n, dtype=enc.dtype)
+        return enc.from_unit(U)
+
+    def _sobol(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        context: PlanContext,
+        strategy: str,
+        n_observations: int,
+        *,
+        error: str | None = None,
+    ) -> list[Proposal]:
+        base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
+        extra = {"error": error} if error else {}
+        common = {
+            "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
+            "n_observations": n_observations, "device": str(self.device), "refit": None, **extra,
+        }
+        return [p.model_copy(update={"reason": {**p.reason, **common}}) for p in base]
+
+
+def _mix(seed: int, step: int) -> int:
+    """One seed from the campaign seed and the ledger position."""
+    return (seed * 1_000_003 + step) % (2**31 - 1)
+
+
+def _number(x: torch.Tensor) -> float | None:
+    """A JSON-safe float (``None`` for NaN or infinity)."""
+    value = float(x)
+    return value if math.isfinite(value) else None
+
