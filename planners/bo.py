@@ -50,7 +50,7 @@ from planners.acquisition import build_acquisition, scalarized_objective, thomps
 from planners.baselines import SobolPlanner, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
-from planners.protocol import Observation, Pending, PlanContext, Proposal
+from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
 from planners.space import Objective, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
 
@@ -121,6 +121,52 @@ class BOPlanner:
         except _NUMERIC_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
             return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
+
+    def recommend(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> Recommendation | None:
+        """The measured point at the target fidelity with the best posterior
+        mean (predicted feasible under the outcome constraints), one objective.
+
+        It judges by the model rather than by the noisy reading, so a lucky
+        measurement does not become the recommendation. ``None`` before there
+        is a model or with several objectives.
+        """
+        if len(objectives) != 1:
+            return None
+        encoding = Encoding(space, device=self.device)
+        outcomes = modelled_outcomes(objectives, context.constraints)
+        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
+        points = [o.params for o in observations if o.fidelity == context.target_fidelity]
+        if data.n < 2 or not points:
+            return None
+        try:
+            with numerics(self.options.torch_threads):
+                predicted = self._fitter.fit(encoding, outcomes, data).predict(points)
+        except _NUMERIC_ERRORS:
+            return None
+        objective = objectives[0]
+        sign = 1.0 if objective.direction == "maximize" else -1.0
+        best, best_value = None, -math.inf
+        for i in range(len(points)):
+            if not all(c.satisfied({c.outcome: float(predicted[c.outcome][0][i])}) for c in context.constraints):
+                continue
+            value = sign * float(predicted[objective.name][0][i])
+            if value > best_value:
+                best, best_value = i, value
+        if best is None:
+            return None
+        return Recommendation(
+            params=points[best],
+            fidelity=context.target_fidelity,
+            predicted={k: {"mean": float(m[best]), "std": float(sd[best])} for k, (m, sd) in predicted.items()},
+            basis="best_predicted",
+        )
 
     def _bo(self, surrogate: Surrogate, objectives: Sequence[Objective], pending: Sequence[Pending], n: int, context: PlanContext) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding

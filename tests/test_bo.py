@@ -315,3 +315,20 @@ def test_a_campaign_runs_on_the_bo_planner(tmp_path: Path) -> None:
         assert_reason_complete(e.reason)
         assert e.reason["proposal_seconds"] >= e.reason["fit_seconds"]
     assert max(e.outcomes["y"] for e in done) > 0.8
+
+
+def test_recommend_picks_the_best_posterior_mean_at_the_target_fidelity() -> None:
+    from planners.protocol import Observation, PlanContext
+    from planners.registry import make_planner
+    from planners.space import FloatParameter, Objective, SearchSpace
+
+    space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)])
+    xs = [i / 11 for i in range(12)]
+    observations = [Observation(params={"x": x}, outcomes={"y": -(x - 0.6) ** 2}) for x in xs]
+    observations.append(Observation(params={"x": 0.05}, outcomes={"y": 5.0}, fidelity=0.5))  # a cheap, biased reading
+    planner = make_planner("bo", {"num_restarts": 2, "raw_samples": 32})
+    rec = planner.recommend(space, [Objective(name="y")], observations, context=PlanContext(target_fidelity=1.0))
+    assert rec is not None and rec.basis == "best_predicted" and rec.fidelity == 1.0
+    assert abs(rec.params["x"] - 0.6) < 0.06
+    assert set(rec.predicted["y"]) == {"mean", "std"} and rec.predicted["y"]["mean"] > -0.01
+    assert planner.recommend(space, [Objective(name="y"), Objective(name="z")], observations, context=PlanContext()) is None
