@@ -385,7 +385,7 @@ class Campaign:
         if rules.max_experiments is not None and counts["completed"] >= rules.max_experiments:
             return StopInfo("max_experiments", f"{counts['completed']} experiments completed")
         if rules.max_cost is not None:
-            cheapest = min((s.min_cost for s in self.stations if s.online), default=0.0)
+            cheapest = min((s.min_cost for s in self._usable()), default=0.0)
             if self.state.cost_spent >= rules.max_cost or (not self.flights and self.state.cost_spent + cheapest > rules.max_cost):
                 return StopInfo("max_cost", f"cost spent {self.state.cost_spent:g} of {rules.max_cost:g}")
         if rules.max_time is not None and self.clock.elapsed_s() >= rules.max_time:
@@ -402,14 +402,26 @@ class Campaign:
                     return StopInfo("target", f"{objective.name} = {value:g} reached the target {target.value:g} (experiment {best.experiment_id})")
         return None
 
+    def _usable(self) -> list[Station]:
+        """Online stations the planner can send work to: all of them for a
+        multi-fidelity planner (``multi_fidelity = True``), else those serving
+        the one fidelity it proposes at (the target when served, else the highest)."""
+        online = [s for s in self.stations if s.online]
+        if getattr(self.planner, "multi_fidelity", False) or not online:
+            return online
+        served = {s.fidelity for s in online}
+        fidelity = self.config.target_fidelity if self.config.target_fidelity in served else max(served)
+        return [s for s in online if s.fidelity == fidelity]
+
     def _allowance(self) -> int:
         """How many more experiments the budget allows to be proposed now."""
-        free = sum(s.free for s in self.stations) - len(self._queue)
+        usable = self._usable()
+        free = sum(s.free for s in usable) - len(self._queue)
         rules = self.config.stop
         if rules.max_experiments is not None:
             free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights) - len(self._queue))
         if rules.max_cost is not None:
-            cheapest = min((s.min_cost for s in self.stations if s.online), default=0.0)
+            cheapest = min((s.min_cost for s in usable), default=0.0)
             if cheapest > 0:
                 left = rules.max_cost - self.state.cost_spent - cheapest * len(self._queue)
                 free = min(free, int(math.floor(left / cheapest + 1e-9)))

@@ -115,7 +115,9 @@ class Planner(Protocol):
 
     A planner may set ``blocking = False`` when ``propose`` takes microseconds;
     otherwise (the default) the controller calls it in a worker thread so that
-    instruments keep running while it fits its models.
+    instruments keep running while it fits its models. A planner that chooses
+    fidelities sets ``multi_fidelity = True``; others are offered only the slots
+    of instruments at the target fidelity (or the highest served).
     """
 
     def propose(

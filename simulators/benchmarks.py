@@ -39,10 +39,12 @@ __all__ = ["BraninInstrument", "Hartmann6Instrument"]
 
 
 class _TestFunctionInstrument:
-    """Shared body of the benchmark instruments (one level, no deeper tree).
+    """Shared body of the benchmark instruments.
 
     A subclass sets ``_LIMITS`` and ``optimum`` and builds the botorch
-    function in ``_build()``; everything else is here.
+    function in ``_build()``; everything else is here. The multi-fidelity
+    instruments (:mod:`simulators.multifidelity`) also override ``_point()``
+    to append their fidelity to the function's input.
     """
 
     _LIMITS: ClassVar[dict[str, tuple[float, float]]]
@@ -81,6 +83,10 @@ class _TestFunctionInstrument:
         """The botorch test function (imports botorch)."""
         raise NotImplementedError
 
+    def _point(self, x: Mapping[str, float]) -> list[float]:
+        """The test function's input vector for the inputs ``x``."""
+        return [x[name] for name in self._names]
+
     async def close(self) -> None:
         """Disconnect; safe to call twice."""
         self._sim.close()
@@ -112,7 +118,7 @@ class _TestFunctionInstrument:
         assert self._function is not None  # set by connect()
         import torch
 
-        point = torch.tensor([[x[name] for name in self._names]], dtype=torch.float64)
+        point = torch.tensor([self._point(x)], dtype=torch.float64)
         with torch.no_grad():
             value = float(self._function.evaluate_true(point).item())
         return self._sim.finish({"y": self._sim.noisy(value)})

@@ -1,0 +1,20 @@
+"""Device emulators: a syringe pump, a hotplate and a UV-Vis spectrometer on
+real pseudo-terminals, sharing one simulated flow rig, with seeded faults.
+
+Each emulator process serves one or more devices; bytes cross a real pty, so
+a driver's pyserial code runs exactly as on hardware. Try them with
+``selflab emulate rig`` (or ``pump``, ``hotplate``, ``spectrometer``), or let
+a driver start one with the option ``emulate: true``.
+
+* :mod:`~simulators.emulators.physics`: the rig (kinetics A -> P -> D in a
+  heated coil, a flow cell, Beer-Lambert absorbance).
+* :mod:`~simulators.emulators.devices`: command -> reply for each device.
+* :mod:`~simulators.emulators.faults`: seeded fault plans.
+* :mod:`~simulators.emulators.ptyport`: a pty published at a stable link path.
+* :mod:`~simulators.emulators.server`: serving, fault application, config.
+"""
+
+from simulators.emulators.faults import FAULT_KINDS, FaultInjector, FaultPlan
+from simulators.emulators.server import EmulatorConfig, serve
+
+__all__ = ["FAULT_KINDS", "EmulatorConfig", "FaultInjector", "FaultPlan", "serve"]

@@ -1,0 +1,239 @@
+"""Benchmark problems: a search space, objectives, an instrument that evaluates
+them without noise, and the best value there is to find.
+
+=================  ==========================================  =======================
+name               what                                        reported metric
+=================  ==========================================  =======================
+``branin``         botorch Branin, 2-D, minimize ``y``         best ``y`` (opt 0.397887)
+``hartmann6``      botorch Hartmann, 6-D, minimize ``y``       best ``y`` (opt -3.32237)
+``reactor``        plug-flow reactor, 4-D, maximize ``yield``  best yield (opt ~0.9155)
+``gramacy``        botorch ConstrainedGramacy, 2-D, minimize   best feasible ``y``
+                   ``y`` subject to ``c1 >= 0``, ``c2 >= 0``   (opt 0.5998)
+``branin_currin``  botorch BraninCurrin, 2-D, minimize both    hypervolume w.r.t. (18, 6)
+                   ``branin`` and ``currin``                   (opt 59.36)
+``p3ht``           Liang et al. 2021 pool, maximize            best measured (pool max)
+                   conductivity
+``perovskite``     Liang et al. 2021 pool, minimize            best measured (pool min)
+                   instability index
+``autoam``         Liang et al. 2021 pool, maximize score      best measured (pool max)
+``pool:PATH.csv``  any CSV: one objective column, every        best measured
+                   other column an input
+=================  ==========================================  =======================
+
+The space, objectives and constraints are :mod:`planners.space` models, so a
+problem turns into a lab config directly (see :mod:`controller.bench`). Each
+simulated experiment takes :data:`DURATION_S` simulated seconds (the reactor
+its own residence time plus overhead), so makespans are comparable.
+
+Example::
+
+    problem = get_problem("gramacy")
+    problem.driver, problem.optimum, problem.direction   # ('simulators.problems:BotorchInstrument', 0.5998, 'minimize')
+    get_problem("pool:data.csv", objective="yield", direction="maximize").parameters
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from planners.space import FloatParameter, Objective, OutcomeConstraint, Parameter, Point
+from simulators.simulated import Simulation, check_non_negative
+
+__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "Problem", "ProblemError", "get_problem", "problem_names"]
+
+DURATION_S = 60.0
+"""Simulated seconds per experiment of the test-function and pool problems."""
+
+DATA = Path(__file__).resolve().parent / "data" / "liang2021"
+"""The bundled Liang et al. (2021) datasets."""
+
+TOP_FRACTION = 0.05
+"""Pools: the top set is the best 5 % of the (averaged) rows."""
+
+_POOLS: dict[str, tuple[str, str, Literal["maximize", "minimize"]]] = {
+    "p3ht": ("P3HT_dataset.csv", "Conductivity (measured) (S/cm)", "maximize"),
+    "perovskite": ("Perovskite_dataset.csv", "Instability index", "minimize"),
+    "autoam": ("AutoAM_dataset.csv", "Score", "maximize"),
+}
+
+_FUNCTIONS: dict[str, tuple[str, int, tuple[str, ...], tuple[str, ...]]] = {
+    # name: (botorch class, dimension, objective outputs, constraint-slack outputs)
+    "constrained_gramacy": ("botorch.test_functions.synthetic:ConstrainedGramacy", 2, ("y",), ("c1", "c2")),
+    "branin_currin": ("botorch.test_functions.multi_objective:BraninCurrin", 2, ("branin", "currin"), ()),
+}
+
+
+class ProblemError(ValueError):
+    """An unknown problem, or bad options for one; the message says which."""
+
+
+class Problem(BaseModel):
+    """One benchmark problem, as pure data.
+
+    ``metric`` is what a benchmark reports per run: the best (feasible)
+    objective value, or the hypervolume of the observed points when there are
+    several objectives. ``optimum`` and ``direction`` are that metric's best
+    reachable value (``None`` when unknown) and which way is better.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    parameters: list[Parameter]
+    objectives: list[Objective]
+    constraints: list[OutcomeConstraint] = []
+    driver: str
+    """``module:Class`` or an entry-point name in ``selflab.instruments``."""
+    options: dict[str, Any] = {}
+    metric: Literal["best", "hypervolume"] = "best"
+    optimum: float | None
+    direction: Literal["maximize", "minimize"]
+    top: list[Point] | None = None
+    """Pools only: the rows of the top 5 % (see :meth:`PoolInstrument.top`)."""
+
+
+class BotorchInstrument:
+    """A botorch test problem with several outputs, as a noise-free instrument.
+
+    ``function="constrained_gramacy"``: inputs ``x1, x2`` in [0, 1]; outputs
+    ``y`` (minimize) and the constraint slacks ``c1``, ``c2`` (feasible when
+    ``>= 0``). ``function="branin_currin"``: inputs ``x1, x2`` in [0, 1];
+    outputs ``branin`` and ``currin`` (both minimized). botorch is imported on
+    ``connect()``.
+
+    Options: ``function``, ``duration_s`` (simulated seconds, ``>= 0``).
+    """
+
+    fidelity: float = 1.0
+    cost: float = 1.0
+    capacity: int = 1
+
+    def __init__(self, *, function: str, duration_s: float = 0.0) -> None:
+        if function not in _FUNCTIONS:
+            raise ValueError(f"function must be one of {', '.join(_FUNCTIONS)}, got {function!r}")
+        self.function = function
+        self._target, dim, self._objectives, self._slacks = _FUNCTIONS[function]
+        self.duration_s = check_non_negative("duration_s", duration_s)
+        outputs = {name: "1" for name in (*self._objectives, *self._slacks)}
+        self._sim = Simulation(limits={f"x{i}": (0.0, 1.0) for i in range(1, dim + 1)}, outputs=outputs)
+        self.limits: dict[str, tuple[float, float]] = dict(self._sim.limits)
+        self._problem: Any = None
+
+    async def connect(self) -> None:
+        """Build the botorch problem (first time) and connect."""
+        if self._problem is None:
+            module, _, name = self._target.partition(":")
+            self._problem = getattr(importlib.import_module(module), name)()
+        self._sim.connect()
+
+    async def close(self) -> None:
+        """Disconnect; safe to call twice."""
+        self._sim.close()
+
+    async def stop(self) -> None:
+        """A harmless no-op: nothing runs for long."""
+
+    def describe(self) -> dict[str, str]:
+        """Output name -> unit."""
+        return dict(self._sim.outputs)
+
+    def duration(self, params: Mapping[str, Any]) -> float:
+        """Simulated seconds per experiment: the ``duration_s`` option."""
+        return self.duration_s
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """Objective values and constraint slacks at ``params`` (no noise)."""
+        import torch
+
+        x = self._sim.read_inputs(params)
+        point = torch.tensor([[x[n] for n in self.limits]], dtype=torch.float64)
+        with torch.no_grad():
+            values = self._problem.evaluate_true(point).reshape(-1).tolist()
+            if self._slacks:
+                values += self._problem.evaluate_slack_true(point).reshape(-1).tolist()
+        return self._sim.finish(dict(zip((*self._objectives, *self._slacks), values)))
+
+
+def problem_names() -> list[str]:
+    """The named problems (``pool:PATH.csv`` comes on top of these)."""
+    return ["autoam", "branin", "branin_currin", "gramacy", "hartmann6", "p3ht", "perovskite", "reactor"]
+
+
+def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
+    """The problem named ``spec``, or a pool from ``pool:PATH.csv``.
+
+    ``objective`` (a CSV column) and ``direction`` apply to ``pool:`` specs
+    only; ``direction`` defaults to ``"maximize"``.
+
+    Raises:
+        ProblemError: an unknown name, a missing file or column, options
+            given where they do not apply.
+    """
+    if spec.startswith("pool:"):
+        if not objective:
+            raise ProblemError(f"{spec}: give the objective column with --objective COLUMN")
+        return _pool(spec, Path(spec.removeprefix("pool:")), objective, direction or "maximize")
+    if objective is not None or direction is not None:
+        raise ProblemError(f"--objective and --direction apply to pool:PATH.csv problems only, not {spec!r}")
+    if spec in _POOLS:
+        file, column, way = _POOLS[spec]
+        return _pool(spec, DATA / file, column, way)
+    unit = [FloatParameter(name="x1", low=0, high=1), FloatParameter(name="x2", low=0, high=1)]
+    timed = {"duration_s": DURATION_S}
+    if spec == "branin":
+        return Problem(name=spec, parameters=[FloatParameter(name="x1", low=-5, high=10), FloatParameter(name="x2", low=0, high=15)],
+                       objectives=[Objective(name="y", direction="minimize")], driver="branin", options=timed,
+                       optimum=0.397887, direction="minimize")
+    if spec == "hartmann6":
+        return Problem(name=spec, parameters=[FloatParameter(name=f"x{i}", low=0, high=1) for i in range(1, 7)],
+                       objectives=[Objective(name="y", direction="minimize")], driver="hartmann6", options=timed,
+                       optimum=-3.32237, direction="minimize")
+    if spec == "reactor":
+        from simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
+
+        units = {"residence_time": "min", "temperature": "degC", "equivalents": None, "concentration": "mol/L"}
+        parameters = [FloatParameter(name=n, low=lo, high=hi, log=n == "residence_time", unit=units[n])
+                      for n, (lo, hi) in REACTOR_LIMITS.items()]
+        return Problem(name=spec, parameters=parameters, objectives=[Objective(name="yield", direction="maximize")],
+                       driver="reactor", optimum=PlugFlowReactor().optimum, direction="maximize")
+    if spec == "gramacy":
+        return Problem(name=spec, parameters=unit, objectives=[Objective(name="y", direction="minimize")],
+                       constraints=[OutcomeConstraint(outcome="c1", op=">=", value=0), OutcomeConstraint(outcome="c2", op=">=", value=0)],
+                       driver="simulators.problems:BotorchInstrument", options={"function": "constrained_gramacy", **timed},
+                       optimum=0.5998, direction="minimize")
+    if spec == "branin_currin":
+        from botorch.test_functions.multi_objective import BraninCurrin
+
+        ref = BraninCurrin._ref_point
+        return Problem(name=spec, parameters=unit,
+                       objectives=[Objective(name="branin", direction="minimize", reference_point=ref[0]),
+                                   Objective(name="currin", direction="minimize", reference_point=ref[1])],
+                       driver="simulators.problems:BotorchInstrument", options={"function": "branin_currin", **timed},
+                       metric="hypervolume", optimum=float(BraninCurrin._max_hv), direction="maximize")
+    raise ProblemError(f"unknown problem {spec!r}; choose one of {', '.join(problem_names())} or pool:PATH.csv")
+
+
+def _pool(name: str, path: Path, objective: str, direction: str) -> Problem:
+    from simulators.pool import PoolInstrument
+
+    if direction not in ("maximize", "minimize"):
+        raise ProblemError(f"--direction must be maximize or minimize, not {direction!r}")
+    options = {"csv": str(path), "objective": objective, "direction": direction, "duration_s": DURATION_S}
+    try:
+        pool = PoolInstrument(**options)
+    except ValueError as exc:
+        raise ProblemError(str(exc)) from None
+    return Problem(
+        name=name,
+        parameters=[FloatParameter(name=n, low=lo, high=hi) for n, (lo, hi) in pool.limits.items()],
+        objectives=[Objective(name=pool.primary_output, direction=pool.direction)],
+        driver="simulators.pool:PoolInstrument",
+        options=options,
+        optimum=pool.optimum,
+        direction=pool.direction,
+        top=pool.top(TOP_FRACTION),
+    )
