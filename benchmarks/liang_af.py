@@ -1,10 +1,11 @@
 """Acceleration factor AF(0.8) of a planner over random search on the Liang et al. (2021) pools.
 
-    python benchmarks/liang_af.py --seeds 20 [--planner bo] [--budget 60] [--datasets p3ht,perovskite,autoam] [--json FILE]
+    python benchmarks/liang_af.py --seeds 20 [--planner bo] [--budget N] [--datasets p3ht,perovskite,autoam] [--json FILE]
 
 For each dataset (``p3ht``, ``perovskite``, ``autoam``: measured pools, one
 experiment at a time, replicates averaged), ``random`` runs through the whole
-pool and the planner up to ``--budget`` experiments, ``--seeds`` real
+pool and the planner up to ``--budget`` experiments (default: the whole pool
+too), ``--seeds`` real
 campaigns each (:func:`controller.bench.run_bench`). For both, the fraction of
 the top-5 % rows found is averaged over seeds after each evaluation, and
 ``evaluations`` is the first evaluation at which that average reaches 0.8
@@ -25,6 +26,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from typing import Any
 
 from controller.bench import run_bench
@@ -34,12 +36,12 @@ from simulators.problems import get_problem
 DATASETS = ("p3ht", "perovskite", "autoam")
 
 
-def af_for(name: str, planner: str, budget: int, seeds: int) -> dict[str, Any]:
+def af_for(name: str, planner: str, budget: int | None, seeds: int) -> dict[str, Any]:
     """Random and ``planner`` on one pool; their evaluations to 80 % of the top-5 % and AF."""
     problem = get_problem(name)
     rows = len(PoolInstrument(**problem.options).candidates())
     out: dict[str, Any] = {"rows": rows, "top5_rows": len(problem.top or [])}
-    for kind, n in (("random", rows), (planner, min(budget, rows))):
+    for kind, n in (("random", rows), (planner, min(budget or rows, rows))):
         started = time.perf_counter()
         result = run_bench(problem, kind, n, seeds)
         out[kind] = {
@@ -67,10 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--planner", default="bo")
-    parser.add_argument("--budget", type=int, default=60, help="the planner's experiments per campaign (random: the whole pool)")
+    parser.add_argument("--budget", type=int, help="the planner's experiments per campaign (default and for random: the whole pool)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", module=r"(linear_operator|gpytorch|botorch)\.")  # jitter notes, thousands of them
     results = {name: af_for(name, args.planner, args.budget, args.seeds) for name in args.datasets.split(",")}
     text = json.dumps({"planner": args.planner, "seeds": args.seeds, "budget": args.budget, "datasets": results}, indent=1)
     print(text)

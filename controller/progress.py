@@ -37,6 +37,14 @@ def setup_logging(quiet: bool, debug: bool = False, console: Console | None = No
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    # Libraries' warnings (an optimizer restart, a jitter added to a Cholesky)
+    # are noise at 3 a.m.: shown with --debug only.
+    logging.captureWarnings(True)
+    library = logging.getLogger("py.warnings")
+    library.handlers.clear()
+    library.propagate = False
+    library.addHandler(handler)
+    library.setLevel(logging.DEBUG if debug else logging.CRITICAL)
     return console
 
 

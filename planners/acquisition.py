@@ -23,6 +23,16 @@ callable ``c(Z) <= 0`` on posterior samples ``Z`` (``... x m``):
   and with several objectives both scalarize them with an augmented
   Chebyshev scalarization under random simplex weights (ParEGO).
 
+Multi-fidelity (:func:`build_mf_acquisition`, one objective, a surrogate
+whose inputs end with the fidelity column): ``mfmes``
+(``qMultiFidelityMaxValueEntropy``), ``gibbon``
+(``qMultiFidelityLowerBoundMaxValueEntropy``) or ``mfkg``
+(``qMultiFidelityKnowledgeGradient``). Each one values a point at its own
+fidelity by what it tells about the optimum at the target fidelity
+(``project_to_target_fidelity``), divided by the cost of that fidelity
+(``InverseCostWeightedUtility`` over :func:`fidelity_cost_model`), so values at
+different fidelities compare as information per unit cost.
+
 Example::
 
     acqf, info = build_acquisition(surrogate, objectives, constraints, "qlognei", seed=3)
@@ -36,10 +46,15 @@ from typing import Any, Literal
 
 import torch
 from botorch.acquisition import AcquisitionFunction, qLogNoisyExpectedImprovement, qUpperConfidenceBound
+from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
+from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy, qMultiFidelityMaxValueEntropy
 from botorch.acquisition.multi_objective import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
 from botorch.acquisition.objective import ConstrainedMCObjective, GenericMCObjective, MCAcquisitionObjective
-from botorch.acquisition.utils import get_infeasible_cost
+from botorch.acquisition.objective import ScalarizedPosteriorTransform
+from botorch.acquisition.utils import get_infeasible_cost, project_to_target_fidelity
+from botorch.models.deterministic import GenericDeterministicModel
 from botorch.sampling import SobolQMCNormalSampler
 from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.multi_objective.pareto import is_non_dominated
@@ -51,6 +66,9 @@ from planners.space import Objective, OutcomeConstraint
 from planners.surrogate import Surrogate
 
 AcquisitionKind = Literal["qlognei", "ucb", "ts"]
+MFAcquisitionKind = Literal["mfmes", "gibbon", "mfkg"]
+_MIN_COST_FRACTION = 1e-3
+"""A fidelity on offer at no cost is priced at this fraction of the dearest one (no division by zero)."""
 Constraint = Callable[[Tensor], Tensor]
 
 
@@ -169,3 +187,75 @@ def thompson_select(surrogate: Surrogate, objective: MCAcquisitionObjective, can
         chosen.append(int(row.argmax()))
     idx = torch.tensor(chosen, device=candidates.device)
     return idx, values[torch.arange(q), idx]
+
+
+def fidelity_cost_model(fidelities: Sequence[float], costs: Sequence[float]) -> GenericDeterministicModel:
+    """Cost of one experiment from the fidelity, the last input column.
+
+    Exact at each offered ``(fidelity, cost)`` pair, linear between them and
+    constant beyond the extreme ones, floored at ``1e-3`` of the dearest cost.
+    ``X`` (``... x n x (d + 1)``) -> costs (``... x n x 1``).
+
+    >>> model = fidelity_cost_model([0.5, 0.75, 1.0], [0.1, 0.3, 1.0])
+    >>> model(torch.tensor([[0.2, 0.75], [0.2, 1.0]], dtype=torch.float64)).squeeze(-1).tolist()
+    [0.3, 1.0]
+    """
+    order = sorted(range(len(fidelities)), key=lambda i: fidelities[i])
+    f = torch.tensor([float(fidelities[i]) for i in order], dtype=torch.float64)
+    c = torch.tensor([float(costs[i]) for i in order], dtype=torch.float64)
+    c = c.clamp_min(_MIN_COST_FRACTION * float(c.max()) if float(c.max()) > 0 else 1.0)
+
+    def cost(X: Tensor) -> Tensor:
+        s = X[..., -1]
+        fs, cs = f.to(X), c.to(X)
+        if len(fs) == 1:
+            return cs.expand(s.shape).unsqueeze(-1)
+        s = s.clamp(fs[0], fs[-1])
+        hi = torch.searchsorted(fs, s.contiguous()).clamp(1, len(fs) - 1)
+        lo = hi - 1
+        w = (s - fs[lo]) / (fs[hi] - fs[lo])
+        return (cs[lo] * (1 - w) + cs[hi] * w).unsqueeze(-1)  # exact at both ends of a segment
+
+    return GenericDeterministicModel(cost)
+
+
+def build_mf_acquisition(
+    surrogate: Surrogate,
+    objective: Objective,
+    kind: MFAcquisitionKind,
+    *,
+    fidelities: Sequence[float],
+    costs: Sequence[float],
+    target: float,
+    candidate_set: Tensor,
+    num_fantasies: int = 16,
+    current_value: Tensor | None = None,
+) -> AcquisitionFunction:
+    """A cost-aware multi-fidelity acquisition (see module docs) on a surrogate
+    whose model takes ``d + 1`` columns, the fidelity last.
+
+    ``candidate_set`` (``N x d``, design columns) is where ``mfmes`` and
+    ``gibbon`` sample the target-fidelity maximum; ``current_value`` is the
+    best posterior mean at the target (maximize-oriented, i.e. negated for
+    ``minimize``) that ``mfkg`` measures its gain from. ``num_fantasies``:
+    fantasy models for pending points (``mfmes``, ``gibbon``) or for the
+    lookahead (``mfkg``). ``acqf(X)`` for ``X`` of shape ``b x 1 x (d + 1)``
+    returns ``b`` values per unit cost.
+    """
+    model = surrogate.model
+    d = surrogate.encoding.dim
+    utility = InverseCostWeightedUtility(cost_model=fidelity_cost_model(fidelities, costs))
+
+    def project(X: Tensor) -> Tensor:
+        return project_to_target_fidelity(X, target_fidelities={d: target}, d=d + 1)
+
+    maximize = objective.direction == "maximize"
+    if kind == "mfkg":
+        sign = torch.tensor([1.0 if maximize else -1.0], dtype=candidate_set.dtype, device=candidate_set.device)
+        return qMultiFidelityKnowledgeGradient(
+            model, num_fantasies=num_fantasies, current_value=current_value, cost_aware_utility=utility, project=project,
+            posterior_transform=ScalarizedPosteriorTransform(weights=sign),
+        )
+    mes = qMultiFidelityMaxValueEntropy if kind == "mfmes" else qMultiFidelityLowerBoundMaxValueEntropy
+    return mes(model, candidate_set=project(candidate_set), num_fantasies=num_fantasies, maximize=maximize,
+               cost_aware_utility=utility, project=project)

@@ -19,6 +19,7 @@ PLANNERS: dict[str, str] = {
     "random": "planners.baselines:RandomPlanner",
     "sobol": "planners.baselines:SobolPlanner",
     "bo": "planners.bo:BOPlanner",
+    "mf": "planners.mf:MFPlanner",
     "ax": "planners.ax_planner:AxPlanner",
 }
 """Planner kind -> ``module:Class``."""

@@ -4,7 +4,13 @@ One exact GP per outcome (``SingleTaskGP``, or ``MixedSingleTaskGP`` when the
 space has categorical parameters), each with a fixed-bounds ``Normalize``
 input transform (the :class:`~planners.encoding.Encoding` bounds) and a
 ``Standardize`` outcome transform; several outcomes are joined in a
-``ModelListGP``. When every observation of an outcome reports its noise
+``ModelListGP``. A multi-fidelity fitter (``SurrogateFitter(multi_fidelity=True)``)
+builds one ``SingleTaskMultiFidelityGP`` per outcome instead, on training rows
+that end with the fidelity (``n x (d + 1)``, see
+:meth:`TrainingData.from_observations`); that column is a ``data_fidelities``
+column of a linear-truncated fidelity kernel, not normalized (fidelities lie in
+(0, 1]), and categorical columns are treated as ordered there (no categorical
+kernel). When every observation of an outcome reports its noise
 (:attr:`Observation.noise`, a standard deviation), the model uses it as
 ``train_Yvar`` (fixed noise); otherwise the noise is inferred.
 
@@ -48,7 +54,7 @@ import numpy as np
 import torch
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP
+from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP, SingleTaskMultiFidelityGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
@@ -113,8 +119,9 @@ def numerics(threads: int | None = 1) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What the GPs are trained on: ``X`` (``n x d``), ``Y`` (``n x m``) and
-    ``Yvar`` (``n x m``, NaN where an observation gave no noise)."""
+    """What the GPs are trained on: ``X`` (``n x d``, or ``n x (d + 1)`` with
+    the fidelity last), ``Y`` (``n x m``) and ``Yvar`` (``n x m``, NaN where an
+    observation gave no noise)."""
 
     X: Tensor
     Y: Tensor
@@ -122,9 +129,16 @@ class TrainingData:
 
     @classmethod
     def from_observations(
-        cls, encoding: Encoding, outcomes: Sequence[str], observations: Sequence[Observation], fidelity: float | None = None
+        cls,
+        encoding: Encoding,
+        outcomes: Sequence[str],
+        observations: Sequence[Observation],
+        fidelity: float | None = None,
+        *,
+        with_fidelity: bool = False,
     ) -> TrainingData:
-        """Observations (at ``fidelity`` when given) whose modelled outcomes are all finite."""
+        """Observations (at ``fidelity`` when given) whose modelled outcomes are all
+        finite; ``with_fidelity`` appends each one's fidelity as a last column of ``X``."""
         kept = [
             o for o in observations
             if (fidelity is None or o.fidelity == fidelity)
@@ -134,7 +148,10 @@ class TrainingData:
         Yvar = [[(o.noise or {}).get(name, math.nan) ** 2 for name in outcomes] for o in kept]
         like = {"dtype": encoding.dtype, "device": encoding.device}
         m = len(outcomes)
-        return cls(encoding.encode([o.params for o in kept]), torch.tensor(Y, **like).reshape(-1, m), torch.tensor(Yvar, **like).reshape(-1, m))
+        X = encoding.encode([o.params for o in kept])
+        if with_fidelity:
+            X = torch.cat([X, torch.tensor([[o.fidelity] for o in kept], **like).reshape(-1, 1)], dim=-1)
+        return cls(X, torch.tensor(Y, **like).reshape(-1, m), torch.tensor(Yvar, **like).reshape(-1, m))
 
     @property
     def n(self) -> int:
@@ -163,7 +180,8 @@ class Surrogate:
             return posterior.mean, posterior.variance.clamp_min(0).sqrt()
 
     def predict(self, points: Sequence[Mapping[str, float | int | str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Mean and std (arrays of shape ``(len(points),)``) per outcome, original units."""
+        """Mean and std (arrays of shape ``(len(points),)``) per outcome, original
+        units; single-fidelity surrogates only (multi-fidelity ones: :meth:`stats`)."""
         with numerics():
             mean, std = self.stats(self.encoding.encode(points))
         return {name: (mean[:, j].cpu().numpy(), std[:, j].cpu().numpy()) for j, name in enumerate(self.outcomes)}
@@ -186,11 +204,15 @@ class SurrogateFitter:
     ``fit_max_points`` caps the points the hyperparameters are optimized on;
     ``refit_growth`` is the fraction by which the data must grow before the
     hyperparameters are optimized again; ``warm_maxiter`` caps L-BFGS
-    iterations in a warm refit.
+    iterations in a warm refit; ``multi_fidelity`` fits multi-fidelity GPs
+    (training rows end with the fidelity, see :func:`build_model`).
     """
 
-    def __init__(self, *, refit_growth: float = 0.1, warm_maxiter: int = 30, fit_max_points: int = 500, seed: int = 0) -> None:
+    def __init__(
+        self, *, refit_growth: float = 0.1, warm_maxiter: int = 30, fit_max_points: int = 500, seed: int = 0, multi_fidelity: bool = False
+    ) -> None:
         self.refit_growth, self.warm_maxiter, self.fit_max_points, self.seed = refit_growth, warm_maxiter, fit_max_points, seed
+        self.multi_fidelity = multi_fidelity
         self._cache: dict[str, _Fit] = {}
 
     def fit(self, encoding: Encoding, outcomes: Sequence[str], data: TrainingData) -> Surrogate:
@@ -241,7 +263,7 @@ class SurrogateFitter:
         n_fit = cached.n_fit if cached is not None and kind == "conditioned" else len(X)
         if kind != "conditioned":
             idx = self._subset(len(X))
-            small = build_model(encoding, X[idx], y[idx], None if yvar is None else yvar[idx], jitter=jitter)
+            small = build_model(encoding, X[idx], y[idx], None if yvar is None else yvar[idx], jitter=jitter, multi_fidelity=self.multi_fidelity)
             if hypers is not None:
                 _load(small, hypers)
             options = {"maxiter": self.warm_maxiter} if kind == "warm" else {}
@@ -252,7 +274,7 @@ class SurrogateFitter:
                 model = small
                 _check(model, X)
                 return model, n_fit
-        model = build_model(encoding, X, y, yvar, jitter=jitter)
+        model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity)
         assert hypers is not None
         _load(model, hypers)
         model.eval()
@@ -267,14 +289,20 @@ class SurrogateFitter:
         return torch.randperm(n, generator=g)[: self.fit_max_points].sort().values
 
 
-def build_model(encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *, jitter: bool = False) -> Model:
+def build_model(
+    encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *, jitter: bool = False, multi_fidelity: bool = False
+) -> Model:
     """An unfitted GP on ``X`` (``n x d``), ``y`` and ``yvar`` (``n x 1``).
 
     ``jitter`` raises the noise floor (inferred noise) or adds to ``yvar``, for
-    data that are too close to singular.
+    data that are too close to singular. ``multi_fidelity``: ``X`` is
+    ``n x (d + 1)`` with the fidelity last, and the GP a ``SingleTaskMultiFidelityGP``.
     """
-    cont = [i for i in range(encoding.dim) if i not in encoding.cat_dims]
-    normalize = Normalize(d=encoding.dim, bounds=encoding.bounds, indices=cont) if cont else None
+    if multi_fidelity:
+        cont = list(range(encoding.dim))  # categorical columns too: the fidelity kernel has no categorical variant
+    else:
+        cont = [i for i in range(encoding.dim) if i not in encoding.cat_dims]
+    normalize = Normalize(d=X.shape[-1], bounds=encoding.bounds[:, cont], indices=cont) if cont else None
     if yvar is not None:
         yvar = yvar.clamp_min(1e-10)
         if jitter:
@@ -284,8 +312,13 @@ def build_model(encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *
         likelihood = get_gaussian_likelihood_with_lognormal_prior()
         likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(_JITTER_NOISE_FLOOR))
     transform = Standardize(m=1)
-    if encoding.cat_dims:
-        model: Model = MixedSingleTaskGP(
+    if multi_fidelity:
+        model: Model = SingleTaskMultiFidelityGP(
+            X, y, train_Yvar=yvar, data_fidelities=[encoding.dim], likelihood=likelihood,
+            input_transform=normalize, outcome_transform=transform,
+        )
+    elif encoding.cat_dims:
+        model = MixedSingleTaskGP(
             X, y, cat_dims=sorted(encoding.cat_dims), train_Yvar=yvar, likelihood=likelihood,
             input_transform=normalize, outcome_transform=transform,
         )
