@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +77,6 @@ def handle(args: argparse.Namespace) -> int:
         except ImportError as exc:
             return _fail(f"planner {kind!r} is not available: {exc}")
     console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
-    if not getattr(args, "debug", False):  # numerical notes (Cholesky jitter) from the GP stack, by the thousand
-        warnings.filterwarnings("ignore", module=r"(linear_operator|gpytorch|botorch)\.")
     results: list[BenchResult] = []
     try:
         with _ProgressBar(console, len(planners) * args.seeds * args.budget) as advance:
