@@ -5,7 +5,7 @@ fits the GPs, :mod:`planners.acquisition` builds the acquisition function and
 :mod:`planners.optimize` maximizes it. :mod:`planners.encoding` maps points to
 tensor rows and back.
 
-A campaign's first ``n_init`` proposals (default ``max(4, 2 d)``; ledger
+A campaign's first ``n_init`` proposals (default ``max(5, d)``; ledger
 position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
 (``"sobol_init"``), as does any call with fewer than two usable observations.
 After that, only observations at ``context.target_fidelity`` are modelled,
@@ -66,13 +66,14 @@ class BOOptions(BaseModel):
 
     acquisition: Literal["qlognei", "ucb", "ts"] = "qlognei"
     beta: float = Field(2.0, gt=0, description="UCB exploration weight")
-    n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(4, 2 d)")
-    num_restarts: int = Field(6, ge=1, description="optimizer restarts")
-    raw_samples: int = Field(256, ge=1, description="random points scored to choose the restarts")
+    n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(5, d)")
+    num_restarts: int = Field(12, ge=1, description="optimizer restarts")
+    raw_samples: int = Field(1024, ge=1, description="random points scored to choose the restarts")
     maxiter: int = Field(100, ge=1, description="L-BFGS-B iterations per restart")
     mc_samples: int = Field(128, ge=1, description="quasi-Monte-Carlo samples of the acquisition")
     ts_candidates: int = Field(1024, ge=1, description="Sobol candidates for Thompson sampling")
     refit_growth: float = Field(0.1, ge=0, description="refit hyperparameters when the data grew by this fraction")
+    refit_below: int = Field(200, ge=0, description="below this many points, refit hyperparameters (warm) on every call")
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -96,7 +97,7 @@ class BOPlanner:
             raise ValueError(f"bo planner option {where!r}: {first['msg']}") from None
         self.device = resolve_device(self.options.device)
         o = self.options
-        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points)
+        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points)
 
     def propose(
         self,
@@ -111,7 +112,7 @@ class BOPlanner:
         encoding = Encoding(space, device=self.device)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
-        n_init = self.options.n_init or max(4, 2 * space.dim)
+        n_init = self.options.n_init or max(5, space.dim)
         if context.step < n_init or data.n < 2:
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
         try:

@@ -57,7 +57,7 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP, SingleTaskMultiFidelityGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
-from botorch.models.transforms.outcome import Standardize
+from botorch.models.transforms.outcome import ChainedOutcomeTransform, Log, OutcomeTransform, Standardize
 from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -203,15 +203,19 @@ class SurrogateFitter:
 
     ``fit_max_points`` caps the points the hyperparameters are optimized on;
     ``refit_growth`` is the fraction by which the data must grow before the
-    hyperparameters are optimized again; ``warm_maxiter`` caps L-BFGS
+    hyperparameters are optimized again (below ``refit_below`` points they are
+    re-optimized, warm, on every new point: cheap there, and what small
+    campaigns need); ``warm_maxiter`` caps L-BFGS
     iterations in a warm refit; ``multi_fidelity`` fits multi-fidelity GPs
     (training rows end with the fidelity, see :func:`build_model`).
     """
 
     def __init__(
-        self, *, refit_growth: float = 0.1, warm_maxiter: int = 30, fit_max_points: int = 500, seed: int = 0, multi_fidelity: bool = False
+        self, *, refit_growth: float = 0.1, refit_below: int = 200, warm_maxiter: int = 30, fit_max_points: int = 500, seed: int = 0,
+        multi_fidelity: bool = False,
     ) -> None:
         self.refit_growth, self.warm_maxiter, self.fit_max_points, self.seed = refit_growth, warm_maxiter, fit_max_points, seed
+        self.refit_below = refit_below
         self.multi_fidelity = multi_fidelity
         self._cache: dict[str, _Fit] = {}
 
@@ -240,7 +244,8 @@ class SurrogateFitter:
             return cached.model, "cached"
         plan: list[tuple[Refit, bool]] = []  # (kind, jitter), tried in order
         if cached is not None:
-            plan.append(("warm", False) if len(X) >= cached.n_fit * (1 + self.refit_growth) else ("conditioned", False))
+            grown = len(X) <= self.refit_below or len(X) >= cached.n_fit * (1 + self.refit_growth)
+            plan.append(("warm", False) if grown else ("conditioned", False))
         plan += [("full", False), ("full", True)]
         errors = []
         for kind, jitter in plan:
@@ -289,6 +294,20 @@ class SurrogateFitter:
         return torch.randperm(n, generator=g)[: self.fit_max_points].sort().values
 
 
+LOG_RANGE = 100.0
+"""Positive outcomes spanning more than this factor are modelled on a log scale."""
+
+
+def outcome_transform(y: Tensor, yvar: Tensor | None) -> OutcomeTransform:
+    """Standardize ``y`` (``n x 1``); first take logs when it is positive and
+    spans more than :data:`LOG_RANGE` (e.g. a figure of merit from 27e3 to
+    1.5e6), where a GP on the raw scale sees one peak and flat noise. Reported
+    noise (``yvar``) keeps the raw scale."""
+    if yvar is None and bool((y > 0).all()) and float(y.max() / y.min()) > LOG_RANGE:
+        return ChainedOutcomeTransform(log=Log(), standardize=Standardize(m=1))
+    return Standardize(m=1)
+
+
 def build_model(
     encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *, jitter: bool = False, multi_fidelity: bool = False
 ) -> Model:
@@ -311,7 +330,7 @@ def build_model(
     if jitter and yvar is None:
         likelihood = get_gaussian_likelihood_with_lognormal_prior()
         likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(_JITTER_NOISE_FLOOR))
-    transform = Standardize(m=1)
+    transform = outcome_transform(y, yvar)
     if multi_fidelity:
         model: Model = SingleTaskMultiFidelityGP(
             X, y, train_Yvar=yvar, data_fidelities=[encoding.dim], likelihood=likelihood,

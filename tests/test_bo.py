@@ -31,8 +31,8 @@ from planners.space import (
 )
 from planners.surrogate import SurrogateError, SurrogateFitter, TrainingData, fit_surrogate
 
-FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "ts_candidates": 128}
-"""Small optimizer settings: these tests check behaviour, not optimizer quality."""
+FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "ts_candidates": 128, "n_init": 4}
+"""Small optimizer settings and a 4-point initial design: these tests check behaviour, not optimizer quality."""
 
 XZ = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
 REASON_KEYS = {"strategy", "acquisition", "acquisition_value", "predicted", "fit_seconds", "n_observations", "device", "refit"}
@@ -90,11 +90,11 @@ def test_bo_beats_random_on_a_tilted_well() -> None:
 
 
 def test_first_proposals_are_sobol_then_bo_with_complete_reasons() -> None:
-    observations, proposals = loop(planner(), XZ, [Objective(name="y")], lambda p: {"y": -branin(p)["y"]}, 6)
-    assert [p.reason["strategy"] for p in proposals] == ["sobol_init"] * 4 + ["bo"] * 2  # max(4, 2 d) Sobol points
-    for p in proposals[4:]:
+    observations, proposals = loop(planner(n_init=None), XZ, [Objective(name="y")], lambda p: {"y": -branin(p)["y"]}, 7)
+    assert [p.reason["strategy"] for p in proposals] == ["sobol_init"] * 5 + ["bo"] * 2  # default: max(5, d) Sobol points
+    for p in proposals[5:]:
         assert_reason_complete(p.reason)
-        assert p.reason["acquisition"] == "qlognei" and p.reason["device"] == "cpu" and p.reason["n_observations"] in (4, 5)
+        assert p.reason["acquisition"] == "qlognei" and p.reason["device"] == "cpu" and p.reason["n_observations"] in (5, 6)
         assert set(p.reason["predicted"]) == {"y"}
 
 
@@ -231,8 +231,15 @@ def test_fit_surrogate_predicts_in_original_units() -> None:
     assert (std >= 0).all() and std[:3].max() < 1.0
 
 
+def test_small_campaigns_refit_hyperparameters_on_every_new_point() -> None:
+    p = planner()
+    observations = observe([XZ.from_unit(u) for u in np.random.default_rng(3).random((14, 2))], lambda q: {"y": -branin(q)["y"]})
+    kinds = [p.propose(XZ, [Objective(name="y")], observations[:n], [], 1, context=PlanContext(step=n))[0].reason["refit"] for n in (10, 11, 12)]
+    assert kinds == ["full", "warm", "warm"]
+
+
 def test_refit_policy_is_reported_across_consecutive_calls() -> None:
-    p = planner(refit_growth=0.3)
+    p = planner(refit_growth=0.3, refit_below=0)
     rng = np.random.default_rng(3)
     observations = observe([XZ.from_unit(u) for u in rng.random((20, 2))], lambda q: {"y": -branin(q)["y"]})
 
