@@ -57,7 +57,7 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP, SingleTaskMultiFidelityGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
-from botorch.models.transforms.outcome import ChainedOutcomeTransform, Log, OutcomeTransform, Standardize
+from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -294,20 +294,6 @@ class SurrogateFitter:
         return torch.randperm(n, generator=g)[: self.fit_max_points].sort().values
 
 
-LOG_RANGE = 100.0
-"""Positive outcomes spanning more than this factor are modelled on a log scale."""
-
-
-def outcome_transform(y: Tensor, yvar: Tensor | None) -> OutcomeTransform:
-    """Standardize ``y`` (``n x 1``); first take logs when it is positive and
-    spans more than :data:`LOG_RANGE` (e.g. a figure of merit from 27e3 to
-    1.5e6), where a GP on the raw scale sees one peak and flat noise. Reported
-    noise (``yvar``) keeps the raw scale."""
-    if yvar is None and bool((y > 0).all()) and float(y.max() / y.min()) > LOG_RANGE:
-        return ChainedOutcomeTransform(log=Log(), standardize=Standardize(m=1))
-    return Standardize(m=1)
-
-
 def build_model(
     encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *, jitter: bool = False, multi_fidelity: bool = False
 ) -> Model:
@@ -330,7 +316,7 @@ def build_model(
     if jitter and yvar is None:
         likelihood = get_gaussian_likelihood_with_lognormal_prior()
         likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(_JITTER_NOISE_FLOOR))
-    transform = outcome_transform(y, yvar)
+    transform = Standardize(m=1)
     if multi_fidelity:
         model: Model = SingleTaskMultiFidelityGP(
             X, y, train_Yvar=yvar, data_fidelities=[encoding.dim], likelihood=likelihood,
