@@ -191,3 +191,24 @@ class Logged(Quadratic):
         finally:
             os.close(fd)
         return result
+
+
+class Gated(Quadratic):
+    """Runs only as many experiments as the number written in the file ``gate``
+    allows (a test opens the gate step by step); the others wait."""
+
+    def __init__(self, *, gate: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.gate = gate
+
+    def _allowed(self) -> int:
+        try:
+            with open(self.gate) as handle:
+                return int(handle.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        while len(self.sent) >= self._allowed():
+            await asyncio.sleep(0.02)
+        return await super().run(params)

@@ -235,25 +235,31 @@ def test_ctrl_c_stops_gracefully_records_why_and_resumes(tmp_path: Path) -> None
 
 
 def test_status_and_export_read_while_a_campaign_writes(tmp_path: Path) -> None:
-    path = write(tmp_path, _slow_config(90, delay_s=0.3))
-    db = tmp_path / "runs" / "slow.sqlite"
+    gate = tmp_path / "gate"
+    gate.write_text("0")
+    path = write(tmp_path, quadratic_config(
+        name="gated", instruments=[{"name": "q1", "driver": "labdrivers:Gated", "options": {"gate": str(gate)}, "capacity": 2}],
+        stop={"max_experiments": 12}))
+    db = tmp_path / "runs" / "gated.sqlite"
     proc = start("run", str(path), "--quiet", cwd=tmp_path)
     try:
-        wait_for(lambda: completed(db) >= 2)
-        seen = set()
-        while proc.poll() is None and len(seen) < 8:
+        for allowed in (4, 9):  # the campaign holds here, mid-write, while we read
+            gate.write_text(str(allowed))
+            wait_for(lambda: completed(db) >= allowed, timeout=120)
             status = selflab("status", str(path), "--json", cwd=tmp_path)
             assert status.returncode == 0, status.stderr
             data = json.loads(status.stdout)
-            seen.add(data["counts"]["completed"])
-            if data["counts"]["completed"] < 80:
-                assert data["state"] == "running"
+            assert data["state"] == "running" and data["counts"]["completed"] == allowed
+            assert data["counts"]["dispatched"] == 2  # both slots wait at the gate
             export = selflab("export", str(path), "--format", "jsonl", cwd=tmp_path)
             assert export.returncode == 0 and "locked" not in export.stderr, export.stderr
-        assert len(seen) >= 2, "status saw the campaign progress"
+            rows = [json.loads(line) for line in export.stdout.splitlines()]
+            assert sum(r["status"] == "completed" for r in rows) == allowed
+        gate.write_text("100")
     finally:
         proc.wait(timeout=120)
     assert proc.returncode == 0
+    assert completed(db) == 12
 
 
 def test_emergency_stop_from_another_terminal_aborts_and_stays_resumable(tmp_path: Path) -> None:
