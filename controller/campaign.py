@@ -395,7 +395,7 @@ class Campaign:
         target = rules.target
         if target is not None:
             objective = next(o for o in self.config.objectives if o.name == (target.objective or self.config.objectives[0].name))
-            best = self.state.best(objective.name, objective.direction, constraints=self.config.constraints)
+            best = self.state.best(objective.name, objective.direction, self._judged_fidelity(), self.config.constraints)
             if best is not None:
                 value = best.outcomes[objective.name]
                 if (value >= target.value) if objective.direction == "maximize" else (value <= target.value):
@@ -531,14 +531,19 @@ class Campaign:
 
     async def _propose(self, n: int) -> list[Proposal]:
         offered: dict[float, float] = {}
+        free: dict[float, int] = {}
         for s in self.stations:
             if s.online:
                 offered[s.fidelity] = min(offered.get(s.fidelity, math.inf), s.cost)
+                free[s.fidelity] = free.get(s.fidelity, 0) + s.free
+        for _, accepting in self._queue.values():  # a queued proposal will take one of those slots
+            if accepting and free.get(accepting[0].fidelity, 0) > 0:
+                free[accepting[0].fidelity] -= 1
         context = PlanContext(
             seed=self.config.seed,
             step=self.state.next_experiment_id - 1,
             constraints=tuple(self.config.constraints),
-            fidelities=tuple(FidelityOption(fidelity=f, cost=c) for f, c in sorted(offered.items())),
+            fidelities=tuple(FidelityOption(fidelity=f, cost=c, free=free[f]) for f, c in sorted(offered.items())),
             target_fidelity=self.config.target_fidelity,
             failed=tuple(self._failed),
         )
@@ -691,9 +696,15 @@ class Campaign:
             return
         self._append([NewEvent(campaign=self.config.name, kind="recommended", at=self.clock.now(), payload=payload)])
 
+    def _judged_fidelity(self) -> float | None:
+        """Results count towards "best" and the target stop rule only at the
+        target fidelity when several fidelities are served (a cheap model's
+        optimum is not the campaign's)."""
+        return self.config.target_fidelity if len({s.fidelity for s in self.stations}) > 1 else None
+
     def _best_note(self) -> str:
         objective = self.config.objectives[0]
-        best = self.state.best(objective.name, objective.direction, constraints=self.config.constraints)
+        best = self.state.best(objective.name, objective.direction, self._judged_fidelity(), self.config.constraints)
         if best is None:
             return ""
         return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"

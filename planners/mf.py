@@ -1,0 +1,438 @@
+"""Multi-fidelity Bayesian optimization: one GP over every fidelity, a cost-aware
+acquisition that chooses both the point and the fidelity.
+
+Built from the same parts as :class:`~planners.bo.BOPlanner`:
+
+- **Model.** :class:`~planners.surrogate.SurrogateFitter` with
+  ``multi_fidelity=True``: one ``SingleTaskMultiFidelityGP`` on all
+  observations, whatever their fidelity, with the fidelity as a last input
+  column (``n x (d + 1)``, a ``data_fidelities`` column). The same refit policy
+  (full / warm / conditioned / cached) and the same robustness: a failed fit is
+  retried from default hyperparameters, then with a raised noise floor (many
+  near-duplicate cheap points); if all fail, the batch is Sobol at the target
+  fidelity with strategy ``"fallback_sobol"``, never an exception.
+- **Cost model.** The cost of each offered fidelity (``context.fidelities``),
+  exact at each level (:func:`~planners.acquisition.fidelity_cost_model`).
+- **Acquisition** (:func:`~planners.acquisition.build_mf_acquisition`):
+  ``mfmes`` (default, multi-fidelity max-value entropy), ``gibbon`` or ``mfkg``
+  (multi-fidelity knowledge gradient, one-shot; all-float spaces without a
+  pool only, otherwise ``mfmes`` is used). Values are information about the
+  target-fidelity optimum per unit cost.
+- **Choosing the fidelity.** With at most ``max_discrete_fidelities`` levels on
+  offer, the acquisition is maximized over the design with the fidelity held
+  at each level in turn (:func:`~planners.optimize.maximize` with
+  ``fidelity=``), and the level with the best value per unit cost wins. With
+  more levels, the fidelity is one more continuous column between the lowest
+  and highest offered, and the result is snapped to the nearest offered level.
+  Only offered fidelities are ever proposed.
+- **Batches and pending experiments.** Sequential greedy: each batch element
+  is chosen as above on the model conditioned on the pending experiments (at
+  their own fidelities), the failed ones and the earlier batch elements, each
+  believed at its posterior mean ("kriging believer"). The posterior variance,
+  which drives the information gain, is exact after such conditioning, and it
+  costs one model update, where botorch's fantasy models (``X_pending``) make
+  every acquisition call ``num_fantasies`` times as expensive (measured in a
+  campaign with four cheap instruments busy: 5-20 s per proposal, against
+  about 1 s). A point within ``1e-3`` (unit cube, every design coordinate) of
+  one of those is replaced by the best of a Sobol candidate set that keeps
+  away from them.
+- **Never stuck at the cheapest fidelity** (Ax #475). Information per unit
+  cost moves up by itself once the cheap fidelity has little left to say about
+  the target optimum. In addition, a rule guarantees target evaluations:
+  whenever the cost spent or committed at the target fidelity (completed and
+  pending experiments, priced by the cost model) is below ``min_target_share``
+  of the cost spent at all fidelities, and no target experiment is pending
+  (nor earlier in the batch), the next proposal is made at the target (the
+  acquisition still chooses the point); the reason says
+  ``"target_share_rule": true``. The pending condition keeps one target
+  experiment going without flooding the target instruments: cheap instruments
+  usually spend cost faster than the target ones can, so a share alone would
+  force every proposal to a target instrument that has no free slot.
+- **Initial design.** The first ``n_init`` proposals (ledger position
+  ``context.step``; default ``max(4, 2 d)``), and any call with fewer than two
+  usable observations, follow the scrambled Sobol sequence of ``(seed,
+  step)``; proposal ``k`` goes to the target fidelity when ``k %
+  init_target_every == init_target_every - 1`` and otherwise cycles through the
+  cheaper offered levels, cheapest first (``0.5, 0.75, 0.5, 1, 0.75, ...``).
+- **Recommendation.** :meth:`MFPlanner.recommend` maximizes the posterior mean
+  at the target fidelity over the design space (``recommend_over="space"``;
+  the optimizer's result is compared with the observed designs projected to the
+  target, and the better one is kept) or over the observed designs only
+  (``"observed"``, for pool campaigns).
+- **Reasons.** As :class:`~planners.bo.BOPlanner`'s (``strategy: "mf"``),
+  plus ``fidelity`` and ``cost`` of the proposal, ``acquisition_value`` (the
+  acquisition's value, e.g. information gain), ``cost_aware_value`` (that per
+  unit cost, what the fidelities were compared on), ``candidates_by_fidelity``
+  (the best cost-aware value found at each fidelity tried) and
+  ``target_share_rule``; ``predicted`` is the posterior at the proposed point
+  and fidelity.
+- **Outside multi-fidelity** (one fidelity on offer, several objectives, or
+  outcome constraints): the planner delegates to a :class:`~planners.bo.BOPlanner`
+  with the same optimizer options, which models the target fidelity only.
+
+Example (config)::
+
+    planner:
+      kind: mf
+      options: {acquisition: mfmes, num_restarts: 4, raw_samples: 128}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from botorch.acquisition import AcquisitionFunction, PosteriorMean
+from botorch.models.model import Model
+from botorch.utils.sampling import manual_seed
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planners.acquisition import build_mf_acquisition, fidelity_cost_model
+from planners.baselines import SobolPlanner, offered_fidelity
+from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number
+from planners.encoding import Encoding
+from planners.optimize import maximize, maximize_by_level, too_close
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal, Recommendation
+from planners.space import Objective, SearchSpace
+from planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
+
+_GUARD_CANDIDATES = 512
+
+
+class MFOptions(BaseModel):
+    """``planner.options`` of ``kind: mf``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    acquisition: Literal["mfmes", "gibbon", "mfkg"] = "mfmes"
+    n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(4, 2 d)")
+    init_target_every: int = Field(4, ge=1, description="every this many initial points, one is at the target fidelity")
+    min_target_share: float = Field(0.25, ge=0, lt=1, description="least share of the cost spent at the target fidelity")
+    num_restarts: int = Field(4, ge=1, description="optimizer restarts, per fidelity")
+    raw_samples: int = Field(128, ge=1, description="random points scored to choose the restarts, per fidelity")
+    maxiter: int = Field(50, ge=1, description="L-BFGS-B iterations per restart")
+    candidate_set_size: int = Field(1000, ge=1, description="Sobol points on which mfmes and gibbon sample the target maximum")
+    num_fantasies: int = Field(16, ge=1, description="fantasy models: pending points (mfmes, gibbon) or lookahead (mfkg)")
+    max_discrete_fidelities: int = Field(5, ge=1, description="more offered levels than this: a continuous fidelity column")
+    recommend_over: Literal["space", "observed"] = "space"
+    refit_growth: float = Field(0.1, ge=0, description="refit hyperparameters when the data grew by this fraction")
+    warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
+    fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(1, ge=1, description="torch intra-op threads while proposing; see surrogate.numerics")
+
+
+_SHARED_WITH_BO = ("n_init", "num_restarts", "raw_samples", "maxiter", "refit_growth", "warm_maxiter", "fit_max_points", "device", "torch_threads")
+
+
+class MFPlanner:
+    """Cost-aware multi-fidelity BO (see module docs); options: :class:`MFOptions`."""
+
+    kind = "mf"
+    blocking = True
+    multi_fidelity = True
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            self.options = MFOptions(**options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"mf planner option {where!r}: {first['msg']}") from None
+        o = self.options
+        self.device = resolve_device(o.device)
+        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points, multi_fidelity=True)
+        self._bo = BOPlanner(**{k: getattr(o, k) for k in _SHARED_WITH_BO})
+
+    def propose(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        *,
+        context: PlanContext,
+    ) -> list[Proposal]:
+        if len(context.fidelities) < 2 or len(objectives) != 1 or context.constraints:
+            return self._bo.propose(space, objectives, observations, pending, n, context=context)
+        encoding = Encoding(space, device=self.device)
+        objective = objectives[0]
+        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
+        n_init = self.options.n_init or max(4, 2 * space.dim)
+        if context.step < n_init or data.n < 2:
+            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
+        try:
+            with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                surrogate = self._fitter.fit(encoding, [objective.name], data)
+                return self._mf(surrogate, objective, observations, pending, n, context)
+        except _NUMERIC_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
+
+    def recommend(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> Recommendation | None:
+        """The design with the best posterior mean at ``context.target_fidelity``
+        (see module docs), from a model of every fidelity. ``None`` before there
+        is a model; several objectives, constraints, or only target-fidelity
+        data: :meth:`BOPlanner.recommend`.
+        """
+        if len(objectives) != 1 or context.constraints or all(o.fidelity == context.target_fidelity for o in observations):
+            return self._bo.recommend(space, objectives, observations, context=context)
+        encoding = Encoding(space, device=self.device)
+        objective = objectives[0]
+        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
+        if data.n < 2:
+            return None
+        target = context.target_fidelity
+        o = self.options
+        try:
+            with numerics(o.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                surrogate = self._fitter.fit(encoding, [objective.name], data)
+                x, _ = _best_at_target(surrogate, objective, target, o.recommend_over == "space", o.num_restarts, o.raw_samples)
+                mean, std = surrogate.stats(x[None])
+        except _NUMERIC_ERRORS:
+            return None
+        return Recommendation(
+            params=encoding.decode(x[None, : encoding.dim])[0],
+            fidelity=target,
+            predicted={objective.name: {"mean": float(mean[0, 0]), "std": float(std[0, 0])}},
+            basis="best_predicted",
+        )
+
+    def _mf(
+        self,
+        surrogate: Surrogate,
+        objective: Objective,
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        context: PlanContext,
+    ) -> list[Proposal]:
+        o, enc = self.options, surrogate.encoding
+        started = time.perf_counter()
+        seed = _mix(context.seed, context.step)
+        levels = sorted(context.fidelities, key=lambda f: f.fidelity)
+        top = offered_fidelity(context)
+        target = context.target_fidelity
+        cost_of = _pricer(levels)
+        pool = enc.encode(list(context.candidates)) if context.candidates is not None else None
+        X_avoid = torch.cat([_augment(enc, [p.params for p in ps], [p.fidelity for p in ps]) for ps in (pending, context.failed)])
+        busy_top = any(p.fidelity == top for p in pending)
+        spent = {"all": 0.0, "top": 0.0}
+        for f in [*(ob.fidelity for ob in observations), *(p.fidelity for p in pending)]:
+            spent["all"] += cost_of(f)
+            spent["top"] += cost_of(f) if f == top else 0.0
+        chosen: list[tuple[torch.Tensor, float, dict[str, Any]]] = []
+        model = _believe(surrogate.model, X_avoid)
+        free = {f.fidelity: (n if f.free is None else f.free) for f in levels}  # slots free now, per fidelity
+        for i in range(n):
+            open_levels = [f for f, k in free.items() if k > 0]
+            if not open_levels:
+                break  # every instrument that could run more is busy: propose fewer
+            forced = spent["top"] < o.min_target_share * spent["all"] and not busy_top and free.get(top, 0) > 0
+            acqf = self._acquisition(surrogate, model, objective, levels, target, pool, seed + i)
+            x, value, by_level = self._choose(acqf, enc, [top] if forced else open_levels, X_avoid, pool, seed + i)
+            fidelity = float(x[-1])
+            free[fidelity] = free.get(fidelity, 1) - 1
+            X_avoid = torch.cat([X_avoid, x[None]])
+            model = _believe(model, x[None])
+            spent["all"] += cost_of(fidelity)
+            spent["top"] += cost_of(fidelity) if fidelity == top else 0.0
+            busy_top = busy_top or fidelity == top
+            chosen.append((x, value, {"target_share_rule": forced, "candidates_by_fidelity": by_level}))
+        acq_seconds = time.perf_counter() - started
+        if not chosen:
+            return []
+        X = torch.stack([x for x, _, _ in chosen])
+        mean, std = surrogate.stats(X)
+        proposals = []
+        for i, (point, (x, value, extra)) in enumerate(zip(enc.decode(X[:, : enc.dim]), chosen)):
+            fidelity, cost = float(x[-1]), cost_of(float(x[-1]))
+            reason = {
+                "strategy": "mf",
+                "acquisition": self._kind(enc, pool),
+                "acquisition_value": _finite(value * cost),
+                "cost_aware_value": _finite(value),
+                "fidelity": fidelity,
+                "cost": cost,
+                "predicted": {objective.name: {"mean": _number(mean[i, 0]), "std": _number(std[i, 0])}},
+                "fit_seconds": surrogate.fit_seconds,
+                "acquisition_seconds": acq_seconds,
+                "n_observations": surrogate.data.n,
+                "device": str(enc.device),
+                "refit": surrogate.refit,
+                **extra,
+            }
+            proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
+        return proposals
+
+    def _acquisition(
+        self,
+        surrogate: Surrogate,
+        model: Model,
+        objective: Objective,
+        levels: Sequence[FidelityOption],
+        target: float,
+        pool: torch.Tensor | None,
+        seed: int,
+    ) -> AcquisitionFunction:
+        """The acquisition on ``model`` (the surrogate's, conditioned on pending points)."""
+        o, enc = self.options, surrogate.encoding
+        kind = self._kind(enc, pool)
+        candidate_set = pool if pool is not None else _sobol_candidates(enc, o.candidate_set_size, seed)
+        current = None
+        if kind == "mfkg":
+            _, current = _best_at_target(surrogate, objective, target, pool is None, o.num_restarts, o.raw_samples)
+        return build_mf_acquisition(
+            model, enc.dim, objective, kind, fidelities=[f.fidelity for f in levels], costs=[f.cost for f in levels], target=target,
+            candidate_set=candidate_set, num_fantasies=o.num_fantasies, current_value=current,
+        )
+
+    def _kind(self, enc: Encoding, pool: torch.Tensor | None) -> Literal["mfmes", "gibbon", "mfkg"]:
+        """The acquisition used: ``mfkg`` needs an all-float space and no pool, else ``mfmes``."""
+        if self.options.acquisition == "mfkg" and not (enc.continuous and pool is None):
+            return "mfmes"
+        return self.options.acquisition
+
+    def _choose(
+        self, acqf: AcquisitionFunction, enc: Encoding, levels: list[float], X_avoid: torch.Tensor, pool: torch.Tensor | None, seed: int
+    ) -> tuple[torch.Tensor, float, dict[str, float | None]]:
+        """The best point (``d + 1``, fidelity last) over ``levels``, its value per
+        unit cost, and the best value found at each level tried."""
+        o = self.options
+        settings = {"num_restarts": o.num_restarts, "raw_samples": o.raw_samples, "maxiter": o.maxiter}
+        found: dict[float, tuple[torch.Tensor, float]] = {}
+        if len(levels) > o.max_discrete_fidelities and pool is None:
+            X, _ = maximize(acqf, enc, 1, fidelity=(levels[0], levels[-1]), **settings)
+            nearest = min(levels, key=lambda f: abs(f - float(X[0, -1])))
+            x = torch.cat([X[0, :-1], X.new_tensor([nearest])])
+            found[nearest] = self._keep_apart(acqf, enc, x, _value(acqf, x), X_avoid, seed)
+        else:
+            X, values = maximize_by_level(acqf, enc, levels, candidates=pool, **settings)
+            for x, v in zip(X, values):
+                found[float(x[-1])] = self._keep_apart(acqf, enc, x, float(v), X_avoid, seed)
+        best = max(found, key=lambda f: found[f][1])
+        return found[best][0], found[best][1], {f"{f:g}": _finite(v) for f, (_, v) in found.items()}
+
+    def _keep_apart(
+        self, acqf: AcquisitionFunction, enc: Encoding, x: torch.Tensor, value: float, X_avoid: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, float]:
+        """``x`` and its value, or, when ``x`` is within ``1e-3`` of a row of
+        ``X_avoid``, the best Sobol candidate at its fidelity that keeps away."""
+        if not bool(too_close(enc, x[None], X_avoid)[0]):
+            return x, value
+        choices = _sobol_candidates(enc, _GUARD_CANDIDATES, seed + 1)
+        choices = choices[~too_close(enc, choices, X_avoid)]
+        if not len(choices):
+            return x, value
+        X, values = maximize(acqf, enc, 1, candidates=choices, fidelity=float(x[-1]))
+        return X[0], float(values[0])
+
+    def _sobol(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        context: PlanContext,
+        strategy: str,
+        n_observations: int,
+        *,
+        error: str | None = None,
+    ) -> list[Proposal]:
+        """Sobol points: spread over the offered fidelities for ``"sobol_init"``
+        (see module docs), at the target fidelity for ``"fallback_sobol"``."""
+        base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
+        top = offered_fidelity(context)
+        cheaper = sorted(f.fidelity for f in context.fidelities if f.fidelity != top)
+        every = self.options.init_target_every
+        proposals = []
+        for i, p in enumerate(base):
+            k = context.step + i
+            fidelity = top
+            if strategy == "sobol_init" and cheaper and k % every != every - 1:
+                fidelity = cheaper[(k - k // every) % len(cheaper)]
+            reason = {
+                **p.reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {},
+                "fit_seconds": 0.0, "n_observations": n_observations, "device": str(self.device), "refit": None,
+                "fidelity": fidelity, **({"error": error} if error else {}),
+            }
+            proposals.append(p.model_copy(update={"fidelity": fidelity, "reason": reason}))
+        return proposals
+
+
+def _best_at_target(
+    surrogate: Surrogate, objective: Objective, target: float, search: bool, num_restarts: int, raw_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The design (``d + 1``, fidelity = ``target``) with the best posterior mean
+    at the target fidelity, and that mean, maximize-oriented (negated for
+    ``minimize``). Among the observed designs, and over the design space when
+    ``search``."""
+    enc = surrogate.encoding
+    acqf = PosteriorMean(surrogate.model, maximize=objective.direction == "maximize")
+    observed = surrogate.data.X.clone()
+    observed[:, -1] = target
+    with torch.no_grad():
+        values = acqf(observed[:, None, :])
+    best = int(values.argmax())
+    x, value = observed[best], values[best]
+    if search:
+        X, found = maximize(acqf, enc, 1, fidelity=target, num_restarts=num_restarts, raw_samples=raw_samples)
+        if float(found[0]) > float(value):
+            x, value = X[0], found[0]
+    return x, value.detach()
+
+
+def _believe(model: Model, X: torch.Tensor) -> Model:
+    """``model`` conditioned on rows ``X`` (``k x (d + 1)``) observed at its posterior mean."""
+    if not len(X):
+        return model
+    with torch.no_grad():
+        mean = model.posterior(X).mean
+    return model.condition_on_observations(X, mean)
+
+
+def _pricer(levels: Sequence[FidelityOption]) -> Callable[[float], float]:
+    """``fidelity -> cost`` of one experiment, by :func:`fidelity_cost_model`."""
+    model = fidelity_cost_model([f.fidelity for f in levels], [f.cost for f in levels])
+    exact = {f.fidelity: f.cost for f in levels}
+
+    def cost(fidelity: float) -> float:
+        if fidelity in exact:
+            return exact[fidelity]
+        return float(model(torch.tensor([[fidelity]], dtype=torch.float64)).reshape(()))
+
+    return cost
+
+
+def _augment(enc: Encoding, points: Sequence[dict[str, Any]], fidelities: Sequence[float]) -> torch.Tensor:
+    """Points and their fidelities -> ``n x (d + 1)`` rows, the fidelity last."""
+    return torch.cat([enc.encode(points), torch.tensor(fidelities, dtype=enc.dtype, device=enc.device).reshape(-1, 1)], dim=1)
+
+
+def _finite(value: float) -> float | None:
+    """A JSON-safe float (``None`` for NaN or infinity)."""
+    return value if math.isfinite(value) else None
+
+
+def _value(acqf: AcquisitionFunction, x: torch.Tensor) -> float:
+    """The acquisition value of one row ``x`` (``d + 1``)."""
+    with torch.no_grad():
+        return float(acqf(x[None, None, :]).reshape(()))
+
+
+def _sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:
+    """``n x d`` valid encoded points from a scrambled Sobol sequence."""
+    U = torch.quasirandom.SobolEngine(enc.dim, scramble=True, seed=seed).draw(n, dtype=enc.dtype)
+    return enc.from_unit(U)
