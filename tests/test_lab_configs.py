@@ -35,6 +35,10 @@ def test_shipped_config_runs_to_its_budget(path: Path, tmp_path: Path) -> None:
     assert status["counts"]["dispatched"] == 0 and status["counts"]["proposed"] == 0
     if len(spec["objectives"]) > 1:
         assert status["pareto"], "a multi-objective campaign reports its Pareto set"
+    served = {i.get("fidelity", i.get("options", {}).get("fidelity", 1.0)) for i in spec["instruments"]}
+    if len(served) > 1:  # multi-fidelity: the budget is spent at several fidelities, the recommendation is at the target
+        assert len(status["cost_by_fidelity"]) > 1 and sum(status["cost_by_fidelity"].values()) == pytest.approx(status["cost_spent"])
+        assert status["recommendation"]["fidelity"] == spec.get("target_fidelity", 1.0)
     if spec.get("constraints"):
         assert status["best"][0]["value"] is not None, "a feasible point was found"
     if spec.get("planner", {}).get("kind") == "bo":  # the reasons of a BO campaign's proposals are in the ledger

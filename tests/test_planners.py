@@ -116,7 +116,7 @@ def test_fidelity_defaults_to_the_target_when_offered() -> None:
 
 
 def test_registry_errors() -> None:
-    assert planner_kinds() == ["ax", "bo", "random", "sobol"]
+    assert planner_kinds() == ["ax", "bo", "mf", "random", "sobol"]
     with pytest.raises(KeyError, match="unknown planner kind 'gp'"):
         make_planner("gp", {})
     with pytest.raises(TypeError):
