@@ -178,7 +178,7 @@ class BOPlanner:
         info: dict[str, Any]
         if o.acquisition == "ts":
             objective, info = scalarized_objective(surrogate, objectives, context.constraints, seed)
-            choices = pool if pool is not None else self._sobol_candidates(enc, o.ts_candidates, seed)
+            choices = pool if pool is not None else sobol_candidates(enc, o.ts_candidates, seed)
             choices = choices[~too_close(enc, choices, X_avoid)]
             if not len(choices):
                 raise BotorchError("no Thompson-sampling candidate keeps away from the pending points")
@@ -226,19 +226,13 @@ class BOPlanner:
             others = torch.cat([X_avoid, torch.stack(rows[:i])]) if i else X_avoid
             if not too_close(enc, rows[i][None], others)[0]:
                 continue
-            choices = self._sobol_candidates(enc, _GUARD_CANDIDATES, seed + i + 1)
+            choices = sobol_candidates(enc, _GUARD_CANDIDATES, seed + i + 1)
             choices = choices[~too_close(enc, choices, others)]
             if free and len(choices):  # (a pool is never near-duplicate: the controller removes used points)
                 x, v = maximize(acqf, enc, 1, X_pending=others, candidates=choices)
                 rows[i], vals[i] = x[0], v[0]
                 replaced += 1
         return torch.stack(rows), torch.stack(vals), replaced
-
-    @staticmethod
-    def _sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:
-        """``n x d`` valid encoded points from a scrambled Sobol sequence."""
-        U = torch.quasirandom.SobolEngine(enc.dim, scramble=True, seed=seed).draw(n, dtype=enc.dtype)
-        return enc.from_unit(U)
 
     def _sobol(
         self,
@@ -254,12 +248,24 @@ class BOPlanner:
         error: str | None = None,
     ) -> list[Proposal]:
         base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
-        extra = {"error": error} if error else {}
-        common = {
-            "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
-            "n_observations": n_observations, "device": str(self.device), "refit": None, **extra,
-        }
-        return [p.model_copy(update={"reason": {**p.reason, **common}}) for p in base]
+        return [p.model_copy(update={"reason": model_free_reason(p.reason, strategy, n_observations, self.device, error)}) for p in base]
+
+
+def model_free_reason(
+    reason: dict[str, Any], strategy: str, n_observations: int, device: torch.device, error: str | None = None
+) -> dict[str, Any]:
+    """A Sobol proposal's reason with every model key present (and empty), so
+    that all of a planner's reasons have the same fields."""
+    return {
+        **reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
+        "n_observations": n_observations, "device": str(device), "refit": None, **({"error": error} if error else {}),
+    }
+
+
+def sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:
+    """``n x d`` valid encoded points from a scrambled Sobol sequence."""
+    U = torch.quasirandom.SobolEngine(enc.dim, scramble=True, seed=seed).draw(n, dtype=enc.dtype)
+    return enc.from_unit(U)
 
 
 def _mix(seed: int, step: int) -> int:
@@ -267,7 +273,7 @@ def _mix(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**31 - 1)
 
 
-def _number(x: torch.Tensor) -> float | None:
+def _number(x: torch.Tensor | float) -> float | None:
     """A JSON-safe float (``None`` for NaN or infinity)."""
     value = float(x)
     return value if math.isfinite(value) else None

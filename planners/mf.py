@@ -79,7 +79,6 @@ Example (config)::
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -92,7 +91,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planners.acquisition import build_mf_acquisition, fidelity_cost_model
 from planners.baselines import SobolPlanner, offered_fidelity
-from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number
+from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
 from planners.encoding import Encoding
 from planners.optimize import maximize, maximize_by_level, too_close
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal, Recommendation
@@ -261,8 +260,8 @@ class MFPlanner:
             reason = {
                 "strategy": "mf",
                 "acquisition": self._kind(enc, pool),
-                "acquisition_value": _finite(value * cost),
-                "cost_aware_value": _finite(value),
+                "acquisition_value": _number(value * cost),
+                "cost_aware_value": _number(value),
                 "fidelity": fidelity,
                 "cost": cost,
                 "predicted": {objective.name: {"mean": _number(mean[i, 0]), "std": _number(std[i, 0])}},
@@ -289,7 +288,7 @@ class MFPlanner:
         """The acquisition on ``model`` (the surrogate's, conditioned on pending points)."""
         o, enc = self.options, surrogate.encoding
         kind = self._kind(enc, pool)
-        candidate_set = pool if pool is not None else _sobol_candidates(enc, o.candidate_set_size, seed)
+        candidate_set = pool if pool is not None else sobol_candidates(enc, o.candidate_set_size, seed)
         current = None
         if kind == "mfkg":
             _, current = _best_at_target(surrogate, objective, target, pool is None, o.num_restarts, o.raw_samples)
@@ -322,7 +321,7 @@ class MFPlanner:
             for x, v in zip(X, values):
                 found[float(x[-1])] = self._keep_apart(acqf, enc, x, float(v), X_avoid, seed)
         best = max(found, key=lambda f: found[f][1])
-        return found[best][0], found[best][1], {f"{f:g}": _finite(v) for f, (_, v) in found.items()}
+        return found[best][0], found[best][1], {f"{f:g}": _number(v) for f, (_, v) in found.items()}
 
     def _keep_apart(
         self, acqf: AcquisitionFunction, enc: Encoding, x: torch.Tensor, value: float, X_avoid: torch.Tensor, seed: int
@@ -331,7 +330,7 @@ class MFPlanner:
         ``X_avoid``, the best Sobol candidate at its fidelity that keeps away."""
         if not bool(too_close(enc, x[None], X_avoid)[0]):
             return x, value
-        choices = _sobol_candidates(enc, _GUARD_CANDIDATES, seed + 1)
+        choices = sobol_candidates(enc, _GUARD_CANDIDATES, seed + 1)
         choices = choices[~too_close(enc, choices, X_avoid)]
         if not len(choices):
             return x, value
@@ -363,11 +362,7 @@ class MFPlanner:
             fidelity = top
             if strategy == "sobol_init" and cheaper and k % every != every - 1:
                 fidelity = cheaper[(k - k // every) % len(cheaper)]
-            reason = {
-                **p.reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {},
-                "fit_seconds": 0.0, "n_observations": n_observations, "device": str(self.device), "refit": None,
-                "fidelity": fidelity, **({"error": error} if error else {}),
-            }
+            reason = {**model_free_reason(p.reason, strategy, n_observations, self.device, error), "fidelity": fidelity}
             proposals.append(p.model_copy(update={"fidelity": fidelity, "reason": reason}))
         return proposals
 
@@ -421,18 +416,7 @@ def _augment(enc: Encoding, points: Sequence[dict[str, Any]], fidelities: Sequen
     return torch.cat([enc.encode(points), torch.tensor(fidelities, dtype=enc.dtype, device=enc.device).reshape(-1, 1)], dim=1)
 
 
-def _finite(value: float) -> float | None:
-    """A JSON-safe float (``None`` for NaN or infinity)."""
-    return value if math.isfinite(value) else None
-
-
 def _value(acqf: AcquisitionFunction, x: torch.Tensor) -> float:
     """The acquisition value of one row ``x`` (``d + 1``)."""
     with torch.no_grad():
         return float(acqf(x[None, None, :]).reshape(()))
-
-
-def _sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:
-    """``n x d`` valid encoded points from a scrambled Sobol sequence."""
-    U = torch.quasirandom.SobolEngine(enc.dim, scramble=True, seed=seed).draw(n, dtype=enc.dtype)
-    return enc.from_unit(U)
