@@ -16,7 +16,19 @@ the ledger alone (:func:`summarize`):
 * ``makespan_seconds``: simulated seconds from start to the last event;
 * pools only: ``top5_trace`` (fraction of the top-5 % rows found after each
   evaluation) and ``evaluations_to_80pct_top5`` (first evaluation at which it
-  reaches 0.8; ``None`` if never).
+  reaches 0.8; ``None`` if never);
+* ``fidelity_trace``: the fidelity of each evaluation; ``cost_trace``: the
+  cumulative cost of the evaluations so far (completion order; a
+  single-fidelity problem costs 1 per evaluation);
+* one objective only: ``recommendation_trace``, the true (noise-free)
+  target-fidelity value of the campaign's current recommendation (its latest
+  ``recommended`` event) after each evaluation, ``None`` before the first;
+  a recommended point that was measured at the target takes its measured
+  value, any other is evaluated on the problem's fidelity-1 instrument.
+
+In multi-fidelity problems (:attr:`Problem.levels`) ``trace`` and ``best``
+count target-fidelity results only; ``--cost-budget`` stops each campaign once
+that many cost units are spent (``stop.max_cost``).
 
 :class:`BenchResult` aggregates the seeds: medians, and for pools
 ``evaluations_to_80pct_top5`` of the seed-averaged ``top5_trace`` (the
@@ -33,6 +45,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import math
 import statistics
 import tempfile
@@ -48,6 +62,9 @@ from controller.fleet import Station
 from controller.ledger import Event, Ledger
 from controller.projection import CampaignState
 from simulators.problems import Problem
+
+TARGET_FIDELITY = 1.0
+"""Benchmark problems' target fidelity."""
 
 TOP_FOUND = 0.8
 """The fraction of the top-5 % set the acceleration factor asks for."""
@@ -78,6 +95,11 @@ class RunRecord(_Record):
     stop_reason: str
     evaluations_to_80pct_top5: int | None = None
     top5_trace: list[float] | None = None
+    fidelity_trace: list[float] = []
+    cost_trace: list[float] = []
+    recommendation_trace: list[float | None] | None = None
+    recommendation_regret: float | None = None
+    """Regret of the last recommendation (``None``: no optimum, or none yet)."""
 
 
 class BenchResult(_Record):
@@ -85,7 +107,8 @@ class BenchResult(_Record):
 
     problem: str
     planner: str
-    budget: int
+    budget: int | None
+    """Experiments per campaign (``None``: only a cost budget)."""
     seeds: int
     direction: Literal["maximize", "minimize"]
     optimum: float | None
@@ -97,20 +120,35 @@ class BenchResult(_Record):
     batch: int
     median_makespan_seconds: float
     evaluations_to_80pct_top5: int | None = None
+    cost_budget: float | None = None
+    median_cost: float = 0.0
+    """Median total cost spent per campaign."""
+    median_recommendation_regret: float | None = None
 
 
-def bench_config(problem: Problem, planner: str, budget: int, seed: int, batch: int, ledger_url: str,
-                 options: Mapping[str, Any] | None = None) -> LabConfig:
-    """The lab config of one benchmark campaign (``options``: the planner's)."""
+def bench_config(problem: Problem, planner: str, budget: int | None, seed: int, batch: int, ledger_url: str,
+                 options: Mapping[str, Any] | None = None, cost_budget: float | None = None) -> LabConfig:
+    """The lab config of one benchmark campaign (``options``: the planner's).
+
+    A multi-fidelity problem gets one instrument per level (named
+    ``fidelity_0.5`` etc.), each with ``batch`` slots.
+    """
+    if problem.levels is None:
+        instruments = [{"name": "sim", "driver": problem.driver, "options": problem.options, "capacity": batch}]
+    else:
+        instruments = [{"name": f"fidelity_{level.fidelity:g}", "driver": level.driver, "options": level.options,
+                        "fidelity": level.fidelity, "cost": level.cost, "capacity": batch} for level in problem.levels]
+    stop: dict[str, Any] = {"max_experiments": budget, "max_cost": cost_budget}
     return parse_config({
         "name": f"bench-{planner}-seed{seed}",
         "seed": seed,
         "parameters": [p.model_dump() for p in problem.parameters],
         "objectives": [o.model_dump() for o in problem.objectives],
         "constraints": [c.model_dump() for c in problem.constraints],
-        "instruments": [{"name": "sim", "driver": problem.driver, "options": problem.options, "capacity": batch}],
+        "instruments": instruments,
+        "target_fidelity": 1.0,
         "planner": {"kind": planner, "options": dict(options or {})},
-        "stop": {"max_experiments": budget},
+        "stop": {k: v for k, v in stop.items() if v is not None},
         "clock": "simulated",
         "ledger": ledger_url,
     })
@@ -126,17 +164,20 @@ class _Progress:
         self.callback(self.seed, state.counts()["completed"])
 
 
-def run_seed(problem: Problem, planner: str, budget: int, seed: int, batch: int = 1,
-             progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None) -> RunRecord:
+def run_seed(problem: Problem, planner: str, budget: int | None, seed: int, batch: int = 1,
+             progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None,
+             cost_budget: float | None = None) -> RunRecord:
     """Run one campaign on a temporary ledger and summarise it.
 
     Raises:
-        BenchError: the campaign stopped for another reason than its budget
-            or an exhausted pool (e.g. the planner failed).
+        BenchError: no budget at all, or the campaign stopped for another
+            reason than its budget or an exhausted pool (e.g. the planner failed).
     """
+    if budget is None and cost_budget is None:
+        raise BenchError("give a budget in experiments, in cost units, or both")
     with tempfile.TemporaryDirectory(prefix="selflab-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
-        config = bench_config(problem, planner, budget, seed, batch, url, options)
+        config = bench_config(problem, planner, budget, seed, batch, url, options, cost_budget)
         ledger = Ledger(url)
         try:
             display = _Progress(seed, progress) if progress else None
@@ -144,19 +185,21 @@ def run_seed(problem: Problem, planner: str, budget: int, seed: int, batch: int 
             events = ledger.events(config.name)
         finally:
             ledger.close()
-    if stop.reason not in ("max_experiments", "planner_exhausted"):
+    if stop.reason not in ("max_experiments", "max_cost", "planner_exhausted"):
         raise BenchError(f"{planner} on {problem.name}, seed {seed}: campaign stopped: {stop.reason}: {stop.detail}")
     return summarize(problem, seed, events)
 
 
-def run_bench(problem: Problem, planner: str, budget: int, seeds: int, batch: int = 1,
-              progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None) -> BenchResult:
+def run_bench(problem: Problem, planner: str, budget: int | None, seeds: int, batch: int = 1,
+              progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None,
+              cost_budget: float | None = None) -> BenchResult:
     """Seeds ``0 .. seeds-1`` of ``planner`` (with ``options``) on ``problem``, aggregated."""
-    runs = [run_seed(problem, planner, budget, seed, batch, progress, options) for seed in range(seeds)]
-    return aggregate(problem, planner, budget, batch, runs)
+    runs = [run_seed(problem, planner, budget, seed, batch, progress, options, cost_budget) for seed in range(seeds)]
+    return aggregate(problem, planner, budget, batch, runs, cost_budget)
 
 
-def aggregate(problem: Problem, planner: str, budget: int, batch: int, runs: Sequence[RunRecord]) -> BenchResult:
+def aggregate(problem: Problem, planner: str, budget: int | None, batch: int, runs: Sequence[RunRecord],
+              cost_budget: float | None = None) -> BenchResult:
     """Medians over runs and, for pools, the seed-averaged top-5 % curve."""
     seconds = [s for r in runs for s in r.proposal_seconds]
     curves = [r.top5_trace for r in runs if r.top5_trace is not None]
@@ -175,6 +218,9 @@ def aggregate(problem: Problem, planner: str, budget: int, batch: int, runs: Seq
         batch=batch,
         median_makespan_seconds=statistics.median(r.makespan_seconds for r in runs),
         evaluations_to_80pct_top5=_first_reaching(_mean_curve(curves), TOP_FOUND) if curves else None,
+        cost_budget=cost_budget,
+        median_cost=statistics.median(r.cost_trace[-1] if r.cost_trace else 0.0 for r in runs),
+        median_recommendation_regret=_median([r.recommendation_regret for r in runs]),
     )
 
 
@@ -183,31 +229,102 @@ def summarize(problem: Problem, seed: int, events: Sequence[Event]) -> RunRecord
     state = CampaignState.replay(events[0].campaign, list(events))
     done = [state.experiments[e.experiment_id] for e in events if e.kind == "completed" and e.experiment_id is not None]
     names = [o.name for o in problem.objectives]
-    feasible = [all(c.satisfied(x.outcomes) for c in problem.constraints) for x in done]
+    counted = [all(c.satisfied(x.outcomes) for c in problem.constraints) and x.fidelity == TARGET_FIDELITY for x in done]
     values: list[float | list[float]]
     if problem.metric == "hypervolume":
         points = [[x.outcomes[n] for n in names] for x in done]
         values = list(points)
-        trace: list[float | None] = list(hypervolume_trace(points, feasible, problem))
+        trace: list[float | None] = list(hypervolume_trace(points, counted, problem))
     else:
         values = [x.outcomes[names[0]] for x in done]
-        trace = best_so_far([v if ok else None for v, ok in zip(values, feasible)], problem.direction)  # type: ignore[misc]
+        trace = best_so_far([v if ok else None for v, ok in zip(values, counted)], problem.direction)  # type: ignore[misc]
     best = trace[-1] if trace else None
     proposed = sorted(state.experiments.values(), key=lambda x: x.experiment_id)
     curve = top_found_trace([x.params for x in done], problem.top) if problem.top is not None else None
+    recommended = recommendation_trace(problem, events, state) if len(names) == 1 else None
+    last_recommended = recommended[-1] if recommended else None
     return RunRecord(
         seed=seed,
         best=best,
         trace=trace,
         values=values,
         proposal_seconds=[float(x.reason["proposal_seconds"]) for x in proposed if "proposal_seconds" in x.reason],
-        regret=abs(best - problem.optimum) if best is not None and problem.optimum is not None else None,
+        regret=_regret(problem, best),
         makespan_seconds=(state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0,
         evaluations=len(done),
         stop_reason=state.stopped[0] if state.stopped else "",
         top5_trace=curve,
         evaluations_to_80pct_top5=_first_reaching(curve, TOP_FOUND) if curve is not None else None,
+        fidelity_trace=[x.fidelity for x in done],
+        cost_trace=list(itertools.accumulate(x.cost for x in done)),
+        recommendation_trace=recommended,
+        recommendation_regret=_regret(problem, last_recommended),
     )
+
+
+def _regret(problem: Problem, value: float | None) -> float | None:
+    return abs(value - problem.optimum) if value is not None and problem.optimum is not None else None
+
+
+def recommendation_trace(problem: Problem, events: Sequence[Event], state: CampaignState) -> list[float | None]:
+    """The true target-fidelity value of the current recommendation after each evaluation.
+
+    The recommendation after evaluation ``i`` is the latest ``recommended``
+    event before evaluation ``i + 1`` completed (the controller records it
+    right after a result). Measured target-fidelity points take their measured
+    value (benchmark instruments are noise-free); other points are evaluated
+    on the problem's fidelity-1 instrument.
+    """
+    objective = problem.objectives[0].name
+    measured = {_key(x.params): x.outcomes[objective] for x in state.experiments.values()
+                if x.status == "completed" and x.fidelity == TARGET_FIDELITY and objective in x.outcomes}
+    picks: list[dict[str, Any] | None] = []
+    current: dict[str, Any] | None = None
+    for event in events:
+        if event.kind == "recommended":
+            current = dict(event.payload["params"])
+            if picks:
+                picks[-1] = current
+        elif event.kind == "completed":
+            picks.append(current)
+    unmeasured = {_key(p): p for p in picks if p is not None and _key(p) not in measured}
+    truth = dict(zip(unmeasured, true_values(problem, list(unmeasured.values())))) if unmeasured else {}
+    return [None if p is None else measured.get(_key(p), truth.get(_key(p))) for p in picks]
+
+
+def true_values(problem: Problem, points: Sequence[dict[str, Any]]) -> list[float]:
+    """The first objective at ``points`` on the problem's (noise-free, fidelity-1) instrument."""
+    from instruments.registry import build_driver
+
+    async def evaluate() -> list[float]:
+        instrument = build_driver(problem.driver, problem.options)
+        await instrument.connect()
+        try:
+            return [float((await instrument.run(p))[problem.objectives[0].name]) for p in points]
+        finally:
+            await instrument.close()
+
+    return asyncio.run(evaluate())
+
+
+def cost_to_regret(runs: Sequence[RunRecord], optimum: float, threshold: float) -> float | None:
+    """The least cost at which the median recommendation regret over ``runs``
+    (``|value - optimum|``) is ``<= threshold``.
+
+    Each run's regret at cost ``c`` is that of its recommendation after the
+    last evaluation whose cumulative cost is ``<= c`` (infinite before its
+    first recommendation, and past its last evaluation it stays). Evaluated at
+    every run's cost steps; ``None`` when the median never gets there.
+    """
+    curves = [(r.cost_trace, [math.inf if v is None else abs(v - optimum) for v in r.recommendation_trace or []])
+              for r in runs if r.cost_trace and r.recommendation_trace]
+    if not curves:
+        return None
+    for c in sorted({c for costs, _ in curves for c in costs}):
+        at = [regrets[i - 1] if (i := bisect.bisect_right(costs, c + 1e-12)) else math.inf for costs, regrets in curves]
+        if statistics.median(at) <= threshold:
+            return c
+    return None
 
 
 def best_so_far(values: Sequence[float | None], direction: str) -> list[float | None]:

@@ -2,15 +2,18 @@
 
 Usage::
 
-    selflab bench --problem P --planner Q[,Q2...] --budget N --seeds S [--batch q]
+    selflab bench --problem P --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
                   [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
 
 Problems: see :mod:`simulators.problems` (``pool:PATH.csv`` with
-``--objective``). Planners: random, sobol, bo, ax. Each seed is a real
-campaign (:mod:`controller.bench`). Prints one summary line per planner;
-``--json`` writes the results (one object, or an array for several planners),
-``--plot`` the best-so-far medians with interquartile bands. A live progress
-bar shows on a terminal. Bad input: one line, exit 2.
+``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
+campaign (:mod:`controller.bench`). ``--budget`` caps experiments,
+``--cost-budget`` cost units (give either or both). Prints one summary line
+per planner; ``--json`` writes the results (one object, or an array for
+several planners). ``--plot`` draws the best-so-far medians with
+interquartile bands against evaluations, or, for a multi-fidelity problem,
+the recommendation regret against cumulative cost. A live progress bar shows
+on a terminal. Bad input: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from controller.bench import BenchError, BenchResult, run_bench
 
-BENCH_PLANNERS = ("random", "sobol", "bo", "ax")
+BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -37,12 +40,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text})")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add the ``bench`` subcommand."""
     p = subparsers.add_parser("bench", help="benchmark planners on a problem over seeds (simulated campaigns)")
-    p.add_argument("--problem", required=True, metavar="P", help="branin, hartmann6, reactor, gramacy, branin_currin, p3ht, perovskite, autoam or pool:PATH.csv")
+    p.add_argument("--problem", required=True, metavar="P", help="branin, hartmann6, reactor, gramacy, branin_currin, p3ht, perovskite, autoam, "
+                   "augmented_hartmann, augmented_branin, reactor_multifidelity or pool:PATH.csv")
     p.add_argument("--planner", required=True, metavar="Q", help=f"one of {', '.join(BENCH_PLANNERS)}, or several joined by commas")
-    p.add_argument("--budget", required=True, type=_positive, metavar="N", help="experiments per campaign")
+    p.add_argument("--budget", type=_positive, metavar="N", help="experiments per campaign")
+    p.add_argument("--cost-budget", type=_positive_float, metavar="C", help="cost units per campaign (multi-fidelity problems; with or instead of --budget)")
     p.add_argument("--seeds", required=True, type=_positive, metavar="S", help="campaigns per planner (seeds 0..S-1)")
     p.add_argument("--batch", type=_positive, default=1, metavar="q", help="experiments in flight at once (default 1)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -63,6 +78,8 @@ def handle(args: argparse.Namespace) -> int:
     from planners.registry import make_planner
     from simulators.problems import ProblemError, get_problem
 
+    if args.budget is None and args.cost_budget is None:
+        return _fail("give --budget N (experiments), --cost-budget C (cost units), or both")
     planners = [q.strip() for q in args.planner.split(",") if q.strip()]
     unknown = [q for q in planners if q not in BENCH_PLANNERS]
     if not planners or unknown:
@@ -79,9 +96,10 @@ def handle(args: argparse.Namespace) -> int:
     console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
     results: list[BenchResult] = []
     try:
-        with _ProgressBar(console, len(planners) * args.seeds * args.budget) as advance:
+        with _ProgressBar(console, len(planners) * args.seeds * args.budget if args.budget else None) as advance:
             for kind in planners:
-                result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind))
+                result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind),
+                                   cost_budget=args.cost_budget)
                 results.append(result)
                 print(_summary(result), flush=True)
     except BenchError as exc:
@@ -94,14 +112,22 @@ def handle(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {path}", file=sys.stderr)
     if args.plot:
-        from controller.plots import bench_figure
-
-        label = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
-        series = {r.planner: [run.trace for run in r.runs] for r in results}
-        path = bench_figure(series, args.plot, title=f"{problem.name}: median and IQR over {args.seeds} seeds",
-                            ylabel=label, optimum=problem.optimum)
-        print(f"wrote {path}", file=sys.stderr)
+        print(f"wrote {_plot(problem, results, args.plot)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _plot(problem: Any, results: list[BenchResult], path: str) -> Path:
+    """Best so far against evaluations; recommendation regret against cost for multi-fidelity problems."""
+    from controller.plots import bench_figure, cost_regret_figure
+
+    title = f"{problem.name}: median and IQR over {results[0].seeds} seeds"
+    if problem.multi_fidelity and problem.optimum is not None:
+        runs = {r.planner: [(run.cost_trace, [None if v is None else abs(v - problem.optimum) for v in run.recommendation_trace or []])
+                            for run in r.runs] for r in results}
+        return cost_regret_figure(runs, path, title=title, ylabel=f"regret of the recommended {problem.objectives[0].name} (fidelity 1)")
+    label = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
+    series = {r.planner: [run.trace for run in r.runs] for r in results}
+    return bench_figure(series, path, title=title, ylabel=label, optimum=problem.optimum)
 
 
 def _summary(r: BenchResult) -> str:
@@ -110,7 +136,11 @@ def _summary(r: BenchResult) -> str:
 
     text = (f"{r.problem} {r.planner}: median {'hypervolume' if r.metric == 'hypervolume' else 'best'} {num(r.median_best)}"
             f", regret {num(r.median_regret)}, proposal {num(r.median_proposal_seconds)} s"
-            f", makespan {r.median_makespan_seconds / 3600:.3g} h ({r.seeds} seeds, budget {r.budget}, batch {r.batch})")
+            f", makespan {r.median_makespan_seconds / 3600:.3g} h, cost {r.median_cost:.4g}"
+            f" ({r.seeds} seeds, budget {r.budget if r.budget is not None else '-'}"
+            f"{'' if r.cost_budget is None else f', cost budget {r.cost_budget:g}'}, batch {r.batch})")
+    if r.median_recommendation_regret is not None:
+        text += f", recommendation regret {num(r.median_recommendation_regret)}"
     if r.evaluations_to_80pct_top5 is not None:
         text += f", 80% of top-5% after {r.evaluations_to_80pct_top5} evaluations (seed-averaged)"
     return text
@@ -122,7 +152,7 @@ class _ProgressBar:
     Entering gives ``advance(planner) -> callback(seed, completed)``.
     """
 
-    def __init__(self, console: Any, total: int) -> None:
+    def __init__(self, console: Any, total: int | None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.enabled = console.is_terminal

@@ -159,6 +159,42 @@ def slices_figure(slices: Sequence[Slice], outcome: str, path: str | Path, *, ti
     return save(fig, path)
 
 
+def cost_regret_figure(series: Mapping[str, Sequence[tuple[Sequence[float], Trace]]], path: str | Path, *,
+                       title: str, ylabel: str, points: int = 200) -> Path:
+    """Regret against cumulative cost: per planner, the median (and IQR band)
+    over runs, each run given as ``(cost_trace, regret_trace)`` and held as a
+    step function (a run's regret at cost ``c`` is its value after the last
+    evaluation costing ``<= c``; infinitely bad before its first value, so
+    the median shows once more than half the runs have one). Log y-axis."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    top = max((costs[-1] for runs in series.values() for costs, _ in runs if len(costs)), default=1.0)
+    grid = np.linspace(0.0, top, points)
+    for label, runs in series.items():
+        curves = np.full((len(runs), len(grid)), np.inf)   # no recommendation yet: infinitely bad
+        for i, (costs, regrets) in enumerate(runs):
+            if not len(costs):
+                continue
+            steps = np.searchsorted(np.asarray(costs, dtype=float), grid + 1e-12, side="right") - 1
+            values = np.array([np.inf if r is None else max(float(r), 1e-12) for r in regrets])
+            curves[i] = np.where(steps >= 0, values[np.clip(steps, 0, None)], np.inf)
+        with np.errstate(invalid="ignore"):
+            median = np.median(curves, axis=0)
+            (line,) = ax.plot(grid, np.where(np.isfinite(median), median, np.nan), label=label, lw=1.8)
+            if len(runs) > 1:
+                low, high = np.percentile(curves, [25, 75], axis=0, method="lower"), np.percentile(curves, [25, 75], axis=0, method="higher")
+                band = np.isfinite(low[0]) & np.isfinite(high[1])
+                ax.fill_between(grid, np.where(band, low[0], np.nan), np.where(band, high[1], np.nan),
+                                color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("cumulative cost")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    return save(fig, path)
+
+
 def cost_figure(cost: Sequence[float], values: Sequence[float], fidelity: Sequence[float],
                 best: Trace, path: str | Path, *, ylabel: str, title: str) -> Path:
     """Each result at the cumulative cost spent when it came in, coloured by

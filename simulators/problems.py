@@ -20,6 +20,23 @@ name               what                                        reported metric
                    other column an input
 =================  ==========================================  =======================
 
+Multi-fidelity problems (:attr:`Problem.levels`: one instrument per fidelity,
+each at its own cost; the target fidelity is 1):
+
+==========================  ==========================================  ==========================
+name                        fidelities (cost units per experiment)      reported metric
+==========================  ==========================================  ==========================
+``augmented_hartmann``      botorch AugmentedHartmann, 6-D, minimize:   best ``y`` at fidelity 1
+                            0.5 (0.1), 0.75 (0.3), 1 (1)                (opt -3.32237)
+``augmented_branin``        botorch AugmentedBranin, 2-D, minimize:     best ``y`` at fidelity 1
+                            0.5 (0.1), 0.75 (0.3), 1 (1)                (opt 0.397887)
+``reactor_multifidelity``   the reactor: lumped CSTR model at 0.5       best yield at fidelity 1
+                            (0.05), plug-flow reactor at 1 (1)          (opt ~0.9155)
+==========================  ==========================================  ==========================
+
+A single-fidelity planner (``bo``, ``ax``, ``random``, ``sobol``) only uses
+the fidelity-1 instrument of such a problem; ``mf`` uses them all.
+
 The space, objectives and constraints are :mod:`planners.space` models, so a
 problem turns into a lab config directly (see :mod:`controller.bench`). Each
 simulated experiment takes :data:`DURATION_S` simulated seconds (the reactor
@@ -44,7 +61,7 @@ from pydantic import BaseModel, ConfigDict
 from planners.space import FloatParameter, Objective, OutcomeConstraint, Parameter, Point
 from simulators.simulated import Simulation, check_non_negative
 
-__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "Problem", "ProblemError", "get_problem", "problem_names"]
+__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "FidelityLevel", "Problem", "ProblemError", "get_problem", "problem_names"]
 
 DURATION_S = 60.0
 """Simulated seconds per experiment of the test-function and pool problems."""
@@ -72,6 +89,16 @@ class ProblemError(ValueError):
     """An unknown problem, or bad options for one; the message says which."""
 
 
+class FidelityLevel(BaseModel):
+    """One instrument of a multi-fidelity problem: the fidelity it serves and its cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fidelity: float
+    cost: float
+    driver: str
+    options: dict[str, Any] = {}
+
+
 class Problem(BaseModel):
     """One benchmark problem, as pure data.
 
@@ -94,6 +121,14 @@ class Problem(BaseModel):
     direction: Literal["maximize", "minimize"]
     top: list[Point] | None = None
     """Pools only: the rows of the top 5 % (see :meth:`PoolInstrument.top`)."""
+    levels: list[FidelityLevel] | None = None
+    """Multi-fidelity problems only: one instrument per fidelity (then
+    ``driver``/``options`` are the noise-free fidelity-1 instrument, the truth
+    a recommendation is judged by)."""
+
+    @property
+    def multi_fidelity(self) -> bool:
+        return self.levels is not None
 
 
 class BotorchInstrument:
@@ -160,7 +195,8 @@ class BotorchInstrument:
 
 def problem_names() -> list[str]:
     """The named problems (``pool:PATH.csv`` comes on top of these)."""
-    return ["autoam", "branin", "branin_currin", "gramacy", "hartmann6", "p3ht", "perovskite", "reactor"]
+    return ["augmented_branin", "augmented_hartmann", "autoam", "branin", "branin_currin", "gramacy", "hartmann6",
+            "p3ht", "perovskite", "reactor", "reactor_multifidelity"]
 
 
 def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
@@ -192,14 +228,28 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
         return Problem(name=spec, parameters=[FloatParameter(name=f"x{i}", low=0, high=1) for i in range(1, 7)],
                        objectives=[Objective(name="y", direction="minimize")], driver="hartmann6", options=timed,
                        optimum=-3.32237, direction="minimize")
-    if spec == "reactor":
+    if spec in ("augmented_hartmann", "augmented_branin"):
+        from simulators.multifidelity import DEFAULT_COSTS
+
+        base = get_problem("hartmann6" if spec == "augmented_hartmann" else "branin")
+        levels = [FidelityLevel(fidelity=f, cost=c, driver=spec, options={"fidelity": f, "cost": c})
+                  for f, c in sorted(DEFAULT_COSTS.items())]
+        return base.model_copy(update={"name": spec, "driver": spec, "options": {"fidelity": 1.0}, "levels": levels})
+    if spec in ("reactor", "reactor_multifidelity"):
         from simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
 
         units = {"residence_time": "min", "temperature": "degC", "equivalents": None, "concentration": "mol/L"}
         parameters = [FloatParameter(name=n, low=lo, high=hi, log=n == "residence_time", unit=units[n])
                       for n, (lo, hi) in REACTOR_LIMITS.items()]
-        return Problem(name=spec, parameters=parameters, objectives=[Objective(name="yield", direction="maximize")],
-                       driver="reactor", optimum=PlugFlowReactor().optimum, direction="maximize")
+        reactor = Problem(name=spec, parameters=parameters, objectives=[Objective(name="yield", direction="maximize")],
+                          driver="reactor", optimum=PlugFlowReactor().optimum, direction="maximize")
+        if spec == "reactor":
+            return reactor
+        # The lumped model is a 60 s computation (fidelity 0.5, cost 0.05); the
+        # plug-flow reactor itself (its own residence time plus overhead) is the target.
+        levels = [FidelityLevel(fidelity=0.5, cost=0.05, driver="reactor", options={"model": "cstr"}),
+                  FidelityLevel(fidelity=1.0, cost=1.0, driver="reactor", options={"model": "pfr"})]
+        return reactor.model_copy(update={"options": {"model": "pfr"}, "levels": levels})
     if spec == "gramacy":
         return Problem(name=spec, parameters=unit, objectives=[Objective(name="y", direction="minimize")],
                        constraints=[OutcomeConstraint(outcome="c1", op=">=", value=0), OutcomeConstraint(outcome="c2", op=">=", value=0)],
