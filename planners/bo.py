@@ -53,6 +53,7 @@ from planners.optimize import maximize, too_close
 from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
 from planners.space import Objective, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
+from planners.warp import BoxCox, fit_warp
 
 _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
 """Numerical failures after fitting (e.g. a posterior that is not positive definite) also fall back to Sobol."""
@@ -76,6 +77,9 @@ class BOOptions(BaseModel):
     refit_below: int = Field(200, ge=0, description="below this many points, fit hyperparameters afresh on every call")
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
+    outcome_warp: Literal["auto", "none"] = Field(
+        "auto", description="one objective: model it on a fitted Box-Cox scale when that compresses its bad end (planners.warp)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads while proposing (None: leave torch's setting); see surrogate.numerics"
@@ -117,7 +121,7 @@ class BOPlanner:
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
         try:
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._fitter.fit(encoding, outcomes, data)
+                surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data))
                 return self._bo(surrogate, objectives, pending, n, context)
         except _NUMERIC_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -148,7 +152,7 @@ class BOPlanner:
             return None
         try:
             with numerics(self.options.torch_threads):
-                predicted = self._fitter.fit(encoding, outcomes, data).predict(points)
+                predicted = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data)).predict(points)
         except _NUMERIC_ERRORS:
             return None
         objective = objectives[0]
@@ -168,6 +172,12 @@ class BOPlanner:
             predicted={k: {"mean": float(m[best]), "std": float(sd[best])} for k, (m, sd) in predicted.items()},
             basis="best_predicted",
         )
+
+    def _warps(self, objectives: Sequence[Objective], data: TrainingData) -> list[BoxCox | None]:
+        """A fitted warp for a single objective (outcome 0) under ``outcome_warp: auto``; none otherwise."""
+        if self.options.outcome_warp == "none" or len(objectives) != 1:
+            return []
+        return [fit_warp(data.Y[:, 0], objectives[0].direction)]
 
     def _bo(self, surrogate: Surrogate, objectives: Sequence[Objective], pending: Sequence[Pending], n: int, context: PlanContext) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding
@@ -210,6 +220,8 @@ class BOPlanner:
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
                 "refit": surrogate.refit,
+                **({"box_cox": {out: w.lam for out, w in zip(surrogate.outcomes, surrogate.warps) if w is not None}}
+                   if any(w is not None for w in surrogate.warps) else {}),
                 **info,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))

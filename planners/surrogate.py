@@ -65,6 +65,7 @@ from torch import Tensor
 
 from planners.encoding import Encoding
 from planners.protocol import Observation
+from planners.warp import BoxCox
 from planners.space import Objective, OutcomeConstraint, SearchSpace
 
 Refit = Literal["full", "warm", "conditioned", "cached"]
@@ -157,13 +158,26 @@ class TrainingData:
     def n(self) -> int:
         return self.X.shape[0]
 
+    def warped(self, warps: Sequence[BoxCox | None]) -> TrainingData:
+        """These data with outcome ``j`` warped by ``warps[j]`` (``None``: as is);
+        reported noise variances follow by the delta method."""
+        Y, Yvar = self.Y.clone(), self.Yvar.clone()
+        for j, warp in enumerate(warps):
+            if warp is not None:
+                Y[:, j] = warp.forward(self.Y[:, j])
+                Yvar[:, j] = self.Yvar[:, j] * self.Y[:, j].clamp_min(torch.finfo(Y.dtype).tiny).pow(2 * (warp.lam - 1))
+        return TrainingData(self.X, Y, Yvar)
+
 
 @dataclass
 class Surrogate:
     """Fitted GPs over encoded inputs, one output per name in ``outcomes``.
 
     ``model.posterior(X)`` for ``X`` of shape ``b x q x d`` has a mean of shape
-    ``b x q x m``, in the outcomes' original units.
+    ``b x q x m``, in the outcomes' original units, or on the warped scale for
+    an outcome with a warp (``warps[j]``, see :mod:`planners.warp`; ``data``
+    holds the warped values). :meth:`stats` and :meth:`predict` always answer
+    in original units.
     """
 
     model: Model
@@ -172,12 +186,19 @@ class Surrogate:
     data: TrainingData
     refit: Refit
     fit_seconds: float
+    warps: tuple[BoxCox | None, ...] = ()
 
     def stats(self, X: Tensor) -> tuple[Tensor, Tensor]:
-        """``n x d`` -> posterior mean and std, each ``n x m``, original units (no observation noise)."""
+        """``n x d`` -> posterior mean and std, each ``n x m``, original units (no
+        observation noise; a warped outcome's mean is its posterior median)."""
         with numerics(threads=None), torch.no_grad():
             posterior = self.model.posterior(X)
-            return posterior.mean, posterior.variance.clamp_min(0).sqrt()
+            mean, std = posterior.mean, posterior.variance.clamp_min(0).sqrt()
+        for j, warp in enumerate(self.warps):
+            if warp is not None:
+                mean, std = mean.clone(), std.clone()
+                mean[..., j], std[..., j] = warp.untransform(mean[..., j], std[..., j])
+        return mean, std
 
     def predict(self, points: Sequence[Mapping[str, float | int | str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Mean and std (arrays of shape ``(len(points),)``) per outcome, original
@@ -220,9 +241,13 @@ class SurrogateFitter:
         self.multi_fidelity = multi_fidelity
         self._cache: dict[str, _Fit] = {}
 
-    def fit(self, encoding: Encoding, outcomes: Sequence[str], data: TrainingData) -> Surrogate:
-        """Models for ``outcomes`` on ``data``; raises :class:`SurrogateError` when all attempts fail."""
+    def fit(self, encoding: Encoding, outcomes: Sequence[str], data: TrainingData,
+            warps: Sequence[BoxCox | None] = ()) -> Surrogate:
+        """Models for ``outcomes`` on ``data`` (outcome ``j`` warped by ``warps[j]``
+        when given); raises :class:`SurrogateError` when all attempts fail."""
         started = time.perf_counter()
+        if any(w is not None for w in warps):
+            data = data.warped(warps)
         models: list[Model] = []
         refits: list[Refit] = []
         for j, name in enumerate(outcomes):
@@ -233,7 +258,7 @@ class SurrogateFitter:
             refits.append(refit)
         model: Model = models[0] if len(models) == 1 else ModelListGP(*models)
         refit = max(refits, key=_COST.__getitem__)
-        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started)
+        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps))
 
     def _fit_outcome(self, name: str, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None]) -> tuple[Model, Refit]:
         X, y, yvar = train

@@ -1,0 +1,79 @@
+"""Output warping (planners.warp) and its use by the bo planner."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from planners.bo import BOPlanner
+from planners.encoding import Encoding
+from planners.protocol import Observation, PlanContext
+from planners.space import FloatParameter, Objective, SearchSpace
+from planners.surrogate import SurrogateFitter, TrainingData
+from planners.warp import BoxCox, fit_warp
+
+SPACE = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
+
+
+def lognormal(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).lognormal(mean=12.0, sigma=1.0, size=n))
+
+
+def test_heavy_tailed_positive_values_get_a_log_like_warp_when_minimized() -> None:
+    warp = fit_warp(lognormal(40), "minimize")
+    assert warp is not None and 0.0 <= warp.lam < 0.3
+
+
+def test_a_mostly_zero_yield_that_is_maximized_is_not_warped() -> None:
+    """The misfire of a plain log: yields near zero with a few good ones stay on their own scale."""
+    yields = torch.from_numpy(np.concatenate([np.full(30, 1e-3), np.linspace(0.01, 0.9, 10)]))
+    assert fit_warp(yields, "maximize") is None
+
+
+@pytest.mark.parametrize("values", [[-3.0, -1.0, 0.5] * 4, [0.0, 1.0, 2.0] * 4, [1.0, 2.0, 3.0], [5.0] * 10])
+def test_no_warp_for_non_positive_too_few_or_constant_values(values: list[float]) -> None:
+    assert fit_warp(torch.tensor(values, dtype=torch.float64), "minimize") is None
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.4, 1.6])
+def test_box_cox_round_trips_and_is_increasing(lam: float) -> None:
+    warp = BoxCox(lam)
+    y = torch.linspace(0.05, 50, 200, dtype=torch.float64)
+    z = warp.forward(y)
+    assert torch.all(z[1:] > z[:-1])
+    assert torch.allclose(warp.inverse(z), y, rtol=1e-9)
+    # the delta-method std matches a finite difference of the inverse
+    mean, std = warp.untransform(z, torch.full_like(z, 1e-6))
+    assert torch.allclose(mean, y, rtol=1e-9)
+    assert torch.allclose(std, (warp.inverse(z + 1e-6) - warp.inverse(z - 1e-6)) / 2, rtol=1e-4)
+
+
+def test_warped_surrogate_predicts_in_original_units() -> None:
+    g = np.random.default_rng(1)
+    points = [{"x": float(a), "z": float(b)} for a, b in g.random((24, 2))]
+    y = [math.exp(8 + 4 * p["x"] + p["z"]) for p in points]  # spans two decades, to minimize
+    encoding = Encoding(SPACE)
+    data = TrainingData.from_observations(encoding, ["y"], [Observation(params=p, outcomes={"y": v}) for p, v in zip(points, y)])
+    warp = fit_warp(data.Y[:, 0], "minimize")
+    assert warp is not None
+    surrogate = SurrogateFitter().fit(encoding, ["y"], data, [warp])
+    assert surrogate.warps == (warp,) and not torch.allclose(surrogate.data.Y, data.Y)
+    mean, std = surrogate.predict(points[:5])["y"]
+    assert np.allclose(mean, y[:5], rtol=0.05) and (std >= 0).all()
+
+
+def test_bo_records_the_warp_in_the_reason_and_can_be_told_not_to() -> None:
+    g = np.random.default_rng(2)
+    observations = [Observation(params={"x": float(a), "z": float(b)}, outcomes={"y": math.exp(10 * float(a))}) for a, b in g.random((12, 2))]
+    minimize = [Objective(name="y", direction="minimize")]
+    fast = {"n_init": 2, "num_restarts": 2, "raw_samples": 32}
+    context = PlanContext(seed=0, step=12)
+    warped = BOPlanner(**fast).propose(SPACE, minimize, observations, [], 1, context=context)[0]
+    plain = BOPlanner(**fast, outcome_warp="none").propose(SPACE, minimize, observations, [], 1, context=context)[0]
+    assert 0 <= warped.reason["box_cox"]["y"] < 1
+    assert "box_cox" not in plain.reason
+    # predicted in original units; on the warped scale a positive quantity stays positive
+    assert 0 < warped.reason["predicted"]["y"]["mean"] < math.exp(10)
