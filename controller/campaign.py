@@ -35,7 +35,7 @@ from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig
 from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
-from controller.fleet import Station, build_fleet
+from controller.fleet import Station, build_fleet, judged_fidelity
 from controller.ledger import Event, Ledger, NewEvent
 from controller.projection import CampaignState
 from instruments.errors import InstrumentError, failure_kind
@@ -697,10 +697,7 @@ class Campaign:
         self._append([NewEvent(campaign=self.config.name, kind="recommended", at=self.clock.now(), payload=payload)])
 
     def _judged_fidelity(self) -> float | None:
-        """Results count towards "best" and the target stop rule only at the
-        target fidelity when several fidelities are served (a cheap model's
-        optimum is not the campaign's)."""
-        return self.config.target_fidelity if len({s.fidelity for s in self.stations}) > 1 else None
+        return judged_fidelity(self.stations, self.config.target_fidelity)
 
     def _best_note(self) -> str:
         objective = self.config.objectives[0]

@@ -79,6 +79,13 @@ class Station:
         return None
 
 
+def judged_fidelity(stations: list[Station], target: float) -> float | None:
+    """The fidelity at which results count towards "best" and a target stop
+    rule: ``target`` when the stations serve several fidelities (a cheap
+    model's optimum is not the campaign's), else ``None`` (all count)."""
+    return target if len({s.fidelity for s in stations}) > 1 else None
+
+
 def _intersect(declared: Limits, configured: Mapping[str, tuple[float, float]]) -> Limits:
     out = dict(declared)
     for name, (low, high) in configured.items():

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from controller.config import LabConfig
-from controller.fleet import Station
+from controller.fleet import Station, judged_fidelity
 from controller.projection import CampaignState
 
 
@@ -91,8 +91,10 @@ class LiveDisplay:
         counts = state.counts()
         done = state.cost_spent if self.by_cost else counts["completed"]
         objective = self.config.objectives[0]
-        best = state.best(objective.name, objective.direction, constraints=self.config.constraints)
-        best_text = f"best {objective.name} = {best.outcomes[objective.name]:.4g} (#{best.experiment_id})" if best else "no result yet"
+        fidelity = judged_fidelity(stations, self.config.target_fidelity)
+        best = state.best(objective.name, objective.direction, fidelity, self.config.constraints)
+        at = "" if fidelity is None else f" at fidelity {fidelity:g}"
+        best_text = f"best {objective.name}{at} = {best.outcomes[objective.name]:.4g} (#{best.experiment_id})" if best else f"no result{at} yet"
         self.progress.update(self.task, completed=done, best=best_text)
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for column in ("instrument", "state", "fidelity", "cost", "done", "failed"):
