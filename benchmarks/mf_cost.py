@@ -2,7 +2,7 @@
 
     selflab bench --problem augmented_hartmann --planner mf --cost-budget 25 --seeds 10 --json mf.json
     selflab bench --problem augmented_hartmann --planner bo --cost-budget 80 --seeds 10 --json bo.json
-    python benchmarks/mf_cost.py mf.json bo.json [--threshold 0.1] [--json FILE]
+    python benchmarks/mf_cost.py mf.json bo.json [--threshold 0.1] [--json FILE] [--plot FILE.png]
 
 For each planner in the files: the least cumulative cost at which the median
 (over seeds) regret of the recommendation at the target fidelity is at most
@@ -10,7 +10,9 @@ For each planner in the files: the least cumulative cost at which the median
 and the median cost share of each fidelity. With two or more planners, the
 ratio of each planner's cost to the last one's (the baseline, e.g. ``bo`` at
 the target fidelity only). Target (issue 4): ``mf`` / ``bo`` <= 0.5 on
-AugmentedHartmann. Prints one JSON object.
+AugmentedHartmann. Prints one JSON object; ``--plot`` draws every file's
+planners in one regret-against-cost figure (as ``selflab bench --plot`` does
+for one run), so planners run with different cost budgets share a figure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from controller.bench import BenchResult, cost_to_regret
+from controller.bench import BenchResult, cost_to_regret, regret_against_cost
 
 
 def load(paths: list[str]) -> list[BenchResult]:
@@ -47,8 +49,8 @@ def summary(result: BenchResult, threshold: float) -> dict[str, Any]:
     return {
         "seeds": result.seeds,
         "cost_budget": result.cost_budget,
-        "cost_to_threshold": cost_to_regret(result.runs, result.optimum, threshold),
-        "per_seed": [cost_to_regret([run], result.optimum, threshold) for run in result.runs],
+        "cost_to_threshold": _rounded(cost_to_regret(result.runs, result.optimum, threshold)),
+        "per_seed": [_rounded(cost_to_regret([run], result.optimum, threshold)) for run in result.runs],
         "median_final_regret": result.median_recommendation_regret,
         "median_evaluations": statistics.median(run.evaluations for run in result.runs),
         "median_proposal_seconds": result.median_proposal_seconds,
@@ -56,11 +58,16 @@ def summary(result: BenchResult, threshold: float) -> dict[str, Any]:
     }
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="selflab bench --json outputs")
     parser.add_argument("--threshold", type=float, default=0.1, help="recommendation regret to reach (default 0.1)")
     parser.add_argument("--json", metavar="FILE", help="also write the output here")
+    parser.add_argument("--plot", metavar="FILE.png", help="recommendation regret against cumulative cost, one line per planner")
     args = parser.parse_args()
     results = load(args.files)
     out: dict[str, Any] = {"problem": results[0].problem, "threshold": args.threshold,
@@ -71,6 +78,11 @@ def main() -> None:
             r.planner: (round(c / baseline, 3) if (c := out["planners"][r.planner]["cost_to_threshold"]) is not None and baseline else None)
             for r in results[:-1]
         }
+    if args.plot:
+        from controller.plots import cost_regret_figure
+
+        cost_regret_figure({r.planner: regret_against_cost(r) for r in results}, args.plot, title=f"{results[0].problem}: median and IQR over {results[0].seeds} seeds",
+                           ylabel="regret of the recommendation (target fidelity)")
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:

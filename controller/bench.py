@@ -307,6 +307,12 @@ def true_values(problem: Problem, points: Sequence[dict[str, Any]]) -> list[floa
     return asyncio.run(evaluate())
 
 
+def regret_against_cost(result: BenchResult) -> list[tuple[list[float], list[float | None]]]:
+    """Per run: its ``cost_trace`` and the regret of its recommendation after each evaluation."""
+    optimum = result.optimum if result.optimum is not None else math.nan
+    return [(run.cost_trace, [None if v is None else abs(v - optimum) for v in run.recommendation_trace or []]) for run in result.runs]
+
+
 def cost_to_regret(runs: Sequence[RunRecord], optimum: float, threshold: float) -> float | None:
     """The least cost at which the median recommendation regret over ``runs``
     (``|value - optimum|``) is ``<= threshold``.

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.bench import BenchError, BenchResult, run_bench
+from controller.bench import BenchError, BenchResult, regret_against_cost, run_bench
 
 BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -122,9 +122,7 @@ def _plot(problem: Any, results: list[BenchResult], path: str) -> Path:
 
     title = f"{problem.name}: median and IQR over {results[0].seeds} seeds"
     if problem.multi_fidelity and problem.optimum is not None:
-        runs = {r.planner: [(run.cost_trace, [None if v is None else abs(v - problem.optimum) for v in run.recommendation_trace or []])
-                            for run in r.runs] for r in results}
-        return cost_regret_figure(runs, path, title=title, ylabel=f"regret of the recommended {problem.objectives[0].name} (fidelity 1)")
+        return cost_regret_figure({r.planner: regret_against_cost(r) for r in results}, path, title=title, ylabel=f"regret of the recommended {problem.objectives[0].name} (fidelity 1)")
     label = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
     series = {r.planner: [run.trace for run in r.runs] for r in results}
     return bench_figure(series, path, title=title, ylabel=label, optimum=problem.optimum)
