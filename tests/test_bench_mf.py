@@ -102,3 +102,24 @@ def _cumsum(values: list[float]) -> list[float]:
         total += v
         out.append(total)
     return out
+
+
+def test_mf_cost_benchmark_script_reads_bench_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    files = []
+    for planner in ("sobol", "random"):
+        result = run_bench(get_problem("augmented_branin"), planner, budget=None, seeds=3, cost_budget=6)
+        files.append(tmp_path / f"{planner}.json")
+        files[-1].write_text(result.model_dump_json(), encoding="utf-8")
+    png = tmp_path / "cost.png"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "mf_cost.py"), *map(str, files), "--threshold", "20",
+                          "--plot", str(png)], capture_output=True, text=True, check=True, cwd=root)
+    data = json.loads(out.stdout)
+    sobol = data["planners"]["sobol"]
+    expected = cost_to_regret(run_bench(get_problem("augmented_branin"), "sobol", budget=None, seeds=3, cost_budget=6).runs, 0.397887, 20)
+    assert expected is not None and sobol["cost_to_threshold"] == pytest.approx(expected) and sobol["median_cost_share_by_fidelity"] == {"1": 1.0}
+    assert set(data["ratio_to_random"]) == {"sobol"}
+    assert_png(png)
