@@ -36,6 +36,7 @@ from controller.config import Interlock, LabConfig
 from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
 from controller.fleet import Station, build_fleet, judged_fidelity
+from controller.interlocks import InterlockState
 from controller.ledger import Event, Ledger, NewEvent
 from controller.projection import CampaignState
 from instruments.errors import InstrumentError, failure_kind
@@ -138,9 +139,8 @@ class Campaign:
         """Proposed experiments waiting for a busy instrument that accepts them."""
         self._run_started = time.monotonic()
         self._pool = pool_of(self.stations)
-        self._readings: dict[tuple[str, str], float] = {}
-        """Latest reading per (instrument, name): from read() polls and results."""
-        self._paused_by: Interlock | None = None
+        self.interlocks = InterlockState(self.config.interlocks)
+        """Latest readings (read() polls and results) and the interlock pausing dispatch."""
         self._requeued: list[Proposal] = []
         self._remote = any(s.config.remote for s in self.stations)
         self._own_ids: set[int] = set()
@@ -355,10 +355,10 @@ class Campaign:
         while not self._abort:
             if self._stop is None:
                 self._stop = self._stop_rule()
-            if self._stop is None and self._paused_by is None:
+            if self._stop is None and self.interlocks.paused_by is None:
                 await self._fill_slots()
-            if not self.flights and self._paused_by is not None and self._stop is None:
-                await self._wait_for_wake(self._paused_by.poll)
+            if not self.flights and self.interlocks.paused_by is not None and self._stop is None:
+                await self._wait_for_wake(self.interlocks.paused_by.poll)
                 continue
             if self._stop is not None and any(f.remote for f in self.flights.values()):
                 self._withdraw_open_work("the campaign stopped before a worker claimed it")
@@ -801,42 +801,18 @@ class Campaign:
             await asyncio.sleep(lock.poll)
 
     def _update_readings(self, instrument: str, readings: Mapping[str, float]) -> None:
-        for name, value in readings.items():
-            self._readings[(instrument, name)] = value
-        for lock in self.config.interlocks:
-            if lock.pause_when.instrument != instrument:
-                continue
-            if self._paused_by is None:
-                self._check_pause(lock)
-            elif self._paused_by is lock:
-                self._check_resume(lock)
-
-    def _check_pause(self, lock: Interlock) -> None:
-        rule = lock.pause_when
-        value = self._readings.get((rule.instrument, rule.reading))
-        if value is None or not rule.holds(value):
-            return
-        self._paused_by = lock
-        log.warning("interlock: %s (%s.%s = %g): dispatch paused; %d experiment(s) in flight will finish",
-                    rule, rule.instrument, rule.reading, value, len(self.flights))
-        self._append([NewEvent(campaign=self.config.name, kind="paused", instrument=rule.instrument, at=self.clock.now(),
-                               payload={"rule": str(rule), "reading": f"{rule.instrument}.{rule.reading}", "value": value})])
-        self.display.update(self.state, self.stations, note=f"paused by interlock: {rule}")
-
-    def _check_resume(self, lock: Interlock) -> None:
-        rule = lock.resume_when or lock.pause_when
-        value = self._readings.get((rule.instrument, rule.reading))
-        if value is None:
-            return
-        safe = rule.holds(value) if lock.resume_when is not None else not rule.holds(value)
-        if not safe:
-            return
-        self._paused_by = None
-        log.warning("interlock: %s.%s = %g: dispatch resumed", rule.instrument, rule.reading, value)
-        self._append([NewEvent(campaign=self.config.name, kind="resumed", instrument=rule.instrument, at=self.clock.now(),
-                               payload={"rule": str(lock.resume_when or f"not ({lock.pause_when})"),
-                                        "reading": f"{rule.instrument}.{rule.reading}", "value": value})])
-        self._wake_up()
+        for change in self.interlocks.update(instrument, readings):
+            if change.kind == "paused":
+                log.warning("interlock: %s (%s = %g): dispatch paused; %d experiment(s) in flight will finish",
+                            change.rule, change.reading, change.value, len(self.flights))
+            else:
+                log.warning("interlock: %s = %g: dispatch resumed", change.reading, change.value)
+            self._append([NewEvent(campaign=self.config.name, kind=change.kind, instrument=change.instrument,
+                                   at=self.clock.now(), payload=change.payload)])
+            if change.kind == "paused":
+                self.display.update(self.state, self.stations, note=f"paused by interlock: {change.rule}")
+            else:
+                self._wake_up()
 
     async def _wait_for_wake(self, timeout: float) -> None:
         if self._wake is None or self._wake.done():
