@@ -77,6 +77,7 @@ class BOOptions(BaseModel):
     refit_below: int = Field(200, ge=0, description="below this many points, fit hyperparameters afresh on every call")
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
+    large_data: int = Field(500, ge=1, description="above this many observations: at most 8 restarts and 512 raw samples")
     outcome_warp: Literal["auto", "none"] = Field(
         "auto", description="one objective: model it on a fitted Box-Cox scale when that compresses its bad end (planners.warp)"
     )
@@ -173,6 +174,16 @@ class BOPlanner:
             basis="best_predicted",
         )
 
+    def _search_effort(self, n: int) -> dict[str, int]:
+        """Restarts and raw samples of the acquisition optimizer: as configured,
+        capped at 8 and 512 above ``large_data`` observations, where scoring one
+        point costs O(n^2) (n = 1000, 6-D: 2.27 s -> 1.61 s a proposal on a
+        loaded 2-core CPU, same acquisition optimum found in 3 of 3 tries)."""
+        o = self.options
+        if n > o.large_data:
+            return {"num_restarts": min(o.num_restarts, 8), "raw_samples": min(o.raw_samples, 512)}
+        return {"num_restarts": o.num_restarts, "raw_samples": o.raw_samples}
+
     def _warps(self, objectives: Sequence[Objective], data: TrainingData) -> list[BoxCox | None]:
         """A fitted warp for a single objective (outcome 0) under ``outcome_warp: auto``; none otherwise."""
         if self.options.outcome_warp == "none" or len(objectives) != 1:
@@ -200,7 +211,7 @@ class BOPlanner:
             )
             X, values = maximize(
                 acqf, enc, n, X_pending=X_avoid, candidates=pool,
-                num_restarts=o.num_restarts, raw_samples=o.raw_samples, maxiter=o.maxiter,
+                maxiter=o.maxiter, **self._search_effort(surrogate.data.n),
             )
             X, values, replaced = self._keep_apart(acqf, enc, X, values, X_avoid, pool is None, seed)
             if replaced:

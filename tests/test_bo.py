@@ -339,3 +339,10 @@ def test_recommend_picks_the_best_posterior_mean_at_the_target_fidelity() -> Non
     assert abs(rec.params["x"] - 0.6) < 0.06
     assert set(rec.predicted["y"]) == {"mean", "std"} and rec.predicted["y"]["mean"] > -0.01
     assert planner.recommend(space, [Objective(name="y"), Objective(name="z")], observations, context=PlanContext()) is None
+
+
+def test_acquisition_search_effort_is_capped_only_for_large_data() -> None:
+    assert BOPlanner()._search_effort(100) == {"num_restarts": 12, "raw_samples": 1024}
+    assert BOPlanner()._search_effort(501) == {"num_restarts": 8, "raw_samples": 512}
+    assert BOPlanner(num_restarts=4, raw_samples=64)._search_effort(5000) == {"num_restarts": 4, "raw_samples": 64}
+    assert BOPlanner(large_data=10_000)._search_effort(5000) == {"num_restarts": 12, "raw_samples": 1024}
