@@ -7,7 +7,9 @@ tensor rows and back.
 
 A campaign's first ``n_init`` proposals (default ``max(5, d)``; ledger
 position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
-(``"sobol_init"``), as does any call with fewer than two usable observations.
+(``"sobol_init"``), as does any call with fewer than two usable observations;
+the very first one is the centre of the space (``center_first``, as in Ax's
+default design), the rest scrambled Sobol points.
 After that, only observations at ``context.target_fidelity`` are modelled,
 and proposals are made at :func:`~planners.baselines.offered_fidelity`.
 
@@ -40,6 +42,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from botorch.exceptions.errors import BotorchError
 from botorch.utils.sampling import manual_seed
@@ -51,7 +54,7 @@ from planners.baselines import SobolPlanner, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
 from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
-from planners.space import Objective, SearchSpace
+from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
 from planners.warp import BoxCox, fit_warp
 
@@ -68,6 +71,7 @@ class BOOptions(BaseModel):
     acquisition: Literal["qlognei", "ucb", "ts"] = "qlognei"
     beta: float = Field(2.0, gt=0, description="UCB exploration weight")
     n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(5, d)")
+    center_first: bool = Field(True, description="the campaign's first point is the centre of the space (a pool: the row nearest it)")
     num_restarts: int = Field(12, ge=1, description="optimizer restarts")
     raw_samples: int = Field(1024, ge=1, description="random points scored to choose the restarts")
     maxiter: int = Field(100, ge=1, description="L-BFGS-B iterations per restart")
@@ -271,7 +275,20 @@ class BOPlanner:
         error: str | None = None,
     ) -> list[Proposal]:
         base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
+        if strategy == "sobol_init" and self.options.center_first and context.step == 0 and base:
+            base[0] = base[0].model_copy(update={"params": center_of(space, context.candidates), "reason": {"strategy": "center", "index": 0}})
         return [p.model_copy(update={"reason": model_free_reason(p.reason, strategy, n_observations, self.device, error)}) for p in base]
+
+
+def center_of(space: SearchSpace, candidates: Sequence[Point] | None = None) -> Point:
+    """The middle of the space (on each parameter's own scale: geometric for
+    log-scale ones, the middle choice of a categorical), or the candidate
+    nearest to it in the unit cube."""
+    middle = space.from_unit([0.5] * space.dim)
+    if not candidates:
+        return middle
+    target = np.asarray(space.to_unit(middle))
+    return dict(min(candidates, key=lambda c: float(((np.asarray(space.to_unit(c)) - target) ** 2).sum())))
 
 
 def model_free_reason(

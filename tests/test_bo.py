@@ -172,7 +172,8 @@ def test_two_objectives_improve_hypervolume_over_the_initial_design() -> None:
         x, z = float(p["x"]), float(p["z"])
         return {"a": 1 - (x - 0.8) ** 2 - (z - 0.5) ** 2, "b": (x - 0.2) ** 2 + (z - 0.5) ** 2}
 
-    observations, proposals = loop(planner(), XZ, objectives, f, 10)
+    # (the centre of the square lies on this front: start from Sobol points only, so the gain is the acquisition's)
+    observations, proposals = loop(planner(center_first=False), XZ, objectives, f, 10)
 
     def hypervolume(obs: list[Observation]) -> float:  # best possible: 0.228
         Y = torch.tensor([[o.outcomes["a"], -o.outcomes["b"]] for o in obs], dtype=torch.float64)
@@ -339,6 +340,19 @@ def test_recommend_picks_the_best_posterior_mean_at_the_target_fidelity() -> Non
     assert abs(rec.params["x"] - 0.6) < 0.06
     assert set(rec.predicted["y"]) == {"mean", "std"} and rec.predicted["y"]["mean"] > -0.01
     assert planner.recommend(space, [Objective(name="y"), Objective(name="z")], observations, context=PlanContext()) is None
+
+
+def test_first_point_is_the_centre_then_sobol() -> None:
+    first = planner(n_init=None).propose(XZ, [Objective(name="y")], [], [], 3, context=PlanContext(seed=4, step=0))
+    assert first[0].params == {"x": 0.5, "z": 0.5} and first[0].reason["strategy"] == "sobol_init"
+    assert len({(p.params["x"], p.params["z"]) for p in first}) == 3
+    later = planner(n_init=None).propose(XZ, [Objective(name="y")], [], [], 1, context=PlanContext(seed=4, step=1))
+    assert later[0].params != {"x": 0.5, "z": 0.5}
+    pool = ({"x": 0.1, "z": 0.1}, {"x": 0.45, "z": 0.6}, {"x": 0.9, "z": 0.2})
+    in_pool = planner().propose(XZ, [Objective(name="y")], [], [], 1, context=PlanContext(step=0, candidates=pool))
+    assert in_pool[0].params == {"x": 0.45, "z": 0.6}
+    off = planner(center_first=False).propose(XZ, [Objective(name="y")], [], [], 1, context=PlanContext(seed=4, step=0))
+    assert off[0].params != {"x": 0.5, "z": 0.5}
 
 
 def test_acquisition_search_effort_is_capped_only_for_large_data() -> None:
