@@ -197,7 +197,7 @@ class Campaign:
         name = self.config.name
         self.state = CampaignState.replay(name, self.ledger.events(name))
         for exp in self.state.with_status("completed"):
-            self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
         for exp in self.state.with_status("failed"):
             self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
         resumed = self.state.starts > 0
@@ -282,7 +282,7 @@ class Campaign:
         for event in written:
             if event.kind == "completed":
                 exp = self.state.experiments[event.experiment_id or 0]
-                self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+                self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
         stale = [self.state.experiments[e.experiment_id or 0] for e in written if e.kind == "stale"]
         requeue = self.config.stale_policy == "requeue"
         if stale:
@@ -640,7 +640,7 @@ class Campaign:
             station.consecutive_failures = 0
             self._append([NewEvent(campaign=name, kind="completed", experiment_id=eid, instrument=station.name, at=now,
                                    payload={"outcomes": outcomes, "duration_s": took})])
-            self._observations.append(Observation(params=flight.params, outcomes=outcomes, fidelity=fidelity))
+            self._observations.append(Observation.from_result(flight.params, outcomes, fidelity))
             self._update_readings(station.name, outcomes)
             log.info("experiment %d completed on %s: %s%s", eid, station.name, _fmt(outcomes), self._best_note())
         else:
@@ -758,7 +758,7 @@ class Campaign:
         exc = flight.task.exception()
         if exc is None:
             station.consecutive_failures = 0
-            self._observations.append(Observation(params=exp.params, outcomes=exp.outcomes, fidelity=exp.fidelity))
+            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
             self._update_readings(station.name, exp.outcomes)
             log.info("experiment %d completed on %s (worker): %s%s", eid, station.name, _fmt(exp.outcomes), self._best_note())
         elif isinstance(exc, RemoteEnd) and exc.kind == "stale":

@@ -143,7 +143,7 @@ def _gp_slices(config: LabConfig, done: list[ExperimentView], target: list[Exper
         return []
     from planners.protocol import Observation
 
-    observations = [Observation(params=e.params, outcomes=e.outcomes, fidelity=e.fidelity) for e in done]
+    observations = [Observation.from_result(e.params, e.outcomes, e.fidelity) for e in done]
     try:
         surrogate = fit_surrogate(config.space, config.objectives, observations, device="cpu", fidelity=config.target_fidelity)
     except Exception as exc:  # a failed fit must not cost the user the other figures

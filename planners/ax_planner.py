@@ -137,7 +137,7 @@ class AxPlanner:
             client.configure_generation_strategy(method="fast", initialization_budget=0, initialize_with_center=False)
         for obs in seen:
             index = client.attach_trial(codec.encode(obs.params))
-            client.complete_trial(index, raw_data=codec.data(obs.outcomes))
+            client.complete_trial(index, raw_data=codec.data(obs.outcomes, obs.noise))
         for failed in context.failed:
             index = client.attach_trial(codec.encode(failed.params))
             client.mark_trial_failed(index)
@@ -179,8 +179,11 @@ class _Codec:
                 point[p.name] = min(max(float(v), p.low), p.high)
         return {name: point[name] for name in self.space.names}
 
-    def data(self, outcomes: dict[str, float]) -> dict[str, float]:
-        return {alias: float(outcomes[name]) for name, alias in self.alias.items() if name in outcomes}
+    def data(self, outcomes: dict[str, float], noise: dict[str, float] | None = None) -> dict[str, float | tuple[float, float]]:
+        """Ax's raw data: the mean, or ``(mean, sem)`` where the instrument reported the noise."""
+        noise = noise or {}
+        return {alias: (float(outcomes[name]), float(noise[name])) if name in noise else float(outcomes[name])
+                for name, alias in self.alias.items() if name in outcomes}
 
 
 def _snap(space: SearchSpace, proposals: list[Proposal], candidates: Sequence[Point]) -> list[Proposal]:

@@ -19,6 +19,7 @@ instrument that serves its ``fidelity``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +32,10 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+NOISE_SUFFIX = "_sd"
+"""An instrument reports the noise of output ``y`` as output ``y_sd`` (a standard deviation, same unit)."""
+
+
 class Observation(_Record):
     """A completed experiment: its inputs, fidelity and measured outcomes."""
 
@@ -39,6 +44,18 @@ class Observation(_Record):
     fidelity: float = 1.0
     noise: dict[str, float] | None = None
     """Per-outcome noise standard deviation, when the instrument reports one."""
+
+    @classmethod
+    def from_result(cls, params: Point, outputs: dict[str, float], fidelity: float = 1.0) -> Observation:
+        """An observation from an instrument's outputs: each finite, non-negative
+        ``NAME_sd`` next to an output ``NAME`` is that output's noise.
+
+        >>> Observation.from_result({"x": 1.0}, {"yield": 0.8, "yield_sd": 0.02}).noise
+        {'yield': 0.02}
+        """
+        noise = {name[: -len(NOISE_SUFFIX)]: sd for name, sd in outputs.items()
+                 if name.endswith(NOISE_SUFFIX) and name[: -len(NOISE_SUFFIX)] in outputs and math.isfinite(sd) and sd >= 0}
+        return cls(params=params, outcomes=outputs, fidelity=fidelity, noise=noise or None)
 
 
 class Pending(_Record):

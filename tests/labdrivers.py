@@ -212,3 +212,17 @@ class Gated(Quadratic):
         while len(self.sent) >= self._allowed():
             await asyncio.sleep(0.02)
         return await super().run(params)
+
+
+class Reporting(Quadratic):
+    """:class:`Quadratic` that also reports the noise of ``y`` as ``y_sd`` (``sd`` option)."""
+
+    def __init__(self, *, sd: float = 0.05, **options: Any) -> None:
+        super().__init__(**options)
+        self.sd = sd
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**await super().run(params), "y_sd": self.sd}
+
+    def describe(self) -> dict[str, str]:
+        return {**super().describe(), "y_sd": "1"}
