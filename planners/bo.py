@@ -126,7 +126,7 @@ class BOPlanner:
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
         try:
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data))
+                surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context))
                 return self._bo(surrogate, objectives, pending, n, context)
         except _NUMERIC_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -157,7 +157,7 @@ class BOPlanner:
             return None
         try:
             with numerics(self.options.torch_threads):
-                predicted = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data)).predict(points)
+                predicted = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context)).predict(points)
         except _NUMERIC_ERRORS:
             return None
         objective = objectives[0]
@@ -188,11 +188,14 @@ class BOPlanner:
             return {"num_restarts": min(o.num_restarts, 8), "raw_samples": min(o.raw_samples, 512)}
         return {"num_restarts": o.num_restarts, "raw_samples": o.raw_samples}
 
-    def _warps(self, objectives: Sequence[Objective], data: TrainingData) -> list[BoxCox | None]:
-        """A fitted warp for a single objective (outcome 0) under ``outcome_warp: auto``; none otherwise."""
-        if self.options.outcome_warp == "none" or len(objectives) != 1:
+    def _warps(self, objectives: Sequence[Objective], data: TrainingData, context: PlanContext) -> list[BoxCox | None]:
+        """A fitted warp for a single objective (outcome 0) under ``outcome_warp: auto``,
+        unless an outcome constraint reads that objective (its threshold is in
+        original units); none otherwise."""
+        o = objectives[0]
+        if self.options.outcome_warp == "none" or len(objectives) != 1 or any(c.outcome == o.name for c in context.constraints):
             return []
-        return [fit_warp(data.Y[:, 0], objectives[0].direction)]
+        return [fit_warp(data.Y[:, 0], o.direction)]
 
     def _bo(self, surrogate: Surrogate, objectives: Sequence[Objective], pending: Sequence[Pending], n: int, context: PlanContext) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding

@@ -77,3 +77,18 @@ def test_bo_records_the_warp_in_the_reason_and_can_be_told_not_to() -> None:
     assert "box_cox" not in plain.reason
     # predicted in original units; on the warped scale a positive quantity stays positive
     assert 0 < warped.reason["predicted"]["y"]["mean"] < math.exp(10)
+
+
+def test_no_warp_when_a_constraint_reads_the_objective() -> None:
+    """A threshold on the objective is in original units: the objective stays unwarped then."""
+    from planners.space import OutcomeConstraint
+
+    g = np.random.default_rng(3)
+    observations = [Observation(params={"x": float(a), "z": float(b)}, outcomes={"y": math.exp(10 * float(a))}) for a, b in g.random((12, 2))]
+    minimize = [Objective(name="y", direction="minimize")]
+    fast = {"n_init": 2, "num_restarts": 2, "raw_samples": 32}
+    bounded = PlanContext(seed=0, step=12, constraints=(OutcomeConstraint(outcome="y", op=">=", value=5.0),))
+    [proposal] = BOPlanner(**fast).propose(SPACE, minimize, observations, [], 1, context=bounded)
+    assert "box_cox" not in proposal.reason and proposal.reason["strategy"] == "bo"
+    [free] = BOPlanner(**fast).propose(SPACE, minimize, observations, [], 1, context=PlanContext(seed=0, step=12))
+    assert "box_cox" in free.reason  # the same data without the constraint are warped
