@@ -7,7 +7,9 @@ tensor rows and back.
 
 A campaign's first ``n_init`` proposals (default ``max(5, d)``; ledger
 position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
-(``"sobol_init"``), as does any call with fewer than two usable observations;
+(``"sobol_init"``), as does any call with fewer than two usable observations
+or with fewer than ``n_init`` results or failures (with several experiments
+in flight the first model waits for results, not just proposals);
 the very first one is the centre of the space (``center_first``, as in Ax's
 default design), the rest scrambled Sobol points.
 After that, only observations at ``context.target_fidelity`` are modelled,
@@ -122,7 +124,9 @@ class BOPlanner:
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
         n_init = self.options.n_init or max(5, space.dim)
-        if context.step < n_init or data.n < 2:
+        if context.step < n_init or data.n < 2 or data.n + len(context.failed) < n_init:
+            # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
+            # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
         try:
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):

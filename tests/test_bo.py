@@ -360,3 +360,16 @@ def test_acquisition_search_effort_is_capped_only_for_large_data() -> None:
     assert BOPlanner()._search_effort(501) == {"num_restarts": 8, "raw_samples": 512}
     assert BOPlanner(num_restarts=4, raw_samples=64)._search_effort(5000) == {"num_restarts": 4, "raw_samples": 64}
     assert BOPlanner(large_data=10_000)._search_effort(5000) == {"num_restarts": 12, "raw_samples": 1024}
+
+
+def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
+    minimize = [Objective(name="y", direction="minimize")]
+    points = [XZ.from_unit(u) for u in np.random.default_rng(5).random((8, 2))]
+    done = observe(points[:3], branin)
+    in_flight = [Pending(params=p) for p in points[3:6]]
+    waiting = planner(n_init=5).propose(XZ, minimize, done, in_flight, 1, context=PlanContext(step=6))
+    assert waiting[0].reason["strategy"] == "sobol_init"  # 6 proposals made, but only 3 results
+    ready = planner(n_init=5).propose(XZ, minimize, observe(points[:5], branin), in_flight[2:], 1, context=PlanContext(step=6))
+    assert ready[0].reason["strategy"] == "bo"
+    failed = PlanContext(step=6, failed=tuple(Pending(params=p) for p in points[3:5]))
+    assert planner(n_init=5).propose(XZ, minimize, done, [], 1, context=failed)[0].reason["strategy"] == "bo"  # failures count
