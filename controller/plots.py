@@ -182,9 +182,10 @@ def cost_regret_figure(series: Mapping[str, Sequence[tuple[Sequence[float], Trac
             median = np.median(curves, axis=0)
             (line,) = ax.plot(grid, np.where(np.isfinite(median), median, np.nan), label=label, lw=1.8)
             if len(runs) > 1:
-                low, high = np.percentile(curves, [25, 75], axis=0, method="lower"), np.percentile(curves, [25, 75], axis=0, method="higher")
-                band = np.isfinite(low[0]) & np.isfinite(high[1])
-                ax.fill_between(grid, np.where(band, low[0], np.nan), np.where(band, high[1], np.nan),
+                low = np.percentile(curves, 25, axis=0, method="lower")
+                high = np.percentile(curves, 75, axis=0, method="higher")
+                band = np.isfinite(low) & np.isfinite(high)
+                ax.fill_between(grid, np.where(band, low, np.nan), np.where(band, high, np.nan),
                                 color=line.get_color(), alpha=0.2, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("cumulative cost")

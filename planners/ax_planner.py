@@ -44,10 +44,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.baselines import offered_fidelity
+from planners.baselines import nearest_unused, offered_fidelity
 from planners.protocol import Observation, Pending, PlanContext, Proposal
 from planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, Point, SearchSpace
 
@@ -188,12 +187,5 @@ class _Codec:
 
 def _snap(space: SearchSpace, proposals: list[Proposal], candidates: Sequence[Point]) -> list[Proposal]:
     """Each proposal moved to the nearest still-unused candidate (unit-cube distance)."""
-    pool = np.array([space.to_unit(c) for c in candidates])
-    free = np.ones(len(pool), dtype=bool)
-    out = []
-    for proposal in proposals[: len(pool)]:
-        distance = np.where(free, ((pool - np.array(space.to_unit(proposal.params))) ** 2).sum(axis=1), np.inf)
-        best = int(np.argmin(distance))
-        free[best] = False
-        out.append(proposal.model_copy(update={"params": dict(candidates[best])}))
-    return out
+    points = nearest_unused(space, [space.to_unit(p.params) for p in proposals], candidates)
+    return [p.model_copy(update={"params": point}) for p, point in zip(proposals, points)]

@@ -21,6 +21,20 @@ from planners.protocol import Observation, Pending, PlanContext, Proposal
 from planners.space import Objective, Point, SearchSpace
 
 
+def nearest_unused(space: SearchSpace, rows: Sequence[Sequence[float]], candidates: Sequence[Point]) -> list[Point]:
+    """For each unit-cube row in turn (``k x d``), the nearest candidate not yet
+    taken (squared distance in the unit cube); at most ``len(candidates)`` points."""
+    pool = np.array([space.to_unit(c) for c in candidates])
+    free = np.ones(len(pool), dtype=bool)
+    points: list[Point] = []
+    for row in list(rows)[: len(pool)]:
+        distance = np.where(free, ((pool - np.asarray(row, dtype=float)) ** 2).sum(axis=1), np.inf)
+        best = int(np.argmin(distance))
+        free[best] = False
+        points.append(dict(candidates[best]))
+    return points
+
+
 def offered_fidelity(context: PlanContext) -> float:
     """The target fidelity when some instrument serves it, else the highest served."""
     offered = [f.fidelity for f in context.fidelities]
@@ -83,14 +97,7 @@ class SobolPlanner:
                 engine.fast_forward(context.step)
             u = engine.random(n)
         if context.candidates is not None:
-            pool = np.array([space.to_unit(c) for c in context.candidates])
-            free = np.ones(len(pool), dtype=bool)
-            points: list[Point] = []
-            for row in u[: len(pool)]:
-                distance = np.where(free, ((pool - row) ** 2).sum(axis=1), np.inf)
-                best = int(np.argmin(distance))
-                free[best] = False
-                points.append(dict(context.candidates[best]))
+            points = nearest_unused(space, u, context.candidates)
         else:
             points = [space.from_unit(row) for row in u]
         fidelity = offered_fidelity(context)

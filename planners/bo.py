@@ -44,7 +44,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from botorch.exceptions.errors import BotorchError
 from botorch.utils.sampling import manual_seed
@@ -52,7 +51,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planners.acquisition import build_acquisition, scalarized_objective, thompson_select
-from planners.baselines import SobolPlanner, offered_fidelity
+from planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
 from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
@@ -292,10 +291,7 @@ def center_of(space: SearchSpace, candidates: Sequence[Point] | None = None) -> 
     log-scale ones, the middle choice of a categorical), or the candidate
     nearest to it in the unit cube."""
     middle = space.from_unit([0.5] * space.dim)
-    if not candidates:
-        return middle
-    target = np.asarray(space.to_unit(middle))
-    return dict(min(candidates, key=lambda c: float(((np.asarray(space.to_unit(c)) - target) ** 2).sum())))
+    return nearest_unused(space, [space.to_unit(middle)], candidates)[0] if candidates else middle
 
 
 def model_free_reason(

@@ -165,7 +165,7 @@ class TrainingData:
         for j, warp in enumerate(warps):
             if warp is not None:
                 Y[:, j] = warp.forward(self.Y[:, j])
-                Yvar[:, j] = self.Yvar[:, j] * self.Y[:, j].clamp_min(torch.finfo(Y.dtype).tiny).pow(2 * (warp.lam - 1))
+                Yvar[:, j] = self.Yvar[:, j] * warp.slope(self.Y[:, j]) ** 2
         return TrainingData(self.X, Y, Yvar)
 
 

@@ -58,11 +58,14 @@ class BoxCox:
             return torch.exp(z)
         return (self.lam * z + 1).clamp_min(torch.finfo(z.dtype).tiny).pow(1 / self.lam)
 
+    def slope(self, y: Tensor) -> Tensor:
+        """``dz/dy = y**(lam - 1)``: the warp's local scale factor at ``y``."""
+        return y.clamp_min(torch.finfo(y.dtype).tiny).pow(self.lam - 1)
+
     def untransform(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
         """Warped-scale mean and std -> original units (median, delta-method std)."""
         y = self.inverse(mean)
-        slope = y.pow(self.lam - 1)  # dz/dy
-        return y, std / slope.clamp_min(torch.finfo(y.dtype).tiny)
+        return y, std / self.slope(y).clamp_min(torch.finfo(y.dtype).tiny)
 
 
 def fit_warp(y: Tensor, direction: str) -> BoxCox | None:
