@@ -673,6 +673,9 @@ class Campaign:
         if isinstance(self.planner, Recommender):
             context = PlanContext(seed=self.config.seed, step=self.state.next_experiment_id - 1,
                                   constraints=tuple(self.config.constraints), target_fidelity=self.config.target_fidelity)
+            if self._pool is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
+                measured = {_key(o.params) for o in self._observations}
+                context = context.model_copy(update={"candidates": tuple(p for p in self._pool if _key(p) not in measured)})
             args = (self.config.space, self.config.objectives, self._observations)
             try:
                 if getattr(self.planner, "blocking", True):

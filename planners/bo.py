@@ -54,6 +54,7 @@ from planners.acquisition import build_acquisition, scalarized_objective, thomps
 from planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
+from planners.pool_scale import RankScale
 from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
 from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
@@ -83,6 +84,9 @@ class BOOptions(BaseModel):
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     large_data: int = Field(500, ge=1, description="above this many observations: at most 8 restarts and 512 raw samples")
+    pool_scale: Literal["rank", "linear"] = Field(
+        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (planners.pool_scale) or linearly"
+    )
     outcome_warp: Literal["auto", "none"] = Field(
         "auto", description="one objective: model it on a fitted Box-Cox scale when that compresses its bad end (planners.warp)"
     )
@@ -119,6 +123,22 @@ class BOPlanner:
         *,
         context: PlanContext,
     ) -> list[Proposal]:
+        scale = self._pool_scale(space, observations, pending, context)
+        if scale is None:
+            return self._propose(space, objectives, observations, pending, n, context)
+        ranked_observations, ranked_pending, ranked_context = _on_scale(scale, observations, pending, context)
+        ranked = self._propose(scale.space, objectives, ranked_observations, ranked_pending, n, ranked_context)
+        return [p.model_copy(update={"params": scale.original(p.params)}) for p in ranked]
+
+    def _propose(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        pending: Sequence[Pending],
+        n: int,
+        context: PlanContext,
+    ) -> list[Proposal]:
         encoding = Encoding(space, device=self.device)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
@@ -148,10 +168,16 @@ class BOPlanner:
 
         It judges by the model rather than by the noisy reading, so a lucky
         measurement does not become the recommendation. ``None`` before there
-        is a model or with several objectives.
+        is a model or with several objectives. With a pool in
+        ``context.candidates`` it models on the same scale as :meth:`propose`.
         """
         if len(objectives) != 1:
             return None
+        scale = self._pool_scale(space, observations, (), context)
+        if scale is not None:
+            ranked_observations, _, ranked_context = _on_scale(scale, observations, (), context)
+            found = self.recommend(scale.space, objectives, ranked_observations, context=ranked_context.model_copy(update={"candidates": None}))
+            return None if found is None else found.model_copy(update={"params": scale.original(found.params)})
         encoding = Encoding(space, device=self.device)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
@@ -180,6 +206,16 @@ class BOPlanner:
             predicted={k: {"mean": float(m[best]), "std": float(sd[best])} for k, (m, sd) in predicted.items()},
             basis="best_predicted",
         )
+
+    def _pool_scale(
+        self, space: SearchSpace, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
+    ) -> RankScale | None:
+        """The rank scale of the pool (every candidate, measured, pending and
+        failed point) under ``pool_scale: rank``; ``None`` without a pool."""
+        if self.options.pool_scale != "rank" or context.candidates is None:
+            return None
+        known = [*context.candidates, *(o.params for o in observations), *(p.params for p in (*pending, *context.failed))]
+        return RankScale.of(space, known) if known else None
 
     def _search_effort(self, n: int) -> dict[str, int]:
         """Restarts and raw samples of the acquisition optimizer: as configured,
@@ -321,3 +357,14 @@ def _number(x: torch.Tensor | float) -> float | None:
     value = float(x)
     return value if math.isfinite(value) else None
 
+
+
+def _on_scale(
+    scale: RankScale, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
+) -> tuple[list[Observation], list[Pending], PlanContext]:
+    """Observations, pending points and context (candidates, failed points) with params on ``scale``."""
+    def move(records: Sequence[Any]) -> list[Any]:
+        return [r.model_copy(update={"params": scale.forward(r.params)}) for r in records]
+
+    candidates = None if context.candidates is None else tuple(scale.forward(c) for c in context.candidates)
+    return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed))})
