@@ -23,6 +23,11 @@ still lands within ``1e-3`` (unit-cube scale, every coordinate) of a pending,
 failed or earlier-in-batch point is replaced by the best point of a Sobol
 candidate set that keeps away from them.
 
+With a pool (``context.candidates``), numeric inputs are modelled on the
+pool's rank scale (``pool_scale: rank``, see :mod:`planners.pool_scale`):
+``propose`` and ``recommend`` run on the ranked pool and answer with the
+pool's own rows.
+
 A fitting problem never escapes ``propose``: when every fitting attempt fails
 (see :mod:`planners.surrogate`) the batch comes from Sobol with strategy
 ``"fallback_sobol"`` and the error in the reason.
@@ -58,7 +63,7 @@ from planners.pool_scale import RankScale
 from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
 from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
-from planners.warp import BoxCox, fit_warp
+from planners.warp import Warp, fit_warp
 
 _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
 """Numerical failures after fitting (e.g. a posterior that is not positive definite) also fall back to Sobol."""
@@ -88,7 +93,7 @@ class BOOptions(BaseModel):
         "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (planners.pool_scale) or linearly"
     )
     outcome_warp: Literal["auto", "none"] = Field(
-        "auto", description="one objective: model it on a fitted Box-Cox scale when that compresses its bad end (planners.warp)"
+        "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(
@@ -227,7 +232,7 @@ class BOPlanner:
             return {"num_restarts": min(o.num_restarts, 8), "raw_samples": min(o.raw_samples, 512)}
         return {"num_restarts": o.num_restarts, "raw_samples": o.raw_samples}
 
-    def _warps(self, objectives: Sequence[Objective], data: TrainingData, context: PlanContext) -> list[BoxCox | None]:
+    def _warps(self, objectives: Sequence[Objective], data: TrainingData, context: PlanContext) -> list[Warp | None]:
         """A fitted warp for a single objective (outcome 0) under ``outcome_warp: auto``,
         unless an outcome constraint reads that objective (its threshold is in
         original units); none otherwise."""
@@ -277,8 +282,7 @@ class BOPlanner:
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
                 "refit": surrogate.refit,
-                **({"box_cox": {out: w.lam for out, w in zip(surrogate.outcomes, surrogate.warps) if w is not None}}
-                   if any(w is not None for w in surrogate.warps) else {}),
+                **_warp_reason(surrogate),
                 **info,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
@@ -368,3 +372,12 @@ def _on_scale(
 
     candidates = None if context.candidates is None else tuple(scale.forward(c) for c in context.candidates)
     return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed))})
+
+
+def _warp_reason(surrogate: Surrogate) -> dict[str, dict[str, float]]:
+    """``{"box_cox": {outcome: lam}}`` and/or ``{"yeo_johnson": {outcome: lam}}`` for the warped outcomes."""
+    out: dict[str, dict[str, float]] = {}
+    for name, warp in zip(surrogate.outcomes, surrogate.warps):
+        if warp is not None:
+            out.setdefault(warp.name, {})[name] = warp.lam
+    return out

@@ -65,7 +65,7 @@ from torch import Tensor
 
 from planners.encoding import Encoding
 from planners.protocol import Observation
-from planners.warp import BoxCox
+from planners.warp import Warp
 from planners.space import Objective, OutcomeConstraint, SearchSpace
 
 Refit = Literal["full", "warm", "conditioned", "cached"]
@@ -158,7 +158,7 @@ class TrainingData:
     def n(self) -> int:
         return self.X.shape[0]
 
-    def warped(self, warps: Sequence[BoxCox | None]) -> TrainingData:
+    def warped(self, warps: Sequence[Warp | None]) -> TrainingData:
         """These data with outcome ``j`` warped by ``warps[j]`` (``None``: as is);
         reported noise variances follow by the delta method."""
         Y, Yvar = self.Y.clone(), self.Yvar.clone()
@@ -186,7 +186,7 @@ class Surrogate:
     data: TrainingData
     refit: Refit
     fit_seconds: float
-    warps: tuple[BoxCox | None, ...] = ()
+    warps: tuple[Warp | None, ...] = ()
 
     def stats(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """``n x d`` -> posterior mean and std, each ``n x m``, original units (no
@@ -242,7 +242,7 @@ class SurrogateFitter:
         self._cache: dict[str, _Fit] = {}
 
     def fit(self, encoding: Encoding, outcomes: Sequence[str], data: TrainingData,
-            warps: Sequence[BoxCox | None] = ()) -> Surrogate:
+            warps: Sequence[Warp | None] = ()) -> Surrogate:
         """Models for ``outcomes`` on ``data`` (outcome ``j`` warped by ``warps[j]``
         when given); raises :class:`SurrogateError` when all attempts fail."""
         started = time.perf_counter()

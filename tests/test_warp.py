@@ -13,7 +13,7 @@ from planners.encoding import Encoding
 from planners.protocol import Observation, PlanContext
 from planners.space import FloatParameter, Objective, SearchSpace
 from planners.surrogate import SurrogateFitter, TrainingData
-from planners.warp import BoxCox, fit_warp
+from planners.warp import BoxCox, YeoJohnson, fit_warp
 
 SPACE = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
 
@@ -33,9 +33,41 @@ def test_a_mostly_zero_yield_that_is_maximized_is_not_warped() -> None:
     assert fit_warp(yields, "maximize") is None
 
 
-@pytest.mark.parametrize("values", [[-3.0, -1.0, 0.5] * 4, [0.0, 1.0, 2.0] * 4, [1.0, 2.0, 3.0], [5.0] * 10])
-def test_no_warp_for_non_positive_too_few_or_constant_values(values: list[float]) -> None:
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0], [-1.0, 0.0, 5.0], [5.0] * 10, [-2.0] * 10])
+def test_no_warp_for_too_few_or_constant_values(values: list[float]) -> None:
     assert fit_warp(torch.tensor(values, dtype=torch.float64), "minimize") is None
+
+
+def test_negative_values_to_minimize_get_a_yeo_johnson_warp_that_compresses_the_bad_end() -> None:
+    """Hartmann-like, late in a campaign: most readings near the optimum -3.3, a few bad ones up near 0."""
+    y = torch.tensor([-3.32, -3.3, -3.28, -3.25, -3.2, -3.1, -3.0, -2.8, -2.0, -0.5, -0.1, -0.01], dtype=torch.float64)
+    warp = fit_warp(y, "minimize")
+    assert isinstance(warp, YeoJohnson) and 0.0 <= warp.lam < 1.0
+    z = warp.forward(y)
+    # the bad end is pulled in relative to the good end
+    assert (z[-1] - z[-4]) / (z[1] - z[0]) < (y[-1] - y[-4]) / (y[1] - y[0])
+    assert fit_warp(-y.flip(0) - 3.4, "minimize") is None  # mirrored (few good, most bad): no warp that would stretch the bad end
+
+
+def test_a_maximized_score_with_failed_runs_at_zero_gets_yeo_johnson_above_one() -> None:
+    scores = torch.tensor([0.0] * 6 + [0.3, 0.5, 0.6, 0.62, 0.65, 0.7, 0.72, 0.8, 0.85, 0.9], dtype=torch.float64)
+    warp = fit_warp(scores, "maximize")
+    assert isinstance(warp, YeoJohnson) and 1.0 < warp.lam <= 2.0
+    assert fit_warp(scores, "minimize") is None or fit_warp(scores, "minimize").lam < 1.0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 1.7, 2.0])
+def test_yeo_johnson_round_trips_and_is_increasing_on_both_sides_of_zero(lam: float) -> None:
+    warp = YeoJohnson(lam, loc=-1.0, scale=0.7)
+    y = torch.linspace(-6, 4, 401, dtype=torch.float64)
+    z = warp.forward(y)
+    assert torch.all(z[1:] > z[:-1])
+    assert warp.forward(torch.tensor([-1.0], dtype=torch.float64)).item() == 0.0  # the centre stays put
+    assert torch.allclose(warp.inverse(z), y, atol=1e-9)
+    mean, std = warp.untransform(z, torch.full_like(z, 1e-6))
+    assert torch.allclose(mean, y, atol=1e-9)
+    assert torch.allclose(std, (warp.inverse(z + 1e-6) - warp.inverse(z - 1e-6)) / 2, rtol=1e-4)
+    assert torch.allclose(warp.slope(y), (warp.forward(y + 1e-6) - warp.forward(y - 1e-6)) / 2e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.4, 1.6])
