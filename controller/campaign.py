@@ -373,11 +373,11 @@ class Campaign:
                                           "(outside every instrument's limits, or no instrument serves their fidelity)")
                     break
                 continue
-            flight = await self._next_done()
-            if flight is not None:
+            finished = await self._next_done()
+            for flight in finished:
                 self._record(flight)
-                if flight.task.exception() is None:
-                    await self._recommend()
+            if any(not f.task.cancelled() and f.task.exception() is None for f in finished):
+                await self._recommend()
 
     def _stop_rule(self) -> StopInfo | None:
         rules = self.config.stop
@@ -588,9 +588,17 @@ class Campaign:
             return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
         return accepting, ("", "")
 
-    async def _next_done(self) -> Flight | None:
-        """The next flight to finish (by simulated due time, or first in real time);
-        ``None`` when woken by a signal or a time limit first."""
+    async def _next_done(self) -> list[Flight]:
+        """The flights that finish next, in experiment order: on the simulated
+        clock the first one due and every other one due at that same instant
+        (already done), in real time every one done by now; empty when woken by
+        a signal or a time limit first.
+
+        All results of one instant are recorded before the planner is asked
+        again, as a controller watching the lab would see them: with 4 slots
+        of equal duration the planner proposes 4 points knowing all 4 results,
+        not one point with 3 finished experiments still taken for pending.
+        """
         if self._wake is None or self._wake.done():
             self._wake = asyncio.get_running_loop().create_future()
         if isinstance(self.clock, SimClock):
@@ -598,17 +606,16 @@ class Campaign:
             if not flight.task.done():
                 await asyncio.wait({flight.task, self._wake}, return_when=asyncio.FIRST_COMPLETED)
             if not flight.task.done():
-                return None
-            if flight.due is not None:
-                self.clock.advance_to(flight.due)
-            return self.flights.pop(flight.experiment_id)
-        tasks = {f.task: f for f in self.flights.values()}
-        done, _ = await asyncio.wait(set(tasks) | {self._wake}, timeout=self._time_left(), return_when=asyncio.FIRST_COMPLETED)
-        finished = [tasks[t] for t in done if t in tasks]
-        if not finished:
-            return None
-        flight = min(finished, key=lambda f: f.experiment_id)
-        return self.flights.pop(flight.experiment_id)
+                return []
+            if flight.due is None:
+                return [self.flights.pop(flight.experiment_id)]
+            self.clock.advance_to(flight.due)
+            same = [f for f in self.flights.values() if f is flight or (f.due == flight.due and f.task.done())]
+        else:
+            tasks = {f.task: f for f in self.flights.values()}
+            done, _ = await asyncio.wait(set(tasks) | {self._wake}, timeout=self._time_left(), return_when=asyncio.FIRST_COMPLETED)
+            same = [tasks[t] for t in done if t in tasks]
+        return [self.flights.pop(f.experiment_id) for f in sorted(same, key=lambda f: f.experiment_id)]
 
     def _wake_up(self) -> None:
         if self._wake is not None and not self._wake.done():

@@ -100,6 +100,29 @@ def test_simulated_clock_shows_simulated_time(sqlite_url: str) -> None:
         assert exp.finished_at - exp.started_at == timedelta(minutes=30)  # type: ignore[operator]
 
 
+def test_results_of_one_simulated_instant_are_all_recorded_before_the_planner_is_asked(sqlite_url: str) -> None:
+    """4 slots of equal duration: each round's 4 results are in before the next 4
+    proposals, which come from one planner call of 4 with nothing pending."""
+    cfg = quadratic_config(
+        instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"duration_s": 600}, "capacity": 4}],
+        stop={"max_experiments": 12},
+    )
+    _, _, state = run(cfg, sqlite_url)
+    done = sorted(state.with_status("completed"), key=lambda e: e.experiment_id)
+    assert len(done) == 12 and [e.reason["batch_size"] for e in done] == [4] * 12
+    rounds = [done[i : i + 4] for i in range(0, 12, 4)]
+    for earlier, later in zip(rounds, rounds[1:]):
+        assert max(e.finished_at for e in earlier) == min(e.started_at for e in later)  # type: ignore[type-var]
+        assert max(e.proposed_at for e in later) >= max(e.finished_at for e in earlier)  # type: ignore[type-var]
+    # staggered durations: an experiment that finishes alone still frees its slot at once
+    cfg["instruments"][0]["options"] = {"duration_s": 600}
+    cfg["instruments"].append({"name": "q2", "driver": "labdrivers:Quadratic", "options": {"duration_s": 900}})
+    cfg["name"] = "quad-staggered"
+    _, _, staggered = run(cfg, sqlite_url)
+    assert staggered.counts()["completed"] == 12
+    assert any(e.reason["batch_size"] == 1 for e in staggered.with_status("completed"))
+
+
 def test_max_time_on_the_simulated_clock(sqlite_url: str) -> None:
     cfg = quadratic_config(
         instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"duration_s": 1800}}],
