@@ -148,8 +148,15 @@ def build_acquisition(
     beta: float = 2.0,
     mc_samples: int = 128,
     seed: int = 0,
+    baseline_max: int | None = None,
 ) -> tuple[AcquisitionFunction, str, dict[str, Any]]:
-    """The acquisition function, its name for the record, and extra facts for the reason."""
+    """The acquisition function, its name for the record, and extra facts for the reason.
+
+    ``baseline_max``: one objective without constraints, at most this many of
+    the best observed points form qLogNEI's baseline (the rest are, in
+    practice, never the incumbent; pruning all of them costs a joint posterior
+    over every observation: 0.35 s of a 1.17 s proposal at n = 1000, d = 6).
+    """
     model, X = surrogate.model, surrogate.data.X
     sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=seed)
     k = len(objectives)
@@ -158,12 +165,16 @@ def build_acquisition(
         return qUpperConfidenceBound(model, beta=beta, sampler=sampler, objective=objective), "ucb", info
     w = signs(surrogate, objectives)
     cons = constraint_callables(surrogate, constraints) or None
+    info: dict[str, Any] = {}
+    if k == 1 and cons is None and baseline_max is not None and len(X) > baseline_max:
+        best = (surrogate.data.Y[:, 0] * w[0]).topk(baseline_max).indices
+        X, info = X[best], {"baseline_points": baseline_max}
     if k == 1:
         acqf = qLogNoisyExpectedImprovement(
             model, X_baseline=X, sampler=sampler, objective=GenericMCObjective(lambda Z, X=None: (Z * w).sum(dim=-1)),
             constraints=cons, prune_baseline=True, cache_root=True,
         )
-        return acqf, "qlognei", {}
+        return acqf, "qlognei", info
     ref = reference_point(surrogate, objectives, constraints)
     acqf = qLogNoisyExpectedHypervolumeImprovement(
         model, ref_point=ref, X_baseline=X, sampler=sampler,

@@ -92,6 +92,9 @@ class BOOptions(BaseModel):
     pool_scale: Literal["rank", "linear"] = Field(
         "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (planners.pool_scale) or linearly"
     )
+    nei_baseline: int = Field(
+        100, ge=1, description="above large_data observations: qLogNEI's baseline is this many best observed points"
+    )
     outcome_warp: Literal["auto", "none"] = Field(
         "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
     )
@@ -258,7 +261,8 @@ class BOPlanner:
             X, name = choices[idx], "ts"
         else:
             acqf, name, info = build_acquisition(
-                surrogate, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed
+                surrogate, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed,
+                baseline_max=o.nei_baseline if surrogate.data.n > o.large_data else None,
             )
             X, values = maximize(
                 acqf, enc, n, X_pending=X_avoid, candidates=pool,

@@ -362,6 +362,25 @@ def test_acquisition_search_effort_is_capped_only_for_large_data() -> None:
     assert BOPlanner(large_data=10_000)._search_effort(5000) == {"num_restarts": 12, "raw_samples": 1024}
 
 
+def test_above_large_data_the_nei_baseline_is_the_best_observed_points() -> None:
+    g = np.random.default_rng(5)
+    points = [{"x": float(a), "z": float(b)} for a, b in g.random((40, 2))]
+    observations = observe(points, branin)
+    minimize = [Objective(name="y", direction="minimize")]
+    few = planner(large_data=20, nei_baseline=6).propose(XZ, minimize, observations, [], 1, context=PlanContext(step=40))[0]
+    assert few.reason["strategy"] == "bo" and few.reason["baseline_points"] == 6
+    everyone = planner(nei_baseline=6).propose(XZ, minimize, observations, [], 1, context=PlanContext(step=40))[0]
+    assert "baseline_points" not in everyone.reason  # 40 observations are below large_data (500)
+    from planners.acquisition import build_acquisition
+    from planners.surrogate import fit_surrogate
+
+    surrogate = fit_surrogate(XZ, minimize, observations)
+    acqf, _, info = build_acquisition(surrogate, minimize, (), "qlognei", baseline_max=6)
+    best6 = {tuple(r) for r in surrogate.data.X[surrogate.data.Y[:, 0].argsort()[:6]].tolist()}
+    assert info == {"baseline_points": 6} and {tuple(r) for r in acqf.X_baseline.tolist()} <= best6  # (pruning may drop some)
+    constrained, _, info = build_acquisition(surrogate, minimize, (OutcomeConstraint.model_validate("y <= 50"),), "qlognei", baseline_max=6)
+    assert info == {}  # with constraints the best feasible point may be anywhere: all points stay
+
 def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
     minimize = [Objective(name="y", direction="minimize")]
     points = [XZ.from_unit(u) for u in np.random.default_rng(5).random((8, 2))]
