@@ -366,7 +366,6 @@ def _number(x: torch.Tensor | float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-
 def _on_scale(
     scale: RankScale, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
 ) -> tuple[list[Observation], list[Pending], PlanContext]:
