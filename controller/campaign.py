@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from controller import workqueue
 from controller.clock import Clock, SimClock, WallClock
-from controller.config import Interlock, LabConfig
+from controller.config import Interlock, LabConfig, build_planner
 from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
 from controller.fleet import Station, build_fleet, judged_fidelity
@@ -42,7 +42,6 @@ from controller.projection import CampaignState
 from instruments.errors import InstrumentError, failure_kind
 from instruments.protocol import Timed
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
-from planners.registry import make_planner
 
 log = logging.getLogger("selflab")
 
@@ -123,7 +122,7 @@ class Campaign:
         self.config = config
         self.ledger = ledger
         self.resume = resume
-        self.planner = planner or make_planner(config.planner.kind, config.planner.options)
+        self.planner = planner or build_planner(config)
         self.display: Display = display or _NoDisplay()
         self.stations = stations if stations is not None else build_fleet(config)
         self.state = CampaignState(config.name)

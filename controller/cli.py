@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 from pathlib import Path
 
-from controller.config import ConfigError, LabConfig, load_config
+from controller.config import ConfigError, LabConfig, build_planner, load_config
 from controller.ledger import Ledger, LedgerError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -178,6 +178,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     stations = build_fleet(config)
+    build_planner(config)
     print(
         f"{args.config}: ok - campaign {config.name!r}, {len(config.parameters)} parameters, "
         f"{len(config.objectives)} objective(s), {len(stations)} instrument(s), "
@@ -193,14 +194,16 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, ledger=args.ledger)
     stations = build_fleet(config)
+    planner = build_planner(config)  # (a bad planner option is a config fault, found before the ledger is touched)
     console = setup_logging(quiet=args.quiet, debug=args.debug)
     ledger = Ledger(config.ledger_url)
     try:
         if args.quiet:
-            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations).run())
+            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner).run())
         else:
             with LiveDisplay(config, console) as display:
-                stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, display=display).run())
+                stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner,
+                                            display=display).run())
     finally:
         ledger.close()
     if not args.quiet or stop.reason in _STOP_EXIT:

@@ -38,7 +38,8 @@ from pydantic import (
 )
 
 from controller.expressions import Expression
-from planners.registry import planner_kinds
+from planners.protocol import Planner
+from planners.registry import make_planner, planner_kinds
 from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -240,6 +241,20 @@ class ConfigError(Exception):
         self.faults = list(faults)
         self.source = source
         super().__init__("\n".join(map(str, self.faults)))
+
+
+def build_planner(config: LabConfig) -> Planner:
+    """The config's live planner; raises :class:`ConfigError` naming
+    ``planner.options`` when the planner refuses its options."""
+    try:
+        return make_planner(config.planner.kind, config.planner.options)
+    except ValueError as exc:
+        message = f"{exc}; `selflab schema` lists each planner's options"
+        raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
+    except TypeError as exc:  # a planner class without an options model: an unexpected keyword
+        given = ", ".join(sorted(config.planner.options)) or "none"
+        message = f"planner {config.planner.kind!r} does not take these options ({given}): {exc}"
+        raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
 
 
 def load_config(path: str | Path, ledger: str | None = None) -> LabConfig:

@@ -156,6 +156,18 @@ def test_bad_config_gets_exit_2_and_one_line_per_fault(tmp_path: Path) -> None:
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "YAML syntax error" in out.stderr
 
 
+def test_a_bad_planner_option_is_a_config_fault_before_any_ledger(tmp_path: Path) -> None:
+    path = write(tmp_path, quadratic_config(planner={"kind": "bo", "options": {"acquisition": "qei", "pool_scal": "rank"}}))
+    for command in ("validate", "run"):
+        out = selflab(command, str(path), cwd=tmp_path)
+        assert out.returncode == 2 and out.stdout == ""
+        [line] = out.stderr.splitlines()
+        assert line.startswith("planner.options: bo planner option 'acquisition'") and "selflab schema" in line
+    assert not (tmp_path / "runs").exists(), "a bad planner option must not create a ledger"
+    out = selflab("validate", str(write(tmp_path, quadratic_config(planner={"kind": "random", "options": {"seed": 3}}))), cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("planner.options: ") and "seed" in out.stderr
+
+
 def test_validate_ok_and_schema_and_drivers(tmp_path: Path) -> None:
     out = selflab("validate", str(REPO / "lab_configs" / "reactor_demo.yaml"), cwd=tmp_path)
     assert out.returncode == 0 and "ok" in out.stdout
