@@ -124,7 +124,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if handler is not None:
         return int(handler(args))
     if args.command == "schema":
-        print(json.dumps(LabConfig.model_json_schema(), indent=2))
+        from planners.registry import options_schemas
+
+        schema = LabConfig.model_json_schema()
+        schema["planner_options"] = options_schemas()  # planner.options of each planner kind
+        print(json.dumps(schema, indent=2))
         return EXIT_OK
     if args.command == "validate":
         return _validate(args)

@@ -25,6 +25,26 @@ PLANNERS: dict[str, str] = {
 """Planner kind -> ``module:Class``."""
 
 
+OPTIONS: dict[str, str] = {
+    "bo": "planners.bo:BOOptions",
+    "mf": "planners.mf:MFOptions",
+    "ax": "planners.ax_planner:AxOptions",
+}
+"""Planner kind -> ``module:Class`` of its ``planner.options`` model (kinds not listed take none)."""
+
+
+def options_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each planner kind's ``planner.options`` (``{}``: no options)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in planner_kinds():
+        if kind not in OPTIONS:
+            out[kind] = {"type": "object", "additionalProperties": False, "description": f"{kind} takes no options"}
+            continue
+        module, _, name = OPTIONS[kind].partition(":")
+        out[kind] = getattr(importlib.import_module(module), name).model_json_schema()
+    return out
+
+
 def planner_kinds() -> list[str]:
     """The planner kinds this installation knows."""
     return sorted(PLANNERS)

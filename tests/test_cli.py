@@ -173,6 +173,9 @@ def test_validate_ok_and_schema_and_drivers(tmp_path: Path) -> None:
     assert out.returncode == 0 and "ok" in out.stdout
     schema = json.loads(selflab("schema", cwd=tmp_path).stdout)
     assert schema["title"] == "LabConfig" and "instruments" in schema["properties"]
+    options = schema["planner_options"]  # what the planner.options error message points to
+    assert {"acquisition", "pool_scale", "outcome_warp"} <= set(options["bo"]["properties"]) and "properties" in options["mf"]
+    assert options["random"]["additionalProperties"] is False
     drivers = selflab("drivers", cwd=tmp_path).stdout
     for name in ("reactor", "branin", "hartmann6"):
         assert name in drivers
