@@ -369,11 +369,11 @@ def _number(x: torch.Tensor | float) -> float | None:
 def _on_scale(
     scale: RankScale, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
 ) -> tuple[list[Observation], list[Pending], PlanContext]:
-    """Observations, pending points and context (candidates, failed points) with params on ``scale``."""
+    """Observations, pending points and context (the pool's candidates, failed points) with params on ``scale``."""
     def move(records: Sequence[Any]) -> list[Any]:
         return [r.model_copy(update={"params": scale.forward(r.params)}) for r in records]
 
-    candidates = None if context.candidates is None else tuple(scale.forward(c) for c in context.candidates)
+    candidates = tuple(scale.forward(c) for c in context.candidates or ())
     return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed))})
 
 

@@ -44,7 +44,6 @@ class RankScale:
     """Per numeric input, the sorted distinct pool values (``knots``) and their
     mid-rank quantiles (``levels``, in ``[0, 1]``); categorical inputs are kept."""
 
-    source: SearchSpace
     space: SearchSpace
     knots: dict[str, np.ndarray]
     levels: dict[str, np.ndarray]
@@ -70,7 +69,7 @@ class RankScale:
             knots[p.name] = distinct
             levels[p.name] = (first + last) / 2 / max(len(values) - 1, 1) if len(distinct) > 1 else np.full(1, 0.5)
             parameters.append(FloatParameter(name=p.name, low=0.0, high=1.0, unit="rank"))
-        scale = cls(space, SearchSpace(parameters=parameters), knots, levels, {})
+        scale = cls(SearchSpace(parameters=parameters), knots, levels, {})
         for r in rows:
             scale._back.setdefault(scale._key(scale.forward(r)), {k: r[k] for k in space.names})  # type: ignore[misc]
         return scale

@@ -99,8 +99,7 @@ class BoxCox:
 
     def untransform(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
         """Warped-scale mean and std -> original units (median, delta-method std)."""
-        y = self.inverse(mean)
-        return y, std / self.slope(y).clamp_min(torch.finfo(y.dtype).tiny)
+        return untransform(self, mean, std)
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,14 @@ class YeoJohnson:
         return torch.where(x >= 0, (x.clamp_min(0) + 1).pow(self.lam - 1), (1 - x.clamp_max(0)).pow(1 - self.lam)) / self.scale
 
     def untransform(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
-        y = self.inverse(mean)
-        return y, std / self.slope(y).clamp_min(torch.finfo(y.dtype).tiny)
+        return untransform(self, mean, std)
+
+
+def untransform(warp: Warp, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+    """A warped-scale mean and std -> original units: the mean maps to the
+    posterior median, the std by the delta method (divided by the slope there)."""
+    y = warp.inverse(mean)
+    return y, std / warp.slope(y).clamp_min(torch.finfo(y.dtype).tiny)
 
 
 def fit_warp(y: Tensor, direction: str) -> Warp | None:
