@@ -245,9 +245,12 @@ class ConfigError(Exception):
 
 def build_planner(config: LabConfig) -> Planner:
     """The config's live planner; raises :class:`ConfigError` naming
-    ``planner.options`` when the planner refuses its options."""
+    ``planner.options`` when the planner refuses its options, or
+    ``planner.kind`` when the package that kind needs is not installed."""
     try:
         return make_planner(config.planner.kind, config.planner.options)
+    except ImportError as exc:
+        raise ConfigError([ConfigFault(loc="planner.kind", message=str(exc))]) from None
     except ValueError as exc:
         message = f"{exc}; `selflab schema` lists each planner's options"
         raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None

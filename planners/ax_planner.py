@@ -59,11 +59,17 @@ class AxOptions(BaseModel):
 
 
 def _import_ax() -> Any:
-    """``ax`` with its INFO logging silenced (it logs while importing, too)."""
+    """``ax`` with its INFO logging silenced (it logs while importing, too);
+    raises ``ImportError`` saying what to install when ax-platform is missing."""
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)
     try:
         import ax
+    except ImportError as exc:
+        raise ImportError(
+            f"planner kind 'ax' needs ax-platform, which does not import here ({exc}); "
+            "install it with: pip install 'selflab[ax]'"
+        ) from exc
     finally:
         logging.disable(previous)
     for handler in logging.getLogger("ax").handlers:

@@ -168,6 +168,21 @@ def test_a_bad_planner_option_is_a_config_fault_before_any_ledger(tmp_path: Path
     assert out.returncode == 2 and out.stderr.startswith("planner.options: ") and "seed" in out.stderr
 
 
+def test_ax_planner_without_ax_platform_says_what_to_install(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocked" / "ax"  # fault injection: an ``ax`` that cannot be imported, as if not installed
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ax'\", name='ax')\n")
+    path = write(tmp_path, quadratic_config(planner={"kind": "ax"}))
+    e = env()
+    e["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), e["PYTHONPATH"]])
+    for command in ("validate", "run"):
+        out = subprocess.run([SELFLAB, command, str(path)], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and out.stdout == ""
+        [line] = out.stderr.splitlines()
+        assert line.startswith("planner.kind: planner kind 'ax' needs ax-platform") and "pip install 'selflab[ax]'" in line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_validate_ok_and_schema_and_drivers(tmp_path: Path) -> None:
     out = selflab("validate", str(REPO / "lab_configs" / "reactor_demo.yaml"), cwd=tmp_path)
     assert out.returncode == 0 and "ok" in out.stdout
