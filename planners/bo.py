@@ -371,9 +371,9 @@ def _on_scale(
 ) -> tuple[list[Observation], list[Pending], PlanContext]:
     """Observations, pending points and context (the pool's candidates, failed points) with params on ``scale``."""
     def move(records: Sequence[Any]) -> list[Any]:
-        return [r.model_copy(update={"params": scale.forward(r.params)}) for r in records]
+        return [r.model_copy(update={"params": ranked}) for r, ranked in zip(records, scale.forward_all([r.params for r in records]))]
 
-    candidates = tuple(scale.forward(c) for c in context.candidates or ())
+    candidates = tuple(scale.forward_all(list(context.candidates or ())))
     return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed))})
 
 
