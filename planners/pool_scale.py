@@ -89,7 +89,7 @@ class RankScale:
             else:
                 columns[name] = [p[name] for p in points]
         names = list(columns)
-        return [dict(zip(names, values)) for values in zip(*columns.values())] if points else []
+        return [dict(zip(names, values)) for values in zip(*columns.values())]
 
     def original(self, ranked: Mapping[str, object]) -> Point:
         """The pool point whose rank-scale image is ``ranked``; raises ``KeyError``

@@ -378,8 +378,9 @@ def test_above_large_data_the_nei_baseline_is_the_best_observed_points() -> None
     acqf, _, info = build_acquisition(surrogate, minimize, (), "qlognei", baseline_max=6)
     best6 = {tuple(r) for r in surrogate.data.X[surrogate.data.Y[:, 0].argsort()[:6]].tolist()}
     assert info == {"baseline_points": 6} and {tuple(r) for r in acqf.X_baseline.tolist()} <= best6  # (pruning may drop some)
-    constrained, _, info = build_acquisition(surrogate, minimize, (OutcomeConstraint.model_validate("y <= 50"),), "qlognei", baseline_max=6)
+    _, _, info = build_acquisition(surrogate, minimize, (OutcomeConstraint.model_validate("y <= 50"),), "qlognei", baseline_max=6)
     assert info == {}  # with constraints the best feasible point may be anywhere: all points stay
+
 
 def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
     minimize = [Objective(name="y", direction="minimize")]

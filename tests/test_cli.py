@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,15 @@ pytestmark = pytest.mark.e2e
 SELFLAB = str(Path(sys.executable).with_name("selflab"))
 
 
-def env() -> dict[str, str]:
+def env(*first_on_path: Path) -> dict[str, str]:
+    """The test environment: ``first_on_path`` then ``tests/`` ahead of any PYTHONPATH."""
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), e.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join([*map(str, first_on_path), str(REPO / "tests"), e.get("PYTHONPATH", "")])
     return e
 
 
-def selflab(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SELFLAB, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def selflab(*args: str, cwd: Path, timeout: float = 120, first_on_path: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SELFLAB, *args], cwd=cwd, env=env(*first_on_path), capture_output=True, text=True, timeout=timeout)
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -173,10 +175,8 @@ def test_ax_planner_without_ax_platform_says_what_to_install(tmp_path: Path) -> 
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ax'\", name='ax')\n")
     path = write(tmp_path, quadratic_config(planner={"kind": "ax"}))
-    e = env()
-    e["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), e["PYTHONPATH"]])
     for command in ("validate", "run"):
-        out = subprocess.run([SELFLAB, command, str(path)], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+        out = selflab(command, str(path), cwd=tmp_path, first_on_path=[tmp_path / "blocked"])
         assert out.returncode == 2 and out.stdout == ""
         [line] = out.stderr.splitlines()
         assert line.startswith("planner.kind: planner kind 'ax' needs ax-platform") and "pip install 'selflab[ax]'" in line
