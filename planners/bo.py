@@ -32,6 +32,12 @@ A fitting problem never escapes ``propose``: when every fitting attempt fails
 (see :mod:`planners.surrogate`) the batch comes from Sobol with strategy
 ``"fallback_sobol"`` and the error in the reason.
 
+The GPs' numeric inputs use a scaled Matern-5/2 kernel with Gamma(3, 6)
+lengthscale priors (``kernel: matern``) rather than botorch's current default,
+the dimension-scaled RBF that Ax also uses (``kernel: rbf``): on Hartmann6 at
+40 evaluations it took the median regret over 30 seeds from 0.033 to 0.0016
+(see :func:`planners.surrogate.build_model`).
+
 The planner is stateless by contract; it only caches the last fit's
 hyperparameters (per outcome) to warm-start the next one.
 
@@ -98,6 +104,10 @@ class BOOptions(BaseModel):
     outcome_warp: Literal["auto", "none"] = Field(
         "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
     )
+    kernel: Literal["matern", "rbf"] = Field(
+        "matern", description="GP covariance of numeric inputs: Matern-5/2 with Gamma lengthscale priors, or botorch's (and Ax's) "
+        "dimension-scaled RBF (planners.surrogate.build_model)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads while proposing (None: leave torch's setting); see surrogate.numerics"
@@ -119,7 +129,8 @@ class BOPlanner:
             raise ValueError(f"bo planner option {where!r}: {first['msg']}") from None
         self.device = resolve_device(self.options.device)
         o = self.options
-        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points)
+        self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points,
+                                        kernel=o.kernel)
 
     def propose(
         self,
