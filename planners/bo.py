@@ -104,7 +104,7 @@ class BOOptions(BaseModel):
     outcome_warp: Literal["auto", "none"] = Field(
         "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
     )
-    kernel: Literal["matern", "rbf"] = Field(
+    kernel: Literal["auto", "matern", "rbf"] = Field(
         "matern", description="GP covariance of numeric inputs: Matern-5/2 with Gamma lengthscale priors, or botorch's (and Ax's) "
         "dimension-scaled RBF (planners.surrogate.build_model)"
     )

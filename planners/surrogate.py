@@ -72,6 +72,7 @@ from planners.space import Objective, OutcomeConstraint, SearchSpace
 
 Refit = Literal["full", "warm", "conditioned", "cached"]
 Kernel = Literal["matern", "rbf"]
+KernelChoice = Literal["auto", "matern", "rbf"]
 """The covariance of a single-fidelity GP's numeric inputs (see :func:`build_model`)."""
 _COST: dict[str, int] = {"cached": 0, "conditioned": 1, "warm": 2, "full": 3}
 MAX_CHOLESKY_SIZE = 10_000
@@ -219,6 +220,7 @@ class _Fit:
     signature: tuple[object, ...]
     hypers: dict[str, Tensor]
     n_fit: int  # training points when the hyperparameters were last optimized
+    kernel: Kernel
     data: tuple[Tensor, Tensor, Tensor | None]
     model: Model
 
@@ -239,7 +241,7 @@ class SurrogateFitter:
 
     def __init__(
         self, *, refit_growth: float = 0.1, refit_below: int = 200, warm_maxiter: int = 30, fit_max_points: int = 500, seed: int = 0,
-        multi_fidelity: bool = False, kernel: Kernel = "matern",
+        multi_fidelity: bool = False, kernel: KernelChoice = "matern",
     ) -> None:
         self.refit_growth, self.warm_maxiter, self.fit_max_points, self.seed = refit_growth, warm_maxiter, fit_max_points, seed
         self.refit_below = refit_below
@@ -281,41 +283,56 @@ class SurrogateFitter:
         for kind, jitter in plan:
             try:
                 with numerics(threads=None):
-                    model, n_fit = self._attempt(kind, jitter, encoding, train, cached)
+                    model, n_fit, kernel = self._attempt(kind, jitter, encoding, train, cached)
             except Exception as exc:  # any failure of the linear algebra or optimizer: next attempt
                 errors.append(f"{kind}{'+jitter' if jitter else ''}: {type(exc).__name__}: {exc}")
                 continue
-            self._cache[name] = _Fit(signature, _hyperparameters(model), n_fit, train, model)
+            self._cache[name] = _Fit(signature, _hyperparameters(model), n_fit, kernel, train, model)
             return model, kind
         self._cache.pop(name, None)
         raise SurrogateError(f"cannot fit a GP to {name!r}: " + " | ".join(errors))
 
     def _attempt(
         self, kind: Refit, jitter: bool, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None], cached: _Fit | None
-    ) -> tuple[Model, int]:
+    ) -> tuple[Model, int, Kernel]:
         X, y, yvar = train
         hypers = cached.hypers if cached is not None and kind != "full" else None
         n_fit = cached.n_fit if cached is not None and kind == "conditioned" else len(X)
+        kernels: list[Kernel]
+        if self.kernel != "auto":
+            kernels = [self.kernel]
+        elif cached is not None and kind != "full":
+            kernels = [cached.kernel]
+        else:
+            kernels = ["matern", "rbf"]
+        kernel = kernels[0]
         if kind != "conditioned":
             idx = self._subset(len(X))
-            small = build_model(encoding, X[idx], y[idx], None if yvar is None else yvar[idx], jitter=jitter,
-                                multi_fidelity=self.multi_fidelity, kernel=self.kernel)
-            if hypers is not None:
-                _load(small, hypers)
-            options = {"maxiter": self.warm_maxiter} if kind == "warm" else {}
-            mll = ExactMarginalLogLikelihood(small.likelihood, small)
-            fit_gpytorch_mll(mll, optimizer_kwargs={"options": options}, max_attempts=1 if kind == "warm" else 3)
+            best: tuple[float, Model, Kernel] | None = None
+            for candidate in kernels:
+                small = build_model(encoding, X[idx], y[idx], None if yvar is None else yvar[idx], jitter=jitter,
+                                    multi_fidelity=self.multi_fidelity, kernel=candidate)
+                if hypers is not None:
+                    _load(small, hypers)
+                options = {"maxiter": self.warm_maxiter} if kind == "warm" else {}
+                mll = ExactMarginalLogLikelihood(small.likelihood, small)
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": options}, max_attempts=1 if kind == "warm" else 3)
+                score = loo_log_density(small) if len(kernels) > 1 else 0.0
+                if best is None or score > best[0]:
+                    best = (score, small, candidate)
+            assert best is not None
+            _, small, kernel = best
             hypers = _hyperparameters(small)
             if len(idx) == len(X):
-                model = small
-                _check(model, X)
-                return model, n_fit
-        model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity, kernel=self.kernel)
+                small.eval()
+                _check(small, X)
+                return small, n_fit, kernel
+        model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity, kernel=kernel)
         assert hypers is not None
         _load(model, hypers)
         model.eval()
         _check(model, X)
-        return model, n_fit
+        return model, n_fit, kernel
 
     def _subset(self, n: int) -> Tensor:
         """Indices of at most ``fit_max_points`` of ``n`` points (seeded, sorted)."""
@@ -417,6 +434,25 @@ def modelled_outcomes(objectives: Sequence[Objective], constraints: Sequence[Out
     """Objective names, then constrained outcomes that are not objectives (model output order)."""
     names = [o.name for o in objectives]
     return names + sorted({c.outcome for c in constraints} - set(names))
+
+
+def loo_log_density(model: Model) -> float:
+    """Summed leave-one-out log predictive density of a fitted exact GP's
+    training targets (on its standardized scale, observation noise included),
+    in closed form from one inverse of the training covariance."""
+    model.train()
+    try:
+        with torch.no_grad():
+            prior = model.likelihood(model(*model.train_inputs), model.train_inputs)
+            K = prior.covariance_matrix
+            residual = (model.train_targets - prior.mean).unsqueeze(-1)
+            K_inv = torch.cholesky_inverse(torch.linalg.cholesky(K))
+            precision = torch.diagonal(K_inv, dim1=-2, dim2=-1)
+            loo_error = (K_inv @ residual).squeeze(-1) / precision
+            density = 0.5 * (precision.log() - math.log(2 * math.pi) - loo_error**2 * precision)
+        return float(density.sum())
+    finally:
+        model.eval()
 
 
 def _hyperparameters(model: Model) -> dict[str, Tensor]:
