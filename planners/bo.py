@@ -34,9 +34,12 @@ A fitting problem never escapes ``propose``: when every fitting attempt fails
 
 The GPs' numeric inputs use a scaled Matern-5/2 kernel with Gamma(3, 6)
 lengthscale priors (``kernel: matern``) rather than botorch's current default,
-the dimension-scaled RBF that Ax also uses (``kernel: rbf``): on Hartmann6 at
-40 evaluations it took the median regret over 30 seeds from 0.033 to 0.0016
-(see :func:`planners.surrogate.build_model`).
+the dimension-scaled RBF that Ax also uses (``kernel: rbf``); ``kernel: auto``
+fits both and keeps the better leave-one-out fit. Hartmann6, 40 evaluations,
+30 seeds: median regret 0.0016 (matern), 0.0044 (auto), 0.033 (rbf); the
+Liang p3ht pool prefers ``rbf`` or ``auto`` (see
+:func:`planners.surrogate.build_model` and ``benchmarks/RESULTS.md``). Each
+proposal's reason names the kernel of each outcome (``"kernel"``).
 
 The planner is stateless by contract; it only caches the last fit's
 hyperparameters (per outcome) to warm-start the next one.
@@ -105,8 +108,8 @@ class BOOptions(BaseModel):
         "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
     )
     kernel: Literal["auto", "matern", "rbf"] = Field(
-        "matern", description="GP covariance of numeric inputs: Matern-5/2 with Gamma lengthscale priors, or botorch's (and Ax's) "
-        "dimension-scaled RBF (planners.surrogate.build_model)"
+        "matern", description="GP covariance of numeric inputs: Matern-5/2 with Gamma lengthscale priors, botorch's (and Ax's) "
+        "dimension-scaled RBF, or auto: both fitted, the better leave-one-out fit kept (planners.surrogate.build_model)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(
@@ -298,6 +301,7 @@ class BOPlanner:
                 "device": str(enc.device),
                 "refit": surrogate.refit,
                 **_warp_reason(surrogate),
+                "kernel": dict(zip(surrogate.outcomes, surrogate.kernels)),
                 **info,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
@@ -356,7 +360,7 @@ def model_free_reason(
     that all of a planner's reasons have the same fields."""
     return {
         **reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
-        "n_observations": n_observations, "device": str(device), "refit": None, **({"error": error} if error else {}),
+        "n_observations": n_observations, "device": str(device), "refit": None, "kernel": {}, **({"error": error} if error else {}),
     }
 
 

@@ -270,6 +270,7 @@ class MFPlanner:
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
                 "refit": surrogate.refit,
+                "kernel": {objective.name: "multi_fidelity"},
                 **extra,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))

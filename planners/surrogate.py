@@ -192,6 +192,8 @@ class Surrogate:
     refit: Refit
     fit_seconds: float
     warps: tuple[Warp | None, ...] = ()
+    kernels: tuple[Kernel, ...] = ()
+    """The kernel of each outcome's GP (single-fidelity surrogates; see :func:`build_model`)."""
 
     def stats(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """``n x d`` -> posterior mean and std, each ``n x m``, original units (no
@@ -236,7 +238,9 @@ class SurrogateFitter:
     0.26 with warm starts to 0.035); ``warm_maxiter`` caps L-BFGS
     iterations in a warm refit; ``multi_fidelity`` fits multi-fidelity GPs
     (training rows end with the fidelity, see :func:`build_model`); ``kernel``:
-    see :func:`build_model`.
+    see :func:`build_model`, or ``"auto"``: on every full fit both kernels are
+    fitted and the one with the higher :func:`loo_log_density` is kept (its
+    warm and conditioned refits reuse it); twice the fitting time.
     """
 
     def __init__(
@@ -265,7 +269,8 @@ class SurrogateFitter:
             refits.append(refit)
         model: Model = models[0] if len(models) == 1 else ModelListGP(*models)
         refit = max(refits, key=_COST.__getitem__)
-        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps))
+        kernels = () if self.multi_fidelity else tuple(self._cache[name].kernel for name in outcomes)
+        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps), kernels)
 
     def _fit_outcome(self, name: str, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None]) -> tuple[Model, Refit]:
         X, y, yvar = train
@@ -363,10 +368,13 @@ def build_model(
       dimension (LogNormal(sqrt(2) + log(d) / 2, sqrt(3)); median 10 at
       d = 6), botorch's current default and Ax's.
 
-    Measured on Hartmann6 (40 evaluations, 30 seeds, same run): median
-    regret 0.0326 with ``rbf``, about ten times lower with ``matern``, whose
-    shorter prior lengthscales resolve the optimum's basin once inside it
-    (see ``benchmarks/RESULTS.md``).
+    (:class:`SurrogateFitter` adds ``"auto"``: both, kept by leave-one-out fit.)
+    Measured (``benchmarks/RESULTS.md``, session 5): Hartmann6 at 40
+    evaluations, 30 seeds, median regret 0.0016 with ``matern`` against
+    0.033 with ``rbf``; the gain is the Gamma prior's shorter lengthscales
+    (a Matern-5/2 under the dimension-scaled prior scored 0.023). On the
+    Liang pools ``matern`` is better on autoam (22 evaluations to 80 % of the
+    top rows against 32) and worse on p3ht (56 against 42).
     """
     if multi_fidelity:
         cont = list(range(encoding.dim))  # categorical columns too: the fidelity kernel has no categorical variant
