@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from controller.campaign import Campaign
 from controller.config import LabConfig, parse_config
@@ -124,6 +124,8 @@ class BenchResult(_Record):
     median_cost: float = 0.0
     """Median total cost spent per campaign."""
     median_recommendation_regret: float | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The planner's options (``selflab bench --options``; empty: its defaults)."""
 
 
 def bench_config(problem: Problem, planner: str, budget: int | None, seed: int, batch: int, ledger_url: str,
@@ -195,11 +197,11 @@ def run_bench(problem: Problem, planner: str, budget: int | None, seeds: int, ba
               cost_budget: float | None = None) -> BenchResult:
     """Seeds ``0 .. seeds-1`` of ``planner`` (with ``options``) on ``problem``, aggregated."""
     runs = [run_seed(problem, planner, budget, seed, batch, progress, options, cost_budget) for seed in range(seeds)]
-    return aggregate(problem, planner, budget, batch, runs, cost_budget)
+    return aggregate(problem, planner, budget, batch, runs, cost_budget, options)
 
 
 def aggregate(problem: Problem, planner: str, budget: int | None, batch: int, runs: Sequence[RunRecord],
-              cost_budget: float | None = None) -> BenchResult:
+              cost_budget: float | None = None, options: Mapping[str, Any] | None = None) -> BenchResult:
     """Medians over runs and, for pools, the seed-averaged top-5 % curve."""
     seconds = [s for r in runs for s in r.proposal_seconds]
     curves = [r.top5_trace for r in runs if r.top5_trace is not None]
@@ -221,6 +223,7 @@ def aggregate(problem: Problem, planner: str, budget: int | None, batch: int, ru
         cost_budget=cost_budget,
         median_cost=statistics.median(r.cost_trace[-1] if r.cost_trace else 0.0 for r in runs),
         median_recommendation_regret=_median([r.recommendation_regret for r in runs]),
+        options=dict(options or {}),
     )
 
 

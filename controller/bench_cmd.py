@@ -3,11 +3,13 @@
 Usage::
 
     selflab bench --problem P --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
-                  [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
+                  [--options JSON] [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
 
 Problems: see :mod:`simulators.problems` (``pool:PATH.csv`` with
 ``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
-campaign (:mod:`controller.bench`). ``--budget`` caps experiments,
+campaign (:mod:`controller.bench`). ``--options`` gives one planner its
+``planner.options`` (a JSON object, e.g. ``'{"kernel": "rbf"}'``; recorded
+in the JSON as ``options``). ``--budget`` caps experiments,
 ``--cost-budget`` cost units (give either or both). Prints one summary line
 per planner; ``--json`` writes the results (one object, or an array for
 several planners). ``--plot`` draws the best-so-far medians with
@@ -60,6 +62,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cost-budget", type=_positive_float, metavar="C", help="cost units per campaign (multi-fidelity problems; with or instead of --budget)")
     p.add_argument("--seeds", required=True, type=_positive, metavar="S", help="campaigns per planner (seeds 0..S-1)")
     p.add_argument("--batch", type=_positive, default=1, metavar="q", help="experiments in flight at once (default 1)")
+    p.add_argument("--options", metavar="JSON", help="the planner's options, a JSON object (one planner only), e.g. '{\"kernel\": \"rbf\"}'")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw best so far against evaluations")
     p.add_argument("--objective", metavar="COLUMN", help="pool:PATH.csv only: the objective column")
@@ -88,18 +91,30 @@ def handle(args: argparse.Namespace) -> int:
         problem = get_problem(args.problem, objective=args.objective, direction=args.direction)
     except ProblemError as exc:
         return _fail(str(exc))
+    options: dict[str, Any] = {}
+    if args.options is not None:
+        try:
+            options = json.loads(args.options)
+        except json.JSONDecodeError as exc:
+            return _fail(f"--options is not JSON: {exc}")
+        if not isinstance(options, dict):
+            return _fail("--options must be a JSON object, e.g. '{\"kernel\": \"rbf\"}'")
+        if len(planners) > 1:
+            return _fail("--options applies to one planner; run each planner with its own --options")
     for kind in planners:
         try:
-            make_planner(kind, {})
+            make_planner(kind, options)
         except ImportError as exc:
             return _fail(f"planner {kind!r} is not available: {exc}")
+        except (TypeError, ValueError) as exc:
+            return _fail(f"--options: {exc}")
     console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
     results: list[BenchResult] = []
     try:
         with _ProgressBar(console, len(planners) * args.seeds * args.budget if args.budget else None) as advance:
             for kind in planners:
                 result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind),
-                                   cost_budget=args.cost_budget)
+                                   options=options, cost_budget=args.cost_budget)
                 results.append(result)
                 print(_summary(result), flush=True)
     except BenchError as exc:

@@ -201,6 +201,20 @@ def test_cli_user_csv_pool(tmp_path: Path) -> None:
     assert data["evaluations_to_80pct_top5"] is not None
 
 
+def test_cli_options_reach_the_planner_and_the_json(tmp_path: Path) -> None:
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16}
+    values = {}
+    for name, options in (("default", fast), ("early", {**fast, "n_init": 3, "kernel": "rbf"})):
+        out = tmp_path / f"{name}.json"
+        args = ["bench", "--problem", "branin", "--planner", "bo", "--budget", "5", "--seeds", "1", "--json", str(out)]
+        assert main([*args, "--options", json.dumps(options)]) == 0
+        data = json.loads(out.read_text())
+        assert data["options"] == options
+        values[name] = data["runs"][0]["values"]
+    assert values["early"][:3] == values["default"][:3]  # the same centre and Sobol points
+    assert values["early"][3] != values["default"][3]  # the 4th: from the GP with n_init 3, Sobol with the default 6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -209,6 +223,10 @@ def test_cli_user_csv_pool(tmp_path: Path) -> None:
         (["--problem", "branin", "--objective", "y"], "pool:PATH.csv problems only"),
         (["--problem", "pool:{csv}", "--objective", "Yeld"], "has no column 'Yeld'"),
         (["--problem", "pool:{tmp}/missing.csv", "--objective", "y"], "cannot read"),
+        (["--problem", "branin", "--planner", "bo", "--options", "{{kernel: rbf}}"], "--options is not JSON"),
+        (["--problem", "branin", "--planner", "bo", "--options", "[1]"], "--options must be a JSON object"),
+        (["--problem", "branin", "--planner", "bo,sobol", "--options", "{{}}"], "--options applies to one planner"),
+        (["--problem", "branin", "--planner", "bo", "--options", '{{"kernel": "periodic"}}'], "--options: bo planner option 'kernel'"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
