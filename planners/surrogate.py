@@ -72,8 +72,9 @@ from planners.space import Objective, OutcomeConstraint, SearchSpace
 
 Refit = Literal["full", "warm", "conditioned", "cached"]
 Kernel = Literal["matern", "rbf"]
-KernelChoice = Literal["auto", "matern", "rbf"]
 """The covariance of a single-fidelity GP's numeric inputs (see :func:`build_model`)."""
+KernelChoice = Literal["auto", "matern", "rbf"]
+"""A fitter's ``kernel``: one kernel, or ``"auto"`` (see :class:`SurrogateFitter`)."""
 _COST: dict[str, int] = {"cached": 0, "conditioned": 1, "warm": 2, "full": 3}
 MAX_CHOLESKY_SIZE = 10_000
 """Exact Cholesky up to this many points (gpytorch switches to CG beyond 800 by default)."""
