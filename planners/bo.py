@@ -5,8 +5,9 @@ fits the GPs, :mod:`planners.acquisition` builds the acquisition function and
 :mod:`planners.optimize` maximizes it. :mod:`planners.encoding` maps points to
 tensor rows and back.
 
-A campaign's first ``n_init`` proposals (default ``max(5, d)``; ledger
-position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
+A campaign's first ``n_init`` proposals (default :func:`default_n_init`:
+``max(5, d)``, rounded down to whole rounds when several experiments run at
+once; ledger position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
 (``"sobol_init"``), as does any call with fewer than two usable observations
 or with fewer than ``n_init`` results or failures (with several experiments
 in flight the first model waits for results, not just proposals);
@@ -86,7 +87,9 @@ class BOOptions(BaseModel):
 
     acquisition: Literal["qlognei", "ucb", "ts"] = "qlognei"
     beta: float = Field(2.0, gt=0, description="UCB exploration weight")
-    n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(5, d)")
+    n_init: int | None = Field(
+        None, ge=1, description="Sobol points before the first model; default max(5, d), rounded down to whole rounds with several slots (default_n_init)"
+    )
     center_first: bool = Field(True, description="the campaign's first point is the centre of the space (a pool: the row nearest it)")
     num_restarts: int = Field(12, ge=1, description="optimizer restarts")
     raw_samples: int = Field(1024, ge=1, description="random points scored to choose the restarts")
@@ -164,7 +167,7 @@ class BOPlanner:
         encoding = Encoding(space, device=self.device)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
-        n_init = self.options.n_init or max(5, space.dim)
+        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
         if context.step < n_init or data.n < 2 or data.n + len(context.failed) < n_init:
             # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
             # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
@@ -343,6 +346,24 @@ class BOPlanner:
         if strategy == "sobol_init" and self.options.center_first and context.step == 0 and base:
             base[0] = base[0].model_copy(update={"params": center_of(space, context.candidates), "reason": {"strategy": "center", "index": 0}})
         return [p.model_copy(update={"reason": model_free_reason(p.reason, strategy, n_observations, self.device, error)}) for p in base]
+
+
+def default_n_init(dim: int, slots: int = 1) -> int:
+    """Sobol points before the first model: ``max(5, dim)``; with ``slots > 1``
+    experiments at once (those asked for plus those in flight), rounded down
+    to whole rounds of ``slots``, at least one round, so that the round after
+    the initial design already comes from the model.
+
+    Measured (Hartmann6, 4 slots, 52 evaluations, 30 seeds, matern kernel):
+    6 initial points (two Sobol rounds) 0.0008 median regret, 21 of 30 seeds
+    in the global basin; 4 (one round) 0.0006, 24 of 30, and ahead on each
+    set of 10 seeds (seeds 0-9: 0.0605 against 0.0005).
+
+    >>> default_n_init(6), default_n_init(6, slots=4), default_n_init(6, slots=3), default_n_init(2, slots=8)
+    (6, 4, 6, 8)
+    """
+    base = max(5, dim)
+    return base if slots <= 1 else max(slots, base // slots * slots)
 
 
 def center_of(space: SearchSpace, candidates: Sequence[Point] | None = None) -> Point:

@@ -19,7 +19,7 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 from conftest import quadratic_config
 
 from planners.baselines import RandomPlanner
-from planners.bo import BOPlanner
+from planners.bo import BOPlanner, default_n_init
 from planners.encoding import Encoding
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
 from planners.registry import make_planner
@@ -443,6 +443,23 @@ def test_above_large_data_the_nei_baseline_is_the_best_observed_points() -> None
     assert info == {"baseline_points": 6} and {tuple(r) for r in acqf.X_baseline.tolist()} <= best6  # (pruning may drop some)
     _, _, info = build_acquisition(surrogate, minimize, (OutcomeConstraint.model_validate("y <= 50"),), "qlognei", baseline_max=6)
     assert info == {}  # with constraints the best feasible point may be anywhere: all points stay
+
+
+def test_default_initial_design_is_whole_rounds_of_the_slots_in_use() -> None:
+    """6-D: 6 Sobol points one at a time; with 4 slots, one round of 4 (not two rounds, 8)."""
+    space = SearchSpace(parameters=[FloatParameter(name=f"x{i}", low=0, high=1) for i in range(6)])
+    minimize = [Objective(name="y", direction="minimize")]
+    points = [space.from_unit(u) for u in np.random.default_rng(2).random((5, 6))]
+    four = observe(points[:4], lambda p: {"y": sum((float(v) - 0.3) ** 2 for v in p.values())})
+    fast = {k: v for k, v in FAST.items() if k != "n_init"}
+    assert default_n_init(6) == 6 and default_n_init(6, 4) == 4 and default_n_init(6, 3) == 6 and default_n_init(2, 8) == 8
+    round_of_four = BOPlanner(**fast).propose(space, minimize, four, [], 4, context=PlanContext(step=4))
+    assert [p.reason["strategy"] for p in round_of_four] == ["bo"] * 4
+    one_at_a_time = BOPlanner(**fast).propose(space, minimize, four, [], 1, context=PlanContext(step=4))
+    assert one_at_a_time[0].reason["strategy"] == "sobol_init"
+    three_in_flight = [Pending(params=p) for p in points[1:4]]
+    async_slot = BOPlanner(**fast).propose(space, minimize, four[:1], three_in_flight, 1, context=PlanContext(step=4))
+    assert async_slot[0].reason["strategy"] == "sobol_init"  # 4 slots, but 1 result: the first model waits for 4
 
 
 def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
