@@ -373,7 +373,7 @@ def build_model(
     Measured (``benchmarks/RESULTS.md``, session 5): Hartmann6 at 40
     evaluations, 30 seeds, median regret 0.0016 with ``matern`` against
     0.033 with ``rbf``; the gain is the Gamma prior's shorter lengthscales
-    (a Matern-5/2 under the dimension-scaled prior scored 0.023). On the
+    (a Matern-5/2 under the dimension-scaled prior scored 0.013). On the
     Liang pools ``matern`` is better on autoam (22 evaluations to 80 % of the
     top rows against 32) and worse on p3ht (56 against 42).
     """
