@@ -330,7 +330,6 @@ class SurrogateFitter:
             _, small, kernel = best
             hypers = _hyperparameters(small)
             if len(idx) == len(X):
-                small.eval()
                 _check(small, X)
                 return small, n_fit, kernel
         model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity, kernel=kernel)
