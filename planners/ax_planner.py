@@ -47,7 +47,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from planners.baselines import nearest_unused, offered_fidelity
-from planners.protocol import Observation, Pending, PlanContext, Proposal
+from planners.protocol import Observation, Pending, PlanContext, Proposal, parse_options
 from planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, Point, SearchSpace
 
 
@@ -81,10 +81,11 @@ class AxPlanner:
     """Ax (``ax.Client``) as a selflab planner; see the module docstring."""
 
     kind = "ax"
+    options_model = AxOptions
     blocking = True
 
     def __init__(self, **options: Any) -> None:
-        self.options = AxOptions(**options)
+        self.options = parse_options(AxOptions, self.kind, options)
         _import_ax()
 
     def propose(

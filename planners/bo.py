@@ -63,14 +63,14 @@ import torch
 from botorch.exceptions.errors import BotorchError
 from botorch.utils.sampling import manual_seed
 from linear_operator.utils.errors import NanError, NotPSDError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
 from planners.pool_scale import RankScale
-from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation
+from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation, parse_options
 from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import Surrogate, SurrogateError, SurrogateFitter, TrainingData, modelled_outcomes, numerics, resolve_device
 from planners.warp import Warp, fit_warp
@@ -124,15 +124,11 @@ class BOPlanner:
     """GP-based Bayesian optimization (see module docs); options: :class:`BOOptions`."""
 
     kind = "bo"
+    options_model = BOOptions
     blocking = True
 
     def __init__(self, **options: Any) -> None:
-        try:
-            self.options = BOOptions(**options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ValueError(f"bo planner option {where!r}: {first['msg']}") from None
+        self.options = parse_options(BOOptions, self.kind, options)
         self.device = resolve_device(self.options.device)
         o = self.options
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points,

@@ -87,14 +87,14 @@ import torch
 from botorch.acquisition import AcquisitionFunction, PosteriorMean
 from botorch.models.model import Model
 from botorch.utils.sampling import manual_seed
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from planners.acquisition import build_mf_acquisition, fidelity_cost_model
 from planners.baselines import SobolPlanner, offered_fidelity
 from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
 from planners.encoding import Encoding
 from planners.optimize import maximize, maximize_by_level, too_close
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal, Recommendation
+from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal, Recommendation, parse_options
 from planners.space import Objective, SearchSpace
 from planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
 
@@ -131,16 +131,12 @@ class MFPlanner:
     """Cost-aware multi-fidelity BO (see module docs); options: :class:`MFOptions`."""
 
     kind = "mf"
+    options_model = MFOptions
     blocking = True
     multi_fidelity = True
 
     def __init__(self, **options: Any) -> None:
-        try:
-            self.options = MFOptions(**options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ValueError(f"mf planner option {where!r}: {first['msg']}") from None
+        self.options = parse_options(MFOptions, self.kind, options)
         o = self.options
         self.device = resolve_device(o.device)
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points, multi_fidelity=True)

@@ -20,10 +20,10 @@ instrument that serves its ``fidelity``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planners.space import Objective, OutcomeConstraint, Point, SearchSpace
 
@@ -137,7 +137,10 @@ class Planner(Protocol):
     otherwise (the default) the controller calls it in a worker thread so that
     instruments keep running while it fits its models. A planner that chooses
     fidelities sets ``multi_fidelity = True``; others are offered only the slots
-    of instruments at the target fidelity (or the highest served).
+    of instruments at the target fidelity (or the highest served). A planner
+    that takes ``planner.options`` names their pydantic model as the class
+    attribute ``options_model`` (``selflab schema`` reads it) and validates
+    them with :func:`parse_options`.
     """
 
     def propose(
@@ -152,3 +155,21 @@ class Planner(Protocol):
     ) -> list[Proposal]:
         """Return exactly ``n`` proposals (a batch when ``n > 1``)."""
         ...
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def parse_options(model: type[OptionsT], kind: str, options: Mapping[str, Any]) -> OptionsT:
+    """A planner's ``planner.options`` validated by its options ``model``.
+
+    Raises ``ValueError`` naming the planner and the first bad option, in one
+    line (the config loader adds where to look), e.g.
+    ``bo planner option 'beta': Input should be greater than 0``.
+    """
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "options"
+        raise ValueError(f"{kind} planner option {where!r}: {first['msg']}") from None

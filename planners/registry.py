@@ -25,23 +25,16 @@ PLANNERS: dict[str, str] = {
 """Planner kind -> ``module:Class``."""
 
 
-OPTIONS: dict[str, str] = {
-    "bo": "planners.bo:BOOptions",
-    "mf": "planners.mf:MFOptions",
-    "ax": "planners.ax_planner:AxOptions",
-}
-"""Planner kind -> ``module:Class`` of its ``planner.options`` model (kinds not listed take none)."""
-
-
 def options_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of each planner kind's ``planner.options`` (``{}``: no options)."""
+    """The JSON Schema of each planner kind's ``planner.options`` (from the
+    class's ``options_model``; a class without one takes no options)."""
     out: dict[str, dict[str, Any]] = {}
     for kind in planner_kinds():
-        if kind not in OPTIONS:
+        model = getattr(_planner_class(kind), "options_model", None)
+        if model is None:
             out[kind] = {"type": "object", "additionalProperties": False, "description": f"{kind} takes no options"}
-            continue
-        module, _, name = OPTIONS[kind].partition(":")
-        out[kind] = getattr(importlib.import_module(module), name).model_json_schema()
+        else:
+            out[kind] = model.model_json_schema()
     return out
 
 
@@ -55,7 +48,11 @@ def make_planner(kind: str, options: Mapping[str, Any]) -> Planner:
     ``TypeError`` or ``ValueError`` for bad options."""
     if kind not in PLANNERS:
         raise KeyError(f"unknown planner kind {kind!r}; known: {', '.join(planner_kinds())}")
-    module, _, name = PLANNERS[kind].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    planner: Planner = cls(**dict(options))
+    planner: Planner = _planner_class(kind)(**dict(options))
     return planner
+
+
+def _planner_class(kind: str) -> Any:
+    """The class of a known planner kind, imported now."""
+    module, _, name = PLANNERS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -21,6 +21,7 @@ from planners import (
     make_planner,
     planner_kinds,
 )
+from planners.registry import options_schemas
 
 SPACE = SearchSpace(parameters=[
     FloatParameter(name="t", low=1, high=100, log=True),
@@ -121,4 +122,12 @@ def test_registry_errors() -> None:
         make_planner("gp", {})
     with pytest.raises(TypeError):
         make_planner("random", {"temperature": 3})
+    for kind, options, field in (("bo", {"beta": -1}, "beta"), ("mf", {"kernel": "rbf"}, "kernel"), ("ax", {"initial_points": 0}, "initial_points")):
+        with pytest.raises(ValueError) as caught:
+            make_planner(kind, options)
+        message = str(caught.value)
+        assert message.startswith(f"{kind} planner option {field!r}: ") and "\n" not in message, message
+    schemas = options_schemas()
+    assert set(schemas) == set(planner_kinds()) and "beta" in schemas["bo"]["properties"]
+    assert schemas["random"]["additionalProperties"] is False
     assert math.isfinite(SPACE.to_unit(SPACE.from_unit([0.3] * 5))[0])
