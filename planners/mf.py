@@ -266,7 +266,7 @@ class MFPlanner:
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
                 "refit": surrogate.refit,
-                "kernel": {objective.name: "multi_fidelity"},
+                "kernel": {objective.name: "multi_fidelity"}, "lengthscale_prior": {},
                 **extra,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))

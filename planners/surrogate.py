@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import gpytorch
@@ -60,7 +61,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior, get_matern_kernel_with_gamma_prior
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel
+from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from torch import Tensor
@@ -75,6 +76,8 @@ Kernel = Literal["matern", "rbf"]
 """The covariance of a single-fidelity GP's numeric inputs (see :func:`build_model`)."""
 KernelChoice = Literal["auto", "matern", "rbf"]
 """A fitter's ``kernel``: one kernel, or ``"auto"`` (see :class:`SurrogateFitter`)."""
+LengthscalePrior = Literal["gamma", "none"]
+"""The ``matern`` kernel's lengthscale prior (see :func:`build_model`)."""
 _COST: dict[str, int] = {"cached": 0, "conditioned": 1, "warm": 2, "full": 3}
 MAX_CHOLESKY_SIZE = 10_000
 """Exact Cholesky up to this many points (gpytorch switches to CG beyond 800 by default)."""
@@ -195,6 +198,8 @@ class Surrogate:
     warps: tuple[Warp | None, ...] = ()
     kernels: tuple[Kernel, ...] = ()
     """The kernel of each outcome's GP (single-fidelity surrogates; see :func:`build_model`)."""
+    lengthscale_prior: LengthscalePrior = "gamma"
+    """The lengthscale prior of the ``matern`` kernels among them."""
 
     def stats(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """``n x d`` -> posterior mean and std, each ``n x m``, original units (no
@@ -254,9 +259,10 @@ class SurrogateFitter:
         self._cache: dict[str, _Fit] = {}
 
     def fit(self, encoding: Encoding, outcomes: Sequence[str], data: TrainingData,
-            warps: Sequence[Warp | None] = ()) -> Surrogate:
+            warps: Sequence[Warp | None] = (), lengthscale_prior: LengthscalePrior = "gamma") -> Surrogate:
         """Models for ``outcomes`` on ``data`` (outcome ``j`` warped by ``warps[j]``
-        when given); raises :class:`SurrogateError` when all attempts fail."""
+        when given; ``lengthscale_prior``: see :func:`build_model`); raises
+        :class:`SurrogateError` when all attempts fail."""
         started = time.perf_counter()
         if any(w is not None for w in warps):
             data = data.warped(warps)
@@ -265,17 +271,20 @@ class SurrogateFitter:
         for j, name in enumerate(outcomes):
             yvar = data.Yvar[:, j : j + 1]
             train = (data.X, data.Y[:, j : j + 1], yvar if bool(torch.isfinite(yvar).all()) else None)
-            model, refit = self._fit_outcome(name, encoding, train)
+            model, refit = self._fit_outcome(name, encoding, train, lengthscale_prior)
             models.append(model)
             refits.append(refit)
         model: Model = models[0] if len(models) == 1 else ModelListGP(*models)
         refit = max(refits, key=_COST.__getitem__)
         kernels = () if self.multi_fidelity else tuple(self._cache[name].kernel for name in outcomes)
-        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps), kernels)
+        return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps), kernels,
+                         lengthscale_prior)
 
-    def _fit_outcome(self, name: str, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None]) -> tuple[Model, Refit]:
+    def _fit_outcome(
+        self, name: str, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None], prior: LengthscalePrior
+    ) -> tuple[Model, Refit]:
         X, y, yvar = train
-        signature = (encoding.space, str(encoding.device), yvar is None)
+        signature = (encoding.space, str(encoding.device), yvar is None, prior)
         cached = self._cache.get(name)
         if cached is not None and cached.signature != signature:
             cached = None
@@ -289,7 +298,7 @@ class SurrogateFitter:
         for kind, jitter in plan:
             try:
                 with numerics(threads=None):
-                    model, n_fit, kernel = self._attempt(kind, jitter, encoding, train, cached)
+                    model, n_fit, kernel = self._attempt(kind, jitter, encoding, train, cached, prior)
             except Exception as exc:  # any failure of the linear algebra or optimizer: next attempt
                 errors.append(f"{kind}{'+jitter' if jitter else ''}: {type(exc).__name__}: {exc}")
                 continue
@@ -299,7 +308,8 @@ class SurrogateFitter:
         raise SurrogateError(f"cannot fit a GP to {name!r}: " + " | ".join(errors))
 
     def _attempt(
-        self, kind: Refit, jitter: bool, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None], cached: _Fit | None
+        self, kind: Refit, jitter: bool, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None], cached: _Fit | None,
+        prior: LengthscalePrior,
     ) -> tuple[Model, int, Kernel]:
         X, y, yvar = train
         hypers = cached.hypers if cached is not None and kind != "full" else None
@@ -317,7 +327,7 @@ class SurrogateFitter:
             best: tuple[float, Model, Kernel] | None = None
             for candidate in kernels:
                 small = build_model(encoding, X[idx], y[idx], None if yvar is None else yvar[idx], jitter=jitter,
-                                    multi_fidelity=self.multi_fidelity, kernel=candidate)
+                                    multi_fidelity=self.multi_fidelity, kernel=candidate, lengthscale_prior=prior)
                 if hypers is not None:
                     _load(small, hypers)
                 options = {"maxiter": self.warm_maxiter} if kind == "warm" else {}
@@ -332,7 +342,8 @@ class SurrogateFitter:
             if len(idx) == len(X):
                 _check(small, X)
                 return small, n_fit, kernel
-        model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity, kernel=kernel)
+        model = build_model(encoding, X, y, yvar, jitter=jitter, multi_fidelity=self.multi_fidelity, kernel=kernel,
+                            lengthscale_prior=prior)
         assert hypers is not None
         _load(model, hypers)
         model.eval()
@@ -349,7 +360,7 @@ class SurrogateFitter:
 
 def build_model(
     encoding: Encoding, X: Tensor, y: Tensor, yvar: Tensor | None, *, jitter: bool = False, multi_fidelity: bool = False,
-    kernel: Kernel = "matern",
+    kernel: Kernel = "matern", lengthscale_prior: LengthscalePrior = "gamma",
 ) -> Model:
     """An unfitted GP on ``X`` (``n x d``), ``y`` and ``yvar`` (``n x 1``).
 
@@ -364,6 +375,9 @@ def build_model(
       lengthscale (mode 1/3) and Gamma(2, 0.15) on the output scale,
       botorch's ``get_matern_kernel_with_gamma_prior`` (its default GP before
       botorch 0.12);
+      With ``lengthscale_prior="none"`` the lengthscales have no prior
+      (type-II maximum likelihood): an input that does not matter can get
+      an unbounded lengthscale, which the Gamma prior forbids;
     - ``"rbf"``: an ARD RBF with a lengthscale prior that grows with the
       dimension (LogNormal(sqrt(2) + log(d) / 2, sqrt(3)); median 10 at
       d = 6), botorch's current default and Ax's.
@@ -374,7 +388,12 @@ def build_model(
     0.033 with ``rbf``; the gain is the Gamma prior's shorter lengthscales
     (a Matern-5/2 under the dimension-scaled prior scored 0.013). On the
     Liang pools ``matern`` is better on autoam (22 evaluations to 80 % of the
-    top rows against 32) and worse on p3ht (56 against 42).
+    top rows against 32) and worse on p3ht (56 against 42). At these data
+    sizes the Gamma prior decides the ``matern`` fit (lengthscales 0.2-0.6 and
+    a small noise on p3ht, autoam and Hartmann6 alike), while ``rbf``'s wide
+    prior lets p3ht's dopant inputs go nearly irrelevant; leave-one-out fit
+    prefers ``rbf`` even on Hartmann6, so it cannot choose for optimization
+    (session 6 in ``benchmarks/RESULTS.md``).
     """
     if multi_fidelity:
         cont = list(range(encoding.dim))  # categorical columns too: the fidelity kernel has no categorical variant
@@ -398,20 +417,25 @@ def build_model(
     elif encoding.cat_dims:
         model = MixedSingleTaskGP(
             X, y, cat_dims=sorted(encoding.cat_dims), train_Yvar=yvar, likelihood=likelihood,
-            input_transform=normalize, outcome_transform=transform, cont_kernel_factory=_matern if kernel == "matern" else None,
+            input_transform=normalize, outcome_transform=transform,
+            cont_kernel_factory=partial(_matern, prior=lengthscale_prior) if kernel == "matern" else None,
         )
     else:
-        covar = get_matern_kernel_with_gamma_prior(X.shape[-1]) if kernel == "matern" else None
+        covar = None
+        if kernel == "matern" and lengthscale_prior == "gamma":
+            covar = get_matern_kernel_with_gamma_prior(X.shape[-1])
+        elif kernel == "matern":
+            covar = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=X.shape[-1]), outputscale_prior=GammaPrior(2.0, 0.15))
         model = SingleTaskGP(
             X, y, train_Yvar=yvar, likelihood=likelihood, covar_module=covar, input_transform=normalize, outcome_transform=transform,
         )
     return model.to(X)
 
 
-def _matern(batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int]) -> MaternKernel:
+def _matern(batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int], prior: LengthscalePrior = "gamma") -> MaternKernel:
     """The numeric part of a mixed GP under ``kernel: matern`` (the mixed GP adds the output scales)."""
     return MaternKernel(nu=2.5, ard_num_dims=ard_num_dims, batch_shape=batch_shape, active_dims=active_dims,
-                        lengthscale_prior=GammaPrior(3.0, 6.0))
+                        lengthscale_prior=GammaPrior(3.0, 6.0) if prior == "gamma" else None)
 
 
 def fit_surrogate(

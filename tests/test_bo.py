@@ -316,6 +316,45 @@ def test_kernel_option_sets_the_covariance_of_numeric_inputs(kernel: str) -> Non
             assert float(prior.concentration) == 3.0 and float(prior.rate) == 6.0 and kernels[0].nu == 2.5
 
 
+def test_lengthscale_prior_none_lets_an_input_that_does_not_matter_drop_out() -> None:
+    """Data that depend on ``x`` only: without a lengthscale prior ``z`` gets a
+    lengthscale far beyond the unit cube (here about 6000); the Gamma(3, 6) prior holds it below 2 (1.4)."""
+    points = [{"x": u, "z": (7 * u) % 1} for u in np.linspace(0.02, 0.98, 16)]
+    data = TrainingData.from_observations(Encoding(XZ), ["y"], observe(points, lambda p: {"y": math.sin(6 * p["x"])}))
+    lengthscales = {}
+    for prior in ("gamma", "none"):
+        surrogate = SurrogateFitter().fit(Encoding(XZ), ["y"], data, lengthscale_prior=prior)
+        assert surrogate.lengthscale_prior == prior
+        (kernel,) = [k for k in surrogate.model.covar_module.modules() if isinstance(k, MaternKernel)]
+        assert (getattr(kernel, "lengthscale_prior", None) is None) == (prior == "none")
+        lengthscales[prior] = kernel.lengthscale.detach().flatten().tolist()
+    assert lengthscales["gamma"][1] < 2 and lengthscales["none"][1] > 100, lengthscales
+    assert lengthscales["none"][0] < 1.5, lengthscales  # x still matters
+
+
+def test_lengthscale_prior_auto_is_none_on_a_pool_and_gamma_on_a_box() -> None:
+    """The reason names each outcome's lengthscale prior; an explicit option wins; ``rbf`` has its own;
+    a mixed GP's Matern follows the option too."""
+    pool = [{"x": float(u), "z": float((3 * u) % 1)} for u in np.linspace(0, 1, 14)]
+    observations = observe(pool[:8], lambda p: {"y": -branin(p)["y"]})
+    cases = [({}, pool[8:], "none"), ({}, None, "gamma"), ({"lengthscale_prior": "gamma"}, pool[8:], "gamma"),
+             ({"lengthscale_prior": "none"}, None, "none"), ({"kernel": "rbf"}, pool[8:], "dimension_scaled")]
+    for options, candidates, expected in cases:
+        p = planner(**options)
+        proposal = p.propose(XZ, [Objective(name="y")], observations, [], 1, context=PlanContext(step=8, candidates=candidates))[0]
+        assert proposal.reason["lengthscale_prior"] == {"y": expected}, (options, candidates is not None)
+        if candidates is not None:
+            assert proposal.params in candidates
+            recommended = p.recommend(XZ, [Objective(name="y")], observations, context=PlanContext(step=9, candidates=candidates))
+            assert recommended is not None and p._fitter._cache["y"].signature[-1] == ("gamma" if expected == "gamma" else "none")
+    mixed = SearchSpace(parameters=[*XZ.parameters, CategoricalParameter(name="c", choices=["a", "b"])])
+    rows = [{**q, "c": "ab"[i % 2]} for i, q in enumerate(pool)]
+    p = planner()
+    p.propose(mixed, [Objective(name="y")], observe(rows[:8], lambda q: {"y": -branin(q)["y"]}), [], 1, context=PlanContext(step=8, candidates=rows[8:]))
+    maternas = [k for k in p._fitter._cache["y"].model.covar_module.modules() if isinstance(k, MaternKernel)]
+    assert maternas and all(getattr(k, "lengthscale_prior", None) is None for k in maternas)
+
+
 def test_loo_log_density_matches_refitting_without_each_point() -> None:
     """The closed form against n GPs, each on the data less one point, same hyperparameters."""
     g = torch.Generator().manual_seed(3)
@@ -355,7 +394,7 @@ def test_kernel_auto_keeps_the_kernel_with_the_better_leave_one_out_fit() -> Non
 def test_device_auto_resolves_to_cpu_here_and_bad_options_raise() -> None:
     assert BOPlanner().device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for bad, name in [({"acquisition": "ei"}, "acquisition"), ({"beta": -1}, "beta"), ({"num_restarts": 0}, "num_restarts"), ({"restarts": 3}, "restarts"),
-                      ({"kernel": "periodic"}, "kernel")]:
+                      ({"kernel": "periodic"}, "kernel"), ({"lengthscale_prior": "lognormal"}, "lengthscale_prior")]:
         with pytest.raises(ValueError, match=name):
             make_planner("bo", bad)
     if not torch.cuda.is_available():
