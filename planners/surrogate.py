@@ -392,8 +392,9 @@ def build_model(
     sizes the Gamma prior decides the ``matern`` fit (lengthscales 0.2-0.6 and
     a small noise on p3ht, autoam and Hartmann6 alike), while ``rbf``'s wide
     prior lets p3ht's dopant inputs go nearly irrelevant; leave-one-out fit
-    prefers ``rbf`` even on Hartmann6, so it cannot choose for optimization
-    (session 6 in ``benchmarks/RESULTS.md``).
+    prefers ``rbf`` even on Hartmann6, so it cannot choose for optimization.
+    Without the prior the Matern lets them drop out too (p3ht 43, autoam 23):
+    the ``bo`` planner's default on pools (session 6 in ``benchmarks/RESULTS.md``).
     """
     if multi_fidelity:
         cont = list(range(encoding.dim))  # categorical columns too: the fidelity kernel has no categorical variant
