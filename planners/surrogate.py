@@ -59,7 +59,7 @@ from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP, SingleT
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
-from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior, get_matern_kernel_with_gamma_prior
+from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -373,9 +373,9 @@ def build_model(
 
     - ``"matern"``: a scaled ARD Matern-5/2 with a Gamma(3, 6) prior on each
       lengthscale (mode 1/3) and Gamma(2, 0.15) on the output scale,
-      botorch's ``get_matern_kernel_with_gamma_prior`` (its default GP before
-      botorch 0.12);
-      With ``lengthscale_prior="none"`` the lengthscales have no prior
+      the kernel of botorch's ``get_matern_kernel_with_gamma_prior`` (its
+      default GP before botorch 0.12). With ``lengthscale_prior="none"`` the
+      lengthscales have no prior
       (type-II maximum likelihood): an input that does not matter can get
       an unbounded lengthscale, which the Gamma prior forbids;
     - ``"rbf"``: an ARD RBF with a lengthscale prior that grows with the
@@ -423,18 +423,20 @@ def build_model(
         )
     else:
         covar = None
-        if kernel == "matern" and lengthscale_prior == "gamma":
-            covar = get_matern_kernel_with_gamma_prior(X.shape[-1])
-        elif kernel == "matern":
-            covar = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=X.shape[-1]), outputscale_prior=GammaPrior(2.0, 0.15))
+        if kernel == "matern":
+            covar = ScaleKernel(_matern(torch.Size(), X.shape[-1], None, lengthscale_prior), outputscale_prior=GammaPrior(2.0, 0.15))
         model = SingleTaskGP(
             X, y, train_Yvar=yvar, likelihood=likelihood, covar_module=covar, input_transform=normalize, outcome_transform=transform,
         )
     return model.to(X)
 
 
-def _matern(batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int], prior: LengthscalePrior = "gamma") -> MaternKernel:
-    """The numeric part of a mixed GP under ``kernel: matern`` (the mixed GP adds the output scales)."""
+def _matern(
+    batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int] | None, prior: LengthscalePrior = "gamma"
+) -> MaternKernel:
+    """The ARD Matern-5/2 of ``kernel: matern``, Gamma(3, 6) lengthscale prior
+    or none; also a mixed GP's ``cont_kernel_factory`` (which adds the output
+    scales; ``build_model`` wraps the plain GP's in one with Gamma(2, 0.15))."""
     return MaternKernel(nu=2.5, ard_num_dims=ard_num_dims, batch_shape=batch_shape, active_dims=active_dims,
                         lengthscale_prior=GammaPrior(3.0, 6.0) if prior == "gamma" else None)
 
