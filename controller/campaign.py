@@ -30,14 +30,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import workqueue
+from controller import lease, workqueue
 from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig, build_planner
 from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
+from controller.expressions import ExpressionError
 from controller.fleet import Station, build_fleet, judged_fidelity
+from controller.identity import process_started
 from controller.interlocks import InterlockState
-from controller.ledger import Event, Ledger, NewEvent
+from controller.ledger import Event, LeaseLost, Ledger, NewEvent
 from controller.projection import CampaignState
 from instruments.errors import InstrumentError, failure_kind
 from instruments.protocol import Timed
@@ -46,7 +48,9 @@ from planners.protocol import FidelityOption, Observation, Pending, PlanContext,
 log = logging.getLogger("selflab")
 
 MAX_CONSECUTIVE_REFUSALS = 100
-"""Proposals refused in a row (limits, no instrument) before the campaign gives up."""
+"""Proposals in a row that end without being dispatched (refused by limits,
+no instrument, a cost that cannot be computed or paid) before the campaign
+gives up, rather than fill the ledger with proposals that never run."""
 
 
 class CampaignError(Exception):
@@ -140,22 +144,31 @@ class Campaign:
         self._pool = pool_of(self.stations)
         self.interlocks = InterlockState(self.config.interlocks)
         """Latest readings (read() polls and results) and the interlock pausing dispatch."""
-        self._requeued: list[Proposal] = []
         self._remote = any(s.config.remote for s in self.stations)
         self._own_ids: set[int] = set()
         """Ids of events this process wrote since the poller last read (it skips them)."""
         self._poll_position = 0
-        """Stale experiments' params, proposed again first (``stale_policy: requeue``)."""
+        self._last_refusal = ""
+        self._lease: lease.Heartbeat | None = None
 
     # --- the public entry point ---------------------------------------------------
 
-    async def run(self) -> StopInfo:
-        """Run until a stop rule holds, the user interrupts, or nothing can run."""
-        with self.ledger.writer_lock(self.config.name):
-            return await self._run_locked()
+    async def run(self, lease_ttl_s: float = lease.LEASE_TTL_S) -> StopInfo:
+        """Run until a stop rule holds, the user interrupts, or nothing can run.
+
+        Raises :class:`controller.ledger.LedgerError` when another controller
+        runs the campaign. Returns ``StopInfo("lease_lost")``, having aborted
+        its experiments without recording anything more, when another
+        controller takes the campaign over (see :mod:`controller.lease`).
+        """
+        epoch = self._start(lease_ttl_s)
+        try:
+            with lease.Heartbeat(self.ledger, self.config.name, epoch, lease_ttl_s) as self._lease:
+                return await self._run_locked()
+        finally:
+            self.ledger.fence(self.config.name, None)
 
     async def _run_locked(self) -> StopInfo:
-        self._start()
         self._install_signals()
         try:
             await self._connect_all()
@@ -174,6 +187,12 @@ class Campaign:
                 await self._abort_flights(reason=self._stop.reason, message=self._stop.detail,
                                           every_instrument=self._stop.reason == "emergency_stop")
             self._drop_queue()
+        except LeaseLost as exc:
+            await self._fence_off()
+            self._stop = StopInfo("lease_lost", f"another controller took campaign {self.config.name!r} over ({exc}); "
+                                  "this one stopped dispatching and recorded nothing more")
+            log.error("campaign %s: %s", self.config.name, self._stop.detail)
+            return self._stop
         except BaseException as exc:
             await self._abort_flights(reason="error", message=f"controller error: {exc!r}")
             self._drop_queue()
@@ -184,20 +203,54 @@ class Campaign:
             self._remove_signals()
             await self._close_all()
         assert self._stop is not None
-        self._append([NewEvent(campaign=self.config.name, kind="campaign_stopped",
-                               at=self.clock.now(), payload={"reason": self._stop.reason, "detail": self._stop.detail})])
+        try:
+            self._append([NewEvent(campaign=self.config.name, kind="campaign_stopped",
+                                   at=self.clock.now(), payload={"reason": self._stop.reason, "detail": self._stop.detail})])
+        except LeaseLost as exc:
+            self._stop = StopInfo("lease_lost", f"another controller took campaign {self.config.name!r} over ({exc}); "
+                                  "this one recorded nothing more")
+            log.error("campaign %s: %s", self.config.name, self._stop.detail)
+            return self._stop
         self.display.update(self.state, self.stations, note=f"stopped: {self._stop.detail or self._stop.reason}")
         log.info("campaign %s stopped: %s", self.config.name, self._stop.detail or self._stop.reason)
         return self._stop
 
     # --- start and resume -----------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self, lease_ttl_s: float) -> int:
+        """Take the campaign's lease, replay the ledger and record the start,
+        all in one write transaction; returns the lease epoch.
+
+        Nothing else can append in between (SQLite's write lock, Postgres's
+        append lock, which workers' claims and results take too), so the
+        replay sees every event committed before the start, and no worker can
+        claim or finish work between the replay and ``campaign_started``.
+        Raises :class:`CampaignError` (and takes nothing) when the campaign
+        cannot start or resume, :class:`LedgerError` when another controller
+        runs it.
+        """
+        name = self.config.name
+        with self.ledger.transaction() as conn:
+            epoch = lease.acquire(conn, name, lease_ttl_s)
+            self.ledger.fence(name, epoch)
+            try:
+                self._replay_and_start(conn, epoch)
+            except BaseException:
+                self.ledger.fence(name, None)
+                raise
+        self._poll_position = self.state.last_position
+        if self.state.starts > 1:
+            log.info("resuming campaign %s: %d completed so far", name, self.state.counts()["completed"])
+        else:
+            log.info("campaign %s started on the %s clock; ledger %s", name, self.state.clock, self.ledger.display_url)
+        return epoch
+
+    def _replay_and_start(self, conn: Any, epoch: int) -> None:
         name = self.config.name
         self.state = CampaignState.replay(name, self.ledger.events(name))
         for exp in self.state.with_status("completed"):
             self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
-        for exp in self.state.with_status("failed"):
+        for exp in self.state.with_status("failed") + self._unpriced():
             self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
         resumed = self.state.starts > 0
         if resumed and not self.resume:
@@ -220,43 +273,32 @@ class Campaign:
         else:
             self.clock = WallClock(started_at=self.state.started_at)
         now = self.clock.now()
-        events = [
-            NewEvent(
-                campaign=name,
-                kind="campaign_started",
-                at=now,
-                payload={
-                    "config": snapshot,
-                    "version": package_version(),
-                    "seed": self.config.seed,
-                    "clock": clock_kind,
-                    "resumed": resumed,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                },
-            )
-        ]
-        self._append(events)
-        self._poll_position = self.state.last_position
-        if self._remote:  # unclaimed work of the previous run: withdrawn atomically, so no worker can claim it now
-            self._applied(workqueue.settle(self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
+        started = NewEvent(campaign=name, kind="campaign_started", at=now, payload={
+            "config": snapshot, "version": package_version(), "seed": self.config.seed, "clock": clock_kind,
+            "resumed": resumed, "host": socket.gethostname(), "pid": os.getpid(),
+            "process_started": process_started(os.getpid()) or 0.0, "epoch": epoch})
+        self._applied(self.ledger.insert_events(conn, [started]))
+        if self._remote:  # unclaimed work of the previous run: withdrawn, so no worker can claim it now
+            self._applied(workqueue.settle_in(conn, self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
                 campaign=name, kind="abandoned", experiment_id=eid, instrument=inst, at=now,
                 payload={"reason": "not_dispatched", "message": "queued for a worker but not claimed before the controller stopped"})))
-        self._append([NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
-                               payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
-                      for exp in self.state.with_status("proposed")])
-        if resumed:
-            log.info("resuming campaign %s: %d completed so far", name, self.state.counts()["completed"])
-        else:
-            log.info("campaign %s started on the %s clock; ledger %s", name, clock_kind, self.ledger.display_url)
+        self._applied(self.ledger.insert_events(conn, [
+            NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
+                     payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
+            for exp in self.state.with_status("proposed")]))
+
+    def _unpriced(self) -> list[Any]:
+        """Experiments abandoned because no instrument could compute their cost:
+        the planner avoids them as it does failed ones."""
+        return [e for e in self.state.with_status("abandoned") if e.end_reason == "bad_cost"]
 
     async def _reconcile(self) -> None:
         """Settle experiments that were in flight when the controller stopped.
 
         An instrument that remembers the outcome (optional ``outcome_of(params)``)
         has it adopted as ``completed`` (``recovered``); every other one becomes
-        ``stale``, and with ``stale_policy: requeue`` its params are proposed
-        again as a new experiment.
+        ``stale``, and with ``stale_policy: requeue`` its params are owed a new
+        run, recorded in the stale event (:meth:`CampaignState.requeues_owed`).
         """
         name, now = self.config.name, self.clock.now()
         stations = {s.name: s for s in self.stations}
@@ -276,7 +318,8 @@ class Campaign:
                          exp.experiment_id, exp.instrument, _fmt(outcomes))
                 continue
             events.append(NewEvent(campaign=name, kind="stale", experiment_id=exp.experiment_id, instrument=exp.instrument,
-                                   at=now, payload={"message": "in flight when the controller stopped; its result is unknown"}))
+                                   at=now, payload={"message": "in flight when the controller stopped; its result is unknown",
+                                                    "requeue": self.config.stale_policy == "requeue"}))
         written = self._append(events)
         for event in written:
             if event.kind == "completed":
@@ -286,9 +329,9 @@ class Campaign:
         requeue = self.config.stale_policy == "requeue"
         if stale:
             log.warning("%d experiment(s) in flight at the last stop are stale%s", len(stale), "; requeued as new experiments" if requeue else "")
-        if requeue:
-            self._requeued = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
-                              for e in stale]
+        owed = self.state.requeues_owed()
+        if len(owed) > len(stale):
+            log.info("%d stale experiment(s) of earlier stops are still owed a new run; requeued first", len(owed) - len(stale))
 
     async def _recovered_outcome(self, station: Station, params: dict[str, Any]) -> dict[str, float] | None:
         ask = getattr(station.driver, "outcome_of", None)
@@ -296,7 +339,8 @@ class Campaign:
             return None
         try:
             result = await asyncio.wait_for(ask(dict(params)), timeout=station.config.timeout)
-            return None if result is None else check_outcomes(result, self.config.outcome_names, station.name)
+            return None if result is None else check_outcomes(result, self.config.outcome_names, station.name,
+                                                              parameters=self.config.space.names)
         except Exception as exc:  # an unreadable memory is no outcome: the experiment goes stale
             log.warning("instrument %s could not report a past outcome: %s: %s", station.name, failure_kind(exc), exc)
             return None
@@ -352,6 +396,8 @@ class Campaign:
 
     async def _loop(self) -> None:
         while not self._abort:
+            if self._lease is not None and self._lease.lost.is_set():
+                raise LeaseLost("the lease heartbeat found it held by another controller")
             if self._stop is None:
                 self._stop = self._stop_rule()
             if self._stop is None and self.interlocks.paused_by is None:
@@ -368,8 +414,8 @@ class Campaign:
                     self._stop = StopInfo("no_instruments", "every instrument is offline; see instrument_offline events")
                     break
                 if self._refusals >= MAX_CONSECUTIVE_REFUSALS:
-                    self._stop = StopInfo("refusals", f"{self._refusals} proposals in a row could not be dispatched "
-                                          "(outside every instrument's limits, or no instrument serves their fidelity)")
+                    self._stop = StopInfo("refusals", f"{self._refusals} proposals in a row could not be dispatched; "
+                                          f"the last: {self._last_refusal}")
                     break
                 continue
             finished = await self._next_done()
@@ -448,14 +494,17 @@ class Campaign:
                 why = "its instruments went offline" if not online else "the budget left cannot pay for it"
                 events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
                                        payload={"reason": "no_instrument", "message": f"queued, but {why}"}))
+                self._refused(f"queued, but {why}")
                 continue
+            self._refusals = 0
             budget_left -= station.cost_of(proposal.params)
             event, slot = self._dispatch_event(eid, station, proposal, now, work)
             events += [event] if event else []
             launches.append((eid, station, slot, dict(proposal.params)))
 
         n = self._allowance()
-        proposals = [self._requeued.pop(0) for _ in range(min(n, len(self._requeued)))]
+        proposals = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
+                     for e in self.state.requeues_owed()[:n]]
         if n > len(proposals):
             proposals += await self._propose(n - len(proposals))
         if n > 0 and not proposals and not self.flights and not self._queue and self._stop is None:
@@ -476,19 +525,25 @@ class Campaign:
                 events += [event] if event else []
                 launches.append((eid, station, slot, params))
             elif accepting and self._queued_for(accepting) < sum(s.capacity for s in accepting):
-                self._refusals = 0
                 self._queue[eid] = (proposal, accepting)  # an accepting instrument is busy: wait for it
             else:
                 reason, message = why if not accepting else ("no_instrument", "every instrument that accepts it is busy with a queue")
                 events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
                                        payload={"reason": reason, "message": message}))
                 log.warning("experiment %d refused: %s", eid, message)
-                self._refusals += 1
+                self._refused(message)
+                if reason == "bad_cost":
+                    self._failed.append(Pending(params=params, fidelity=proposal.fidelity))
         self._append(events, work)
         for eid, station, slot, params in launches:
             self._launch(eid, station, slot, params)
         if launches:
             self.display.update(self.state, self.stations)
+
+    def _refused(self, message: str) -> None:
+        """Count a proposal that ended without being dispatched (reset by a dispatch)."""
+        self._refusals += 1
+        self._last_refusal = message
 
     def _dispatch_event(self, eid: int, station: Station, proposal: Proposal, now: datetime,
                         work: list[dict[str, Any]]) -> tuple[NewEvent | None, int]:
@@ -514,7 +569,8 @@ class Campaign:
             return
         duration = self.state.experiments[eid].expected_duration_s
         due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
-        task = asyncio.create_task(run_experiment(station, params, eid, self.config.outcome_names, retry_pause=not isinstance(self.clock, SimClock)),
+        task = asyncio.create_task(run_experiment(station, params, eid, self.config.outcome_names, retry_pause=not isinstance(self.clock, SimClock),
+                                                  parameters=self.config.space.names),
                                    name=f"experiment-{eid}")
         self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
         log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
@@ -576,15 +632,22 @@ class Campaign:
         serving = [s for s in self.stations if s.online and s.fidelity == proposal.fidelity]
         if not serving:
             return [], ("no_instrument", f"no online instrument serves fidelity {proposal.fidelity:g}")
-        accepting, refusals = [], []
+        accepting, refusals, unpriced = [], [], []
         for s in serving:
             faults = s.violations(proposal.params)
             if faults:
                 refusals.append(f"{s.name}: {'; '.join(faults)}")
-            else:
-                accepting.append(s)
+                continue
+            try:
+                s.cost_of(proposal.params)
+            except ExpressionError as exc:  # this experiment cannot be priced here; the campaign goes on
+                unpriced.append(f"{s.name}: {exc}")
+                continue
+            accepting.append(s)
+        if not accepting and unpriced and not refusals:
+            return [], ("bad_cost", "its cost cannot be computed on " + " | ".join(unpriced))
         if not accepting:
-            return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals))
+            return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals + unpriced))
         return accepting, ("", "")
 
     async def _next_done(self) -> list[Flight]:
@@ -732,7 +795,8 @@ class Campaign:
             expired = self._applied(workqueue.settle(
                 self.ledger, self.config.name, "claimed", "expired",
                 lambda eid, inst: NewEvent(campaign=self.config.name, kind="stale", experiment_id=eid, instrument=inst,
-                                           at=self.clock.now(), payload={"message": "its worker stopped renewing the lease (dead or cut off)"}),
+                                           at=self.clock.now(), payload={"message": "its worker stopped renewing the lease (dead or cut off)",
+                                                                         "requeue": self.config.stale_policy == "requeue"}),
                 expired_only=True))
             for event in expired:
                 log.warning("experiment %d on %s is stale: its worker's lease ran out", event.experiment_id, event.instrument)
@@ -770,9 +834,6 @@ class Campaign:
             self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
             self._update_readings(station.name, exp.outcomes)
             log.info("experiment %d completed on %s (worker): %s%s", eid, station.name, _fmt(exp.outcomes), self._best_note())
-        elif isinstance(exc, RemoteEnd) and exc.kind == "stale":
-            if self.config.stale_policy == "requeue":
-                self._requeued.append(Proposal(params=exp.params, fidelity=exp.fidelity, reason={"strategy": "requeue", "requeue_of": eid}))
         elif isinstance(exc, RemoteEnd) and exc.kind == "failed":
             station.consecutive_failures += 1
             self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
@@ -802,7 +863,7 @@ class Campaign:
         while True:
             try:
                 readings = await asyncio.wait_for(station.driver.read(), timeout=min(lock.poll * 4, station.config.timeout))
-                self._update_readings(station.name, check_outcomes(readings, [], station.name))
+                self._update_readings(station.name, check_outcomes(readings, [], station.name, recorded=False))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed poll is logged; the interlock keeps its last state
@@ -901,6 +962,21 @@ class Campaign:
             self._append(events)
         except Exception as exc:  # the ledger itself may be what failed; resume will mark them stale
             log.error("could not record aborted experiments: %s", exc)
+
+    async def _fence_off(self) -> None:
+        """Another controller owns the campaign now: abort every local experiment
+        in flight through ``stop()`` and forget them, writing nothing (the new
+        controller marks them stale)."""
+        local = [f for f in self.flights.values() if not f.remote]
+        for flight in local:
+            flight.task.cancel()
+        for station in {f.station.name: f.station for f in local}.values():
+            await stop_instrument(station)
+        await asyncio.gather(*(f.task for f in local), return_exceptions=True)
+        if local:
+            log.error("aborted %d experiment(s) in flight: the campaign's new controller records them as stale", len(local))
+        self.flights.clear()
+        self._queue.clear()
 
     def _drop_queue(self) -> None:
         """Record queued proposals that will not run now as abandoned."""

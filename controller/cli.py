@@ -17,11 +17,11 @@ from typing import Any
 from pathlib import Path
 
 from controller.config import ConfigError, LabConfig, build_planner, load_config
-from controller.ledger import Ledger, LedgerError
+from controller.ledger import Ledger, LedgerError, sqlite_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "emergency_stop": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
-              "planner_error": EXIT_FAILED, "refusals": EXIT_FAILED, "error": EXIT_FAILED}
+              "planner_error": EXIT_FAILED, "refusals": EXIT_FAILED, "error": EXIT_FAILED, "lease_lost": EXIT_FAILED}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="carry on a campaign from its ledger")
     p.add_argument("--quiet", action="store_true", help="no live progress; warnings and errors only")
     p.add_argument("--ledger", metavar="URL", help="ledger URL instead of the config's")
+    p.add_argument("--lease", type=_positive_seconds, default=30.0, metavar="SECONDS",
+                   help="the campaign lease: another controller may take over this long after this one stops renewing it (default 30)")
 
     for name, text in (("status", "counts, best so far, cost and instruments of a campaign"),
                        ("export", "one row per experiment, as CSV or JSON lines")):
@@ -91,6 +93,16 @@ def _command_modules() -> list[Any]:
     return modules
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds (got {text})")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -113,10 +125,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, CampaignError):
             print(f"selflab: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        damage = _sqlite_damage(exc)
+        if damage is not None:  # (found past the ledger's own checks, e.g. by a campaign's writes)
+            print(f"selflab: the ledger is damaged: {damage}; {RESTORE}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.debug:
             raise
-        print(f"selflab: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"selflab: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+
+
+RESTORE = "restore it from a backup, or point --ledger elsewhere"
+
+
+def _sqlite_damage(exc: BaseException) -> str | None:
+    """SQLite's one-line complaint when ``exc`` says a database file is corrupt."""
+    import sqlite3
+
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError):
+        return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -200,19 +230,45 @@ def _run(args: argparse.Namespace) -> int:
     stations = build_fleet(config)
     planner = build_planner(config)  # (a bad planner option is a config fault, found before the ledger is touched)
     console = setup_logging(quiet=args.quiet, debug=args.debug)
+    if args.resume:
+        _check_resumable(config)
     ledger = Ledger(config.ledger_url)
     try:
         if args.quiet:
-            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner).run())
+            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner).run(args.lease))
         else:
             with LiveDisplay(config, console) as display:
                 stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner,
-                                            display=display).run())
+                                            display=display).run(args.lease))
     finally:
         ledger.close()
     if not args.quiet or stop.reason in _STOP_EXIT:
         print(f"campaign {config.name} stopped: {stop.reason}" + (f" - {stop.detail}" if stop.detail else ""), file=sys.stderr)
     return _STOP_EXIT.get(stop.reason, EXIT_OK)
+
+
+def _check_resumable(config: LabConfig) -> None:
+    """Refuse ``--resume`` when the ledger holds nothing of the campaign (or is
+    damaged), reading it read-only, so that a refusal creates nothing."""
+    path = sqlite_path(config.ledger_url)
+    if path is not None and not path.exists():
+        raise LedgerError(f"nothing to resume: there is no ledger at {path}; run without --resume to start campaign {config.name!r}")
+    nothing = f"nothing to resume: ledger {{}} holds no campaign {config.name!r}; run without --resume to start it"
+    if path is not None and path.stat().st_size == 0:
+        raise LedgerError(nothing.format(path))
+    reader = Ledger(config.ledger_url, create=False)
+    try:
+        if config.name not in reader.campaigns():
+            raise LedgerError(nothing.format(reader.display_url))
+        reader.events(config.name)  # (every event readable, every page sound: a damaged ledger is refused before anything writes to it)
+        if reader.backend == "sqlite":
+            with reader.engine.connect() as conn:
+                verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+            if verdict != "ok":
+                found = " ".join(str(verdict).replace("*** in database main ***", "").split())
+                raise LedgerError(f"ledger {reader.display_url} is damaged: {found}; {RESTORE}")
+    finally:
+        reader.close()
 
 
 def _read(args: argparse.Namespace) -> int:
@@ -255,16 +311,28 @@ def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
     import socket
     import time
 
+    from controller.identity import is_same_process
     from controller.reports import format_status, status_dict
 
     started = [e for e in ledger.events(state.campaign) if e.kind == "campaign_started"]
     active = ledger.writer_active(state.campaign)
-    if not started or active is False or state.stopped is not None and not active:
+    if not started or state.stopped is not None and not active:
         print(f"selflab stop: campaign {state.campaign!r} is not running", file=sys.stderr)
         return EXIT_BAD_INPUT
-    host, pid = started[-1].payload.get("host", ""), int(started[-1].payload.get("pid", 0))
+    payload = started[-1].payload
+    host, pid, born = payload.get("host", ""), int(payload.get("pid", 0)), float(payload.get("process_started", 0.0))
     if host != socket.gethostname():
         print(f"selflab stop: campaign {state.campaign!r} runs on host {host!r} (pid {pid}); run selflab stop there", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not is_same_process(pid, born):  # never signal a process that merely reuses the controller's pid
+        why = (f"its start was recorded by an older selflab, without its process start time, so pid {pid} cannot be proven to be "
+               f"its controller; nothing was signalled (if you are sure, kill -USR1 {pid})" if not born else
+               f"its recorded controller (pid {pid} on host {host!r}) is gone, or that pid now belongs to another process; "
+               "nothing was signalled (if it crashed, resume it with selflab run CONFIG --resume)")
+        print(f"selflab stop: campaign {state.campaign!r}: {why}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if active is False:
+        print(f"selflab stop: campaign {state.campaign!r} is not running", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         os.kill(pid, signal.SIGUSR1)

@@ -19,6 +19,7 @@ A minimal config::
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -40,11 +41,24 @@ from pydantic import (
 from controller.expressions import Expression
 from planners.protocol import Planner
 from planners.registry import make_planner, planner_kinds
-from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace
+from planners.space import FiniteFloat, Objective, OutcomeConstraint, Parameter, SearchSpace, brief
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|sec|m|min|h|d)?\s*$")
 _SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+MAX_CONFIG_BYTES = 1_000_000
+"""A config file larger than this is refused unread."""
+MAX_YAML_DEPTH = 64
+"""Levels of nesting a config's YAML may have."""
+MAX_YAML_NODES = 1_000_000
+"""Values (scalars and collections) a config's YAML may hold once its aliases
+are expanded: a small file with nested aliases ("billion laughs") is refused."""
+
+
+def _not_finite(value: Any) -> str:
+    """The message for a configured number that is NaN or infinite."""
+    return f"must be a finite number (got {brief(value)}); NaN and infinity are not allowed"
 
 
 def parse_duration(value: Any) -> Any:
@@ -52,12 +66,12 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"cannot read duration {value!r}: write e.g. 3600, '90s', '30m', '2h' or '3d'")
+            raise ValueError(f"cannot read duration {brief(value)}: write e.g. 3600, '90s', '30m', '2h' or '3d'")
         return float(match.group(1)) * _SECONDS[match.group(2)]
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Duration = Annotated[FiniteFloat, BeforeValidator(parse_duration), Field(gt=0)]
 """Seconds; YAML may say ``"30m"``."""
 
 
@@ -76,11 +90,11 @@ class InstrumentConfig(_Strict):
     driver: str = Field(min_length=1, description="'package.module:Class' or an entry-point name in 'selflab.instruments'")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the driver class")
     capacity: int | None = Field(default=None, ge=1, description="concurrent experiments (default: the driver's, else 1)")
-    fidelity: float | None = Field(default=None, gt=0, le=1, description="fidelity served, 1 = target (default: the driver's, else 1)")
+    fidelity: FiniteFloat | None = Field(default=None, gt=0, le=1, description="fidelity served, 1 = target (default: the driver's, else 1)")
     cost: float | str | None = Field(
         default=None, description="cost units per experiment: a number >= 0, or an expression of the parameters such as '1 + residence_time / 10' (default: the driver's, else 1)"
     )
-    limits: dict[str, tuple[float, float]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
+    limits: dict[str, tuple[FiniteFloat, FiniteFloat]] = Field(default_factory=dict, description="extra safe ranges, inclusive")
     timeout: Duration = Field(default=3600.0, description="wall-clock seconds before an experiment is failed as timed out")
     max_consecutive_failures: int = Field(default=5, ge=1, description="failed experiments in a row before the instrument is taken offline")
     remote: bool = Field(default=False, description="run by `selflab worker` on the instrument's own host; `selflab run` only queues its experiments (Postgres ledger)")
@@ -91,13 +105,20 @@ class InstrumentConfig(_Strict):
     @field_validator("cost")
     @classmethod
     def _check_cost(cls, value: float | str | None) -> float | str | None:
+        """A number (``2.5`` or ``"2.5"``) must be finite and >= 0; any other
+        string must be an allowed expression (where it is evaluated is
+        checked when the fleet is built)."""
         if isinstance(value, str):
             try:
-                return float(value)  # "2.5" is a number
+                number = float(value)  # "2.5" is a number
             except ValueError:
                 Expression.parse(value)  # ExpressionError is a ValueError: reported on this field
-        elif value is not None and value < 0:
-            raise ValueError(f"must be >= 0 (got {value!r})")
+                return value
+            value = number
+        if value is not None and not math.isfinite(value):
+            raise ValueError(_not_finite(value))
+        if value is not None and value < 0:
+            raise ValueError(f"must be >= 0 (got {brief(value)})")
         return value
 
     def cost_expression(self) -> Expression | None:
@@ -115,14 +136,14 @@ class TargetRule(_Strict):
     """Stop once the best observed value of ``objective`` reaches ``value``."""
 
     objective: str | None = Field(default=None, description="default: the only objective")
-    value: float
+    value: FiniteFloat
 
 
 class StopRules(_Strict):
     """When the campaign ends; the first rule met stops it."""
 
     max_experiments: int | None = Field(default=None, ge=1, description="completed experiments")
-    max_cost: float | None = Field(default=None, gt=0, description="total cost units spent")
+    max_cost: FiniteFloat | None = Field(default=None, gt=0, description="total cost units spent")
     max_time: Duration | None = Field(default=None, description="campaign-clock seconds (simulated when the clock is)")
     max_wall_time: Duration | None = Field(default=None, description="real seconds, whatever the clock")
     target: TargetRule | None = None
@@ -143,7 +164,7 @@ class Condition(_Strict):
     instrument: str
     reading: str
     op: Literal[">", ">=", "<", "<="]
-    value: float
+    value: FiniteFloat
 
     @model_validator(mode="before")
     @classmethod
@@ -151,12 +172,12 @@ class Condition(_Strict):
         if isinstance(data, str):
             match = _CONDITION.match(data)
             if not match:
-                raise ValueError(f"cannot read {data!r}: write it as 'INSTRUMENT.READING > VALUE' (or >=, <, <=)")
+                raise ValueError(f"cannot read {brief(data)}: write it as 'INSTRUMENT.READING > VALUE' (or >=, <, <=)")
             instrument, reading, op, value = match.groups()
             try:
                 number = float(value)
             except ValueError:
-                raise ValueError(f"cannot read {data!r}: {value!r} is not a number") from None
+                raise ValueError(f"cannot read {brief(data)}: {brief(value)} is not a number") from None
             return {"instrument": instrument.strip(), "reading": reading, "op": op, "value": number}
         return data
 
@@ -197,7 +218,7 @@ class LabConfig(_Strict):
     instruments: list[InstrumentConfig] = Field(min_length=1)
     planner: PlannerConfig = Field(default_factory=PlannerConfig)
     stop: StopRules
-    target_fidelity: float = Field(default=1.0, gt=0, le=1)
+    target_fidelity: FiniteFloat = Field(default=1.0, gt=0, le=1)
     clock: Literal["auto", "wall", "simulated"] = Field(
         default="auto", description="auto: simulated when every instrument declares duration()"
     )
@@ -256,30 +277,108 @@ def build_planner(config: LabConfig) -> Planner:
         raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
     except TypeError as exc:  # a planner class without an options model: an unexpected keyword
         given = ", ".join(sorted(config.planner.options)) or "none"
-        message = f"planner {config.planner.kind!r} does not take these options ({given}): {exc}"
+        message = f"planner {brief(config.planner.kind)} does not take these options ({_clip(given)}): {_clip(str(exc))}"
         raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
 
 
 def load_config(path: str | Path, ledger: str | None = None) -> LabConfig:
     """Read and validate a YAML config; ``ledger`` replaces its ledger URL
-    before validation. Raises :class:`ConfigError`."""
+    before validation. Raises :class:`ConfigError`.
+
+    A file over :data:`MAX_CONFIG_BYTES`, YAML nested deeper than
+    :data:`MAX_YAML_DEPTH` or holding more than :data:`MAX_YAML_NODES` values
+    once its aliases are expanded is refused with one fault."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigFault(loc="", message=f"{path}: no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigFault(loc="", message=f"{path}: cannot read ({exc})")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([ConfigFault(loc="", message=f"{where}: YAML syntax error: {problem}")]) from None
+    data = _read_yaml(path, _read_text(path))
     if ledger is not None and isinstance(data, dict):
         data = {**data, "ledger": ledger}
     return parse_config(data)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read no further than :data:`MAX_CONFIG_BYTES`."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([ConfigFault(loc="", message=f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; a config names "
+                                                           "parameters and instruments, keep bulk data in files a driver reads")])
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: cannot read ({_clip(str(exc))})")]) from None
+
+
+def _read_yaml(path: Path, text: str) -> Any:
+    """Parsed YAML, or :class:`ConfigError` with one fault saying where it went wrong."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+    except _YamlTooLarge as exc:
+        raise ConfigError([ConfigFault(loc="", message=f"{_where(path, exc)}: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([ConfigFault(loc="", message=f"{_where(path, exc)}: YAML syntax error: {_clip(problem)}")]) from None
+    except RecursionError:
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: YAML nested too deeply; flatten it")]) from None
+    except ValueError as exc:  # a value the YAML constructor cannot build, e.g. an integer of 5,000 digits
+        raise ConfigError([ConfigFault(loc="", message=f"{path}: cannot read a value ({_clip(str(exc))})")]) from None
+
+
+def _clip(text: str, width: int = 200) -> str:
+    """``text`` cut to ``width`` characters, for a message quoting another message."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _where(path: Path, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+
+
+class _YamlTooLarge(yaml.MarkedYAMLError):
+    """YAML nested too deeply, or whose aliases expand to too many values."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing while it composes any document nested
+    deeper than :data:`MAX_YAML_DEPTH` levels, holding more than
+    :data:`MAX_YAML_NODES` values with its aliases expanded, or with an alias
+    inside the collection it names (a cycle).
+
+    Each composed node's expanded size (itself plus its children's sizes, an
+    alias counting as the whole node it names) is kept by ``id``, so the
+    check costs one pass over the nodes actually written."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            named = self.anchors.get(event.anchor)
+            if named is not None and id(named) not in self._sizes:
+                raise _YamlTooLarge(problem=f"alias *{_clip(event.anchor, 40)} is inside the collection it names; "
+                                            "a config cannot contain itself", problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _YamlTooLarge(problem=f"YAML nested more than {MAX_YAML_DEPTH} levels deep; flatten it", problem_mark=event.start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+        if size > MAX_YAML_NODES:
+            raise _YamlTooLarge(problem=f"YAML aliases expand to more than {MAX_YAML_NODES:,} values; "
+                                        "write the values out or use fewer aliases", problem_mark=node.start_mark)
+        self._sizes[id(node)] = size
+        return node
 
 
 def parse_config(data: Any) -> LabConfig:
@@ -290,7 +389,10 @@ def parse_config(data: Any) -> LabConfig:
     try:
         config = LabConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError([_fault(err) for err in exc.errors()]) from None
+        faults = [_fault(err) for err in exc.errors()]
+        raise ConfigError(list(dict.fromkeys(faults))) from None  # once each: a limit's low and high can fail alike
+    except RecursionError:
+        raise ConfigError([ConfigFault(loc="", message="the config is nested too deeply; flatten it")]) from None
     faults = semantic_faults(config)
     if faults:
         raise ConfigError(faults)
@@ -304,45 +406,45 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
         seen: set[str] = set()
         for i, item in enumerate(getattr(config, field)):
             if item.name in seen:
-                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"duplicate name {item.name!r}"))
+                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"duplicate name {brief(item.name)}"))
             seen.add(item.name)
     params = set(config.space.names)
     reserved = {"experiment_id", "status", "instrument", "fidelity", "cost", "proposed_at", "started_at", "finished_at", "error"}
     for field in ("parameters", "objectives"):
         for i, item in enumerate(getattr(config, field)):
             if item.name in reserved:
-                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"{item.name!r} is reserved for a ledger export column; rename it"))
+                faults.append(ConfigFault(loc=f"{field}[{i}].name", message=f"{brief(item.name)} is reserved for a ledger export column; rename it"))
     for i, objective in enumerate(config.objectives):
         if objective.name in params:
-            faults.append(ConfigFault(loc=f"objectives[{i}].name", message=f"{objective.name!r} is also a parameter name"))
+            faults.append(ConfigFault(loc=f"objectives[{i}].name", message=f"{brief(objective.name)} is also a parameter name"))
     for i, inst in enumerate(config.instruments):
         for name, (low, high) in inst.limits.items():
             if low > high:
                 faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"low {low:g} is above high {high:g}"))
     if config.planner.kind not in planner_kinds():
-        faults.append(ConfigFault(loc="planner.kind", message=f"unknown planner {config.planner.kind!r}; choose one of {', '.join(planner_kinds())}"))
+        faults.append(ConfigFault(loc="planner.kind", message=f"unknown planner {brief(config.planner.kind)}; choose one of {', '.join(planner_kinds())}"))
     target = config.stop.target
     if target is not None:
         names = [o.name for o in config.objectives]
         if target.objective is None and len(names) > 1:
             faults.append(ConfigFault(loc="stop.target.objective", message=f"required with several objectives; one of {', '.join(names)}"))
         elif target.objective is not None and target.objective not in names:
-            faults.append(ConfigFault(loc="stop.target.objective", message=f"{target.objective!r} is not an objective; one of {', '.join(names)}"))
+            faults.append(ConfigFault(loc="stop.target.objective", message=f"{brief(target.objective)} is not an objective; one of {', '.join(names)}"))
     names = {inst.name for inst in config.instruments}
     numeric = {p.name for p in config.parameters if p.type != "categorical"}
     for i, inst in enumerate(config.instruments):
         expression = inst.cost_expression()
         if expression is not None and not expression.names <= numeric:
-            faults.append(ConfigFault(loc=f"instruments[{i}].cost", message=f"{inst.cost!r} uses {', '.join(sorted(expression.names - numeric))}, which is not a numeric parameter"))
+            faults.append(ConfigFault(loc=f"instruments[{i}].cost", message=f"{brief(inst.cost)} uses {_clip(', '.join(sorted(expression.names - numeric)))}, which is not a numeric parameter"))
         if inst.remote and not config.ledger_url.startswith("postgresql"):
             faults.append(ConfigFault(loc=f"instruments[{i}].remote", message="remote instruments need a shared Postgres ledger (ledger: postgresql://...)"))
         if inst.remote and config.clock == "simulated":
             faults.append(ConfigFault(loc=f"instruments[{i}].remote", message="remote instruments run on the wall clock; set clock: wall or auto"))
     for i, lock in enumerate(config.interlocks):
         if lock.pause_when.instrument not in names:
-            faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when", message=f"no instrument named {lock.pause_when.instrument!r}; one of {', '.join(sorted(names))}"))
+            faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when", message=f"no instrument named {brief(lock.pause_when.instrument)}; one of {', '.join(sorted(names))}"))
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", config.ledger_url):
-        faults.append(ConfigFault(loc="ledger", message=f"{config.ledger_url!r} is not a sqlite:// or postgresql:// URL"))
+        faults.append(ConfigFault(loc="ledger", message=f"{brief(config.ledger_url)} is not a sqlite:// or postgresql:// URL"))
     fidelities = {inst.fidelity for inst in config.instruments if inst.fidelity is not None}
     if fidelities and config.target_fidelity not in fidelities and all(f < config.target_fidelity for f in fidelities):
         faults.append(ConfigFault(loc="target_fidelity", message=f"no instrument serves fidelity {config.target_fidelity:g} (served: {', '.join(f'{f:g}' for f in sorted(fidelities))})"))
@@ -357,7 +459,7 @@ def _fault(err: Mapping[str, Any]) -> ConfigFault:
     kind, ctx, msg = err["type"], err.get("ctx") or {}, str(err["msg"])
     if kind == "extra_forbidden":
         allowed = sorted(model.model_fields) if model is not None else []
-        last = str(err["loc"][-1])
+        last = str(err["loc"][-1])[:100]
         close = difflib.get_close_matches(last, allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         message = f"unknown field; {hint}allowed: {', '.join(allowed)}" if allowed else "unknown field"
@@ -366,18 +468,20 @@ def _fault(err: Mapping[str, Any]) -> ConfigFault:
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
-        message = f"must be {op} {bound} (got {err.get('input')!r})"
+        message = f"must be {op} {bound} (got {brief(err.get('input'))})"
+    elif kind == "finite_number":
+        message = _not_finite(err.get("input"))
     elif kind == "string_pattern_mismatch":
-        message = f"{err.get('input')!r} is not a valid name: start with a letter or digit, then letters, digits, '_' (and '.', '-' for campaign and instrument names)"
+        message = f"{brief(err.get('input'))} is not a valid name: start with a letter or digit, then letters, digits, '_' (and '.', '-' for campaign and instrument names)"
     elif kind == "union_tag_invalid":
         loc += ".type"
-        message = f"must be one of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
+        message = f"must be one of {ctx.get('expected_tags')} (got {brief(ctx.get('tag'))})"
     elif kind == "value_error":
         message = str(ctx.get("error", msg.removeprefix("Value error, ")))
     else:
         message = msg.replace("Input should be", "must be").replace("String should", "must")
         if "input" in err and not isinstance(err["input"], (dict, list)):
-            message += f" (got {err['input']!r})"
+            message += f" (got {brief(err['input'])})"
     return ConfigFault(loc=loc, message=message)
 
 
@@ -391,9 +495,18 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     owner: type[BaseModel] | None = LabConfig
     ann: Any = None
     for part in loc:
+        pair = _fixed_tuple(ann)
+        if isinstance(part, int) and pair:  # a (low, high) pair is one value to the user: name it whole
+            ann = pair[part] if part < len(pair) else None
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
             ann = _item_type(ann)
+            continue
+        values = _dict_value_type(ann)
+        if values is not None:  # a key of a dict field, e.g. limits.x1
+            out += f".{part}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)) else f"[{brief(str(part))}]"
+            ann = values
             continue
         tagged = _union_member(ann, part)
         if tagged is not None:
@@ -407,7 +520,7 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
             owner = model
             ann = None
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
-            out += f"[{str(part)!r}]"  # a key a user could not type as a field: show it exactly
+            out += f"[{brief(str(part))}]"  # a key a user could not type as a field: show it (kept short)
         else:
             out += f".{part}" if out else str(part)
     return out, owner
@@ -420,6 +533,23 @@ def _unwrap(ann: Any) -> list[Any]:
     if origin in (typing.Union, types.UnionType):
         return [a for arg in typing.get_args(ann) for a in _unwrap(arg)]
     return [ann]
+
+
+def _fixed_tuple(ann: Any) -> tuple[Any, ...]:
+    """The item types of a fixed-size tuple annotation such as ``tuple[float, float]``, else ``()``."""
+    for a in _unwrap(ann):
+        args = typing.get_args(a)
+        if typing.get_origin(a) is tuple and args and Ellipsis not in args:
+            return args
+    return ()
+
+
+def _dict_value_type(ann: Any) -> Any:
+    """The value type of a ``dict[K, V]`` annotation, else ``None``."""
+    for a in _unwrap(ann):
+        if typing.get_origin(a) is dict and len(typing.get_args(a)) == 2:
+            return typing.get_args(a)[1]
+    return None
 
 
 def _item_type(ann: Any) -> Any:

@@ -45,6 +45,12 @@ class CampaignStarted(_Payload):
     resumed: bool = False
     host: str = ""
     pid: int = 0
+    process_started: float = 0.0
+    """The controller's process creation time (seconds since the epoch): with
+    ``host`` and ``pid`` it proves which process runs the campaign, since a pid
+    is reused once its process exits (0: not recorded)."""
+    epoch: int = 0
+    """The lease epoch the controller took (:mod:`controller.lease`); 0: before leases."""
 
 
 class CampaignStopped(_Payload):
@@ -112,6 +118,10 @@ class Abandoned(_Payload):
 
 class Stale(_Payload):
     message: str = ""
+    requeue: bool = False
+    """Its params are owed a new run (``stale_policy: requeue``): a ledger fact,
+    so a controller that dies before running them again still owes them
+    after the next resume (:meth:`controller.projection.CampaignState.requeues_owed`)."""
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

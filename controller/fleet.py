@@ -4,7 +4,13 @@ A :class:`Station` is one configured instrument: the live driver plus what
 the campaign may do with it (capacity, fidelity, cost, effective limits) and
 how it is doing (busy slots, consecutive failures, online or not).
 Config values override the driver's declared ``capacity``, ``fidelity`` and
-``cost``; config ``limits`` intersect with the driver's declared ones.
+``cost``; config ``limits`` intersect with the driver's declared ones and can
+only narrow them.
+
+A cost expression is checked when the fleet is built, at the points the
+planners will use first (the centre of the space, the first Sobol points of
+the campaign's seed, every pool candidate up to :data:`POOL_CHECKED`) and at
+points spread over the space: it must give a finite cost >= 0 at each.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig
-from controller.expressions import Expression, ExpressionError
+from controller.expressions import Expression, ExpressionError, format_point
 from instruments.protocol import Limits, Timed, declared_limits, limit_violations
 from instruments.registry import DriverError, build_driver
-from planners.space import CategoricalParameter
+from planners.space import CategoricalParameter, brief
+
+SOBOL_CHECKED = 16
+"""First Sobol points of the campaign's seed at which a cost expression is checked."""
+POOL_CHECKED = 2000
+"""Pool candidates at which a cost expression is checked (evenly spaced when there are more)."""
 
 
 @dataclass
@@ -59,8 +70,21 @@ class Station:
         return f"busy {len(self.busy)}/{self.capacity}" if self.busy else "idle"
 
     def cost_of(self, params: Mapping[str, Any]) -> float:
-        """Cost units of the experiment with ``params`` on this instrument."""
-        return self.cost if self.cost_expression is None else max(self.cost_expression.evaluate(params), 0.0)
+        """Cost units of the experiment with ``params`` on this instrument.
+
+        Raises :class:`~controller.expressions.ExpressionError` (a
+        ``ValueError``) when the cost expression cannot be computed for
+        ``params`` (division by zero, log of a negative number, a missing or
+        non-numeric parameter), is not finite, or is negative. The fleet
+        checks the expression where the planners look first, but not
+        everywhere: a caller fails that one experiment, not the campaign.
+        """
+        if self.cost_expression is None:
+            return self.cost
+        value = self.cost_expression.evaluate(params)
+        if value < 0:
+            raise ExpressionError(f"{brief(self.cost_expression.text)} gives a negative cost ({value:g}) at {format_point(params)}")
+        return value
 
     def take_slot(self) -> int:
         slot = next(i for i in range(self.capacity) if i not in self.busy)
@@ -87,12 +111,29 @@ def judged_fidelity(stations: list[Station], target: float) -> float | None:
 
 
 def _intersect(declared: Limits, configured: Mapping[str, tuple[float, float]]) -> Limits:
+    """The driver's declared limits narrowed by the configured ones.
+
+    Fails closed: a configured range that is not two finite numbers never
+    replaces or widens a declared one (alone, it is kept, and refuses every
+    value), and a declared bound that is NaN is kept as it is.
+    """
     out = dict(declared)
     for name, (low, high) in configured.items():
+        if not (_finite(low) and _finite(high)):
+            out.setdefault(name, (low, high))
+            continue
         if name in out:
-            low, high = max(low, out[name][0]), min(high, out[name][1])
+            d_low, d_high = out[name]
+            if math.isnan(d_low) or math.isnan(d_high):
+                continue
+            low, high = max(low, d_low), min(high, d_high)
         out[name] = (low, high)
     return out
+
+
+def _finite(x: object) -> bool:
+    """Whether ``x`` is a real number that is neither NaN nor infinite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def build_fleet(config: LabConfig) -> list[Station]:
@@ -110,13 +151,21 @@ def build_fleet(config: LabConfig) -> list[Station]:
             continue
         for name in inst.limits:
             if name not in params:
-                faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"{name!r} is not a parameter"))
+                faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"{brief(name)} is not a parameter"))
         limits = _intersect(declared_limits(driver), inst.limits)
         for name, (low, high) in limits.items():
             p = params.get(name)
             if p is None or isinstance(p, CategoricalParameter):
                 continue
-            if low > high or p.high < low or p.low > high:
+            if not (_finite(low) and _finite(high)):
+                faults.append(
+                    ConfigFault(
+                        loc=f"instruments[{i}].limits.{name}",
+                        message=f"the instrument's limit on {name} is [{low:g}, {high:g}], not two finite numbers, so every "
+                        f"experiment would be refused; give a finite range here (it narrows an infinite bound) or fix the driver's limits",
+                    )
+                )
+            elif low > high or p.high < low or p.low > high:
                 faults.append(
                     ConfigFault(
                         loc=f"instruments[{i}].limits.{name}",
@@ -135,22 +184,15 @@ def build_fleet(config: LabConfig) -> list[Station]:
                 cost_expression=inst.cost_expression(),
             )
         )
-        station = stations[-1]
-        station.min_cost = station.cost
-        if station.cost_expression is not None:
-            try:
-                costs = [station.cost_of(p) for p in _space_sample(config, limits)]
-            except ExpressionError as exc:
-                faults.append(ConfigFault(loc=f"instruments[{i}].cost", message=str(exc)))
-            else:
-                station.cost, station.min_cost = sum(costs) / len(costs), min(costs)
+        stations[-1].min_cost = stations[-1].cost
+    faults += _check_costs(config, stations)
     faults += _space_beyond_limits(config, stations)
     by_name = {s.name: s for s in stations}
     for i, lock in enumerate(config.interlocks):
         station = by_name.get(lock.pause_when.instrument)
         if station is not None and not callable(getattr(station.driver, "read", None)):
             faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when",
-                                      message=f"instrument {station.name!r} has no read() method, so its readings cannot be watched while dispatch is paused"))
+                                      message=f"instrument {brief(station.name)} has no read() method, so its readings cannot be watched while dispatch is paused"))
     outputs: set[str] = set()
     described = True
     for station in stations:
@@ -165,7 +207,7 @@ def build_fleet(config: LabConfig) -> list[Station]:
                 faults.append(
                     ConfigFault(
                         loc=f"objectives[{i}].name",
-                        message=f"no instrument reports {objective.name!r}; they report {', '.join(sorted(outputs))}",
+                        message=f"no instrument reports {brief(objective.name)}; they report {', '.join(sorted(outputs))}",
                     )
                 )
         for i, constraint in enumerate(config.constraints):
@@ -173,7 +215,7 @@ def build_fleet(config: LabConfig) -> list[Station]:
                 faults.append(
                     ConfigFault(
                         loc=f"constraints[{i}]",
-                        message=f"no instrument reports {constraint.outcome!r}; they report {', '.join(sorted(outputs))}",
+                        message=f"no instrument reports {brief(constraint.outcome)}; they report {', '.join(sorted(outputs))}",
                     )
                 )
     if faults:
@@ -195,8 +237,8 @@ def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[Con
         if isinstance(p, CategoricalParameter):
             continue
         limits = [(s.name, s.limits.get(p.name)) for s in stations]
-        if any(limit is None for _, limit in limits):
-            continue
+        if any(limit is None or not (_finite(limit[0]) and _finite(limit[1])) for _, limit in limits):
+            continue  # (a limit that is not finite is a fault of its own)
         low = min(limit[0] for _, limit in limits if limit is not None)
         high = max(limit[1] for _, limit in limits if limit is not None)
         if p.low < low or p.high > high:
@@ -211,9 +253,66 @@ def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[Con
     return faults
 
 
-def _space_sample(config: LabConfig, limits: Limits, n: int = 64) -> list[dict[str, Any]]:
-    """``n`` points spread over the space (within ``limits``), corners included:
-    where a cost expression is summarised (mean, least) and checked."""
+def _check_costs(config: LabConfig, stations: list[Station]) -> list[ConfigFault]:
+    """Check each cost expression at the points of :func:`_cost_points` within
+    the station's limits, and set its mean (``cost``) and least (``min_cost``)."""
+    faults: list[ConfigFault] = []
+    pool = _pool(stations)
+    for station in stations:
+        if station.cost_expression is None:
+            continue
+        index = next(k for k, inst in enumerate(config.instruments) if inst is station.config)
+        costs: list[float] = []
+        for where, point in _cost_points(config, station.limits, pool):
+            try:
+                costs.append(station.cost_of(point))
+            except ExpressionError as exc:
+                faults.append(ConfigFault(loc=f"instruments[{index}].cost", message=f"{exc} ({where}); "
+                                          "a cost must be a finite number >= 0 wherever the planner may propose"))
+                break
+        else:
+            station.cost, station.min_cost = sum(costs) / len(costs), min(costs)
+    return faults
+
+
+def _pool(stations: list[Station]) -> list[tuple[int, dict[str, Any]]]:
+    """The candidates of pool instruments (``candidates()``) with their
+    positions, at most :data:`POOL_CHECKED` of them, evenly spaced."""
+    pool = [dict(p) for s in stations if callable(getattr(s.driver, "candidates", None)) for p in s.driver.candidates()]
+    step = max(1, math.ceil(len(pool) / POOL_CHECKED))
+    return list(enumerate(pool))[::step]
+
+
+def _cost_points(config: LabConfig, limits: Limits, pool: list[tuple[int, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Where a cost expression is checked, each with a label for the fault
+    message: the centre of the space (the ``bo`` planner's first point), the
+    first Sobol points of the campaign's seed (the ``sobol`` planner's and
+    ``bo``'s initial design), the pool candidates, and :func:`_space_sample`.
+    Each is moved within ``limits``, where the instrument can be charged."""
+    from planners.baselines import SobolPlanner  # (imports scipy: only configs with a cost expression pay)
+    from planners.protocol import PlanContext
+
+    space = config.space
+    points = [("the centre of the space, the bo planner's first point", space.from_unit([0.5] * space.dim))]
+    sobol = SobolPlanner().propose(space, [], [], [], SOBOL_CHECKED, context=PlanContext(seed=config.seed))
+    points += [(f"Sobol point {k} of seed {config.seed}", dict(p.params)) for k, p in enumerate(sobol)]
+    points += [(f"pool candidate {k}", p) for k, p in pool]
+    points += [("a point of the space", p) for p in _space_sample(config)]
+    return [(where, _within(point, limits)) for where, point in points]
+
+
+def _within(point: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """``point`` with each numeric value moved into its (finite) limit."""
+    out = dict(point)
+    for name, (low, high) in limits.items():
+        value = out.get(name)
+        if _finite(value) and _finite(low) and _finite(high):
+            out[name] = min(max(value, low), high)
+    return out
+
+
+def _space_sample(config: LabConfig, n: int = 64) -> list[dict[str, Any]]:
+    """``n`` points spread over the space, corners included."""
     import itertools
 
     import numpy as np
@@ -222,12 +321,4 @@ def _space_sample(config: LabConfig, limits: Limits, n: int = 64) -> list[dict[s
     rng = np.random.default_rng(0)
     units = [list(c) for c in itertools.product([0.0, 1.0], repeat=min(space.dim, 6))][:n // 2]
     units = [u + [0.5] * (space.dim - len(u)) for u in units] + rng.random((n - len(units), space.dim)).tolist()
-    points = []
-    for u in units:
-        point = space.from_unit(u)
-        for name, (low, high) in limits.items():
-            if isinstance(point.get(name), (int, float)):
-                point[name] = min(max(point[name], low), high)
-        points.append(point)
-    return points
-
+    return [space.from_unit(u) for u in units]

@@ -44,6 +44,10 @@ class ExperimentView:
     finished_at: datetime | None = None
     error: str = ""
     expected_duration_s: float | None = None
+    end_reason: str = ""
+    """Why an abandoned experiment did not run (``not_dispatched``, ``out_of_limits``, ...)."""
+    requeue: bool = False
+    """Stale, with its params owed a new run (``stale_policy: requeue``)."""
 
     @property
     def terminal(self) -> bool:
@@ -180,8 +184,10 @@ class CampaignState:
             exp.error = f"{p['error_kind']}: {p['message']}"
         elif kind == "abandoned":
             exp.error = f"{p['reason']}: {p.get('message', '')}".rstrip(": ")
+            exp.end_reason = p["reason"]
         elif kind == "stale":
             exp.error = f"stale: {p.get('message', '')}".rstrip(": ")
+            exp.requeue = bool(p.get("requeue", False))
         if was_running and exp.instrument is not None:
             view = self.instrument(exp.instrument)
             view.in_flight -= 1
@@ -210,6 +216,29 @@ class CampaignState:
 
     def with_status(self, *statuses: str) -> list[ExperimentView]:
         return [e for e in self.experiments.values() if e.status in statuses]
+
+    def requeues_owed(self) -> list[ExperimentView]:
+        """Stale experiments marked for requeue whose params have not been run
+        again, oldest first.
+
+        A requeue is an experiment proposed with ``reason.requeue_of`` naming
+        the stale one. It pays the debt once it is dispatched or refused (by
+        limits, or for want of an instrument); one still waiting, or abandoned
+        because the controller stopped before sending it (``not_dispatched``),
+        does not: after a resume its params are owed again.
+        """
+        paid: set[int] = set()
+        waiting: set[int] = set()
+        for exp in self.experiments.values():
+            of = exp.reason.get("requeue_of")
+            if not isinstance(of, int):
+                continue
+            if exp.status == "proposed":
+                waiting.add(of)
+            elif not (exp.status == "abandoned" and exp.end_reason == "not_dispatched"):
+                paid.add(of)
+        return [e for e in self.experiments.values()
+                if e.status == "stale" and e.requeue and e.experiment_id not in paid | waiting]
 
     @property
     def next_experiment_id(self) -> int:

@@ -13,12 +13,13 @@ import json
 from datetime import datetime
 from typing import IO, Any
 
+from controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
 from controller.ledger import Ledger, LedgerError
 from controller.projection import CampaignState
 from planners.space import Objective, OutcomeConstraint
 
-FIXED_HEAD = ["experiment_id", "status", "instrument", "fidelity", "cost"]
-FIXED_TAIL = ["proposed_at", "started_at", "finished_at", "error"]
+FIXED_HEAD = list(EXPORT_HEAD)
+FIXED_TAIL = list(EXPORT_TAIL)
 
 
 def load_state(ledger: Ledger, campaign: str | None) -> CampaignState:
@@ -174,25 +175,30 @@ def _duration(seconds: float) -> str:
     return (f"{days}d " if days else "") + f"{h}h {m:02d}m {s:02d}s"
 
 
-def export_columns(state: CampaignState) -> tuple[list[str], list[str], list[str]]:
-    """``(columns, parameter names, outcome names)`` of the export.
+def export_columns(state: CampaignState) -> tuple[list[str], list[str], dict[str, str]]:
+    """``(columns, parameter names, {outcome column: outcome name})`` of the export.
 
     Parameters and outcomes are named exactly as in the config; readings an
-    instrument reported beyond those follow the config's outcomes.
+    instrument reported beyond those follow the config's outcomes. A reading
+    named like a fixed column or a parameter (recorded before selflab renamed
+    such readings, see :func:`controller.execution.check_outcomes`) gets the
+    column ``reading_<name>``, so it never overwrites another column.
     """
     config = state.config or {}
     params = [p["name"] for p in config.get("parameters", [])]
-    outcomes = [o["name"] for o in config.get("objectives", [])]
+    names = [o["name"] for o in config.get("objectives", [])]
     for c in config.get("constraints", []):
-        if c["outcome"] not in outcomes:
-            outcomes.append(c["outcome"])
-    extra: list[str] = []
+        if c["outcome"] not in names:
+            names.append(c["outcome"])
     for exp in state.experiments.values():
-        for key in exp.outcomes:
-            if key not in outcomes and key not in extra:
-                extra.append(key)
-    outcomes += extra
-    return FIXED_HEAD + params + outcomes + FIXED_TAIL, params, outcomes
+        names += [key for key in exp.outcomes if key not in names]
+    taken = set(EXPORT_COLUMNS) | set(params)
+    outcomes: dict[str, str] = {}
+    for name in names:
+        column = renamed_reading(name, taken | set(names)) if name in taken else name
+        taken.add(column)
+        outcomes[column] = name
+    return FIXED_HEAD + params + list(outcomes) + FIXED_TAIL, params, outcomes
 
 
 def export_rows(state: CampaignState) -> tuple[list[str], list[dict[str, Any]]]:
@@ -201,24 +207,20 @@ def export_rows(state: CampaignState) -> tuple[list[str], list[dict[str, Any]]]:
     rows = []
     for eid in sorted(state.experiments):
         exp = state.experiments[eid]
-        row: dict[str, Any] = {
-            "experiment_id": exp.experiment_id,
-            "status": exp.status,
-            "instrument": exp.instrument,
-            "fidelity": exp.fidelity,
-            "cost": exp.cost,
-        }
-        for name in params:
-            row[name] = exp.params.get(name)
-        for name in outcomes:
-            row[name] = exp.outcomes.get(name)
-        row.update(
+        row: dict[str, Any] = {name: exp.params.get(name) for name in params}
+        row.update({column: exp.outcomes.get(name) for column, name in outcomes.items()})
+        row.update(  # (the fixed columns last, so nothing above can overwrite them)
+            experiment_id=exp.experiment_id,
+            status=exp.status,
+            instrument=exp.instrument,
+            fidelity=exp.fidelity,
+            cost=exp.cost,
             proposed_at=_iso(exp.proposed_at),
             started_at=_iso(exp.started_at),
             finished_at=_iso(exp.finished_at),
             error=exp.error or None,
         )
-        rows.append(row)
+        rows.append({column: row[column] for column in columns})
     return columns, rows
 
 

@@ -107,7 +107,8 @@ class Worker:
 
         for claim in workqueue.claim(self.ledger, self.config.name, free, self.name, self.lease_s, dispatched):
             station = by_name[claim.instrument]
-            task = asyncio.create_task(run_experiment(station, claim.params, claim.experiment_id, self.config.outcome_names))
+            task = asyncio.create_task(run_experiment(station, claim.params, claim.experiment_id, self.config.outcome_names,
+                                                      parameters=self.config.space.names))
             self.tasks[claim.experiment_id] = (station, slots[claim.experiment_id], task)
             log.info("worker %s claimed experiment %d on %s: %s", self.name, claim.experiment_id, station.name, claim.params)
 

@@ -113,16 +113,29 @@ def settle(
     """Move rows in ``state`` (with ``expired_only``: whose lease ran out) to
     ``new_state``, appending ``event(experiment_id, instrument)`` for each."""
     with ledger.transaction() as conn:
-        where = [WORK.c.campaign == campaign, WORK.c.state == state]
-        if expired_only:
-            where.append(WORK.c.lease_until < _now())
-        query = sa.select(WORK.c.experiment_id, WORK.c.instrument).where(*where).order_by(WORK.c.experiment_id)
-        if ledger.backend == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).all()
-        for eid, _ in rows:
-            conn.execute(sa.update(WORK).where(WORK.c.campaign == campaign, WORK.c.experiment_id == eid).values(state=new_state))
-        return ledger.insert_events(conn, [event(int(eid), str(inst)) for eid, inst in rows])
+        return settle_in(conn, ledger, campaign, state, new_state, event, expired_only)
+
+
+def settle_in(
+    conn: sa.Connection,
+    ledger: Ledger,
+    campaign: str,
+    state: str,
+    new_state: str,
+    event: Callable[[int, str], NewEvent],
+    expired_only: bool = False,
+) -> list[Event]:
+    """:func:`settle` inside the open write transaction ``conn`` (a controller's start)."""
+    where = [WORK.c.campaign == campaign, WORK.c.state == state]
+    if expired_only:
+        where.append(WORK.c.lease_until < _now())
+    query = sa.select(WORK.c.experiment_id, WORK.c.instrument).where(*where).order_by(WORK.c.experiment_id)
+    if ledger.backend == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    for eid, _ in rows:
+        conn.execute(sa.update(WORK).where(WORK.c.campaign == campaign, WORK.c.experiment_id == eid).values(state=new_state))
+    return ledger.insert_events(conn, [event(int(eid), str(inst)) for eid, inst in rows])
 
 
 def rows(ledger: Ledger, campaign: str) -> list[dict[str, Any]]:

@@ -32,7 +32,11 @@ take precedence over, or intersect with, the declared ones.
 
 from __future__ import annotations
 
+import math
+import numbers
+import reprlib
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 Limits = dict[str, tuple[float, float]]
@@ -78,28 +82,71 @@ class Timed(Protocol):
 
 
 def declared_limits(instrument: object) -> Limits:
-    """The instrument's declared limits, or ``{}`` when it declares none."""
+    """The instrument's declared limits, or ``{}`` when it declares none.
+
+    A bound that is not a number is kept as NaN, so that
+    :func:`limit_violations` refuses every value of that input (fail closed).
+    """
     limits = getattr(instrument, "limits", None) or {}
-    return {str(k): (float(v[0]), float(v[1])) for k, v in dict(limits).items()}
+    return {str(k): _declared_range(v) for k, v in dict(limits).items()}
+
+
+def _declared_range(bounds: Any) -> tuple[float, float]:
+    try:
+        low, high = bounds
+        return _as_float(low), _as_float(high)
+    except (TypeError, ValueError):
+        return math.nan, math.nan
+
+
+def _as_float(x: Any) -> float:
+    """``x`` as a float when it is a real number (not a bool), else NaN."""
+    if isinstance(x, bool) or not isinstance(x, (numbers.Real, Decimal)):
+        return math.nan
+    try:
+        return float(x)
+    except (ValueError, OverflowError):  # e.g. a signalling Decimal NaN
+        return math.nan
 
 
 def limit_violations(params: Mapping[str, Any], limits: Limits) -> list[str]:
     """Human-readable violations of ``limits`` by ``params``; empty when safe.
 
+    Fails closed: a value is refused whenever it cannot be compared with its
+    limit, i.e. when it is not a real number (``bool`` is not one; numpy
+    numbers and ``Decimal`` are), is NaN or infinite, or when the limit is not
+    two finite numbers with ``low <= high``.
+
     >>> limit_violations({"T": 300.0}, {"T": (20.0, 250.0)})
     ['T=300 is above the limit 250']
+    >>> limit_violations({"T": 30.0}, {"T": (float("nan"), 250.0)})
+    ['T: its limit (nan, 250.0) is not two finite numbers low <= high, so no value can be checked against it']
     """
     faults: list[str] = []
-    for name, (low, high) in limits.items():
+    for name, bounds in limits.items():
         if name not in params:
             continue
         value = params[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            faults.append(f"{name}={value!r} is not a number but the instrument limits it to [{low:g}, {high:g}]")
-        elif value != value:  # NaN
-            faults.append(f"{name} is NaN")
-        elif value < low:
-            faults.append(f"{name}={value:g} is below the limit {low:g}")
-        elif value > high:
-            faults.append(f"{name}={value:g} is above the limit {high:g}")
+        low, high = _declared_range(bounds)
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            faults.append(f"{name}: its limit {_short(bounds)} is not two finite numbers low <= high, so no value can be checked against it")
+            continue
+        number = _as_float(value)
+        if math.isnan(number) and not (isinstance(value, float) and math.isnan(value)):
+            faults.append(f"{name}={_short(value)} is not a number but the instrument limits it to [{low:g}, {high:g}]")
+        elif not math.isfinite(number):
+            faults.append(f"{name}={_short(value)} is not a finite number; the instrument limits it to [{low:g}, {high:g}]")
+        elif number < low:
+            faults.append(f"{name}={number:g} is below the limit {low:g}")
+        elif number > high:
+            faults.append(f"{name}={number:g} is above the limit {high:g}")
     return faults
+
+
+_values = reprlib.Repr()
+_values.maxstring = _values.maxother = 60
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a refused value may be anything."""
+    return _values.repr(value)

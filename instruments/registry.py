@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import reprlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -26,6 +27,19 @@ REQUIRED_METHODS = ("connect", "run", "close")
 
 class DriverError(Exception):
     """A driver cannot be found, imported or built; the message says why."""
+
+
+def _clip(text: object, width: int = 300) -> str:
+    """``str(text)`` cut to ``width`` characters: a message may quote a driver's
+    exception, and that may echo a large option value."""
+    out = str(text)
+    return out if len(out) <= width else out[: width - 3] + "..."
+
+
+_names = reprlib.Repr()
+_names.maxstring = 120
+_quote = _names.repr
+"""A ``repr`` of a name from a config, cut short (a driver spec may be any string)."""
 
 
 def installed_drivers() -> dict[str, str]:
@@ -40,30 +54,30 @@ def resolve_driver(spec: str) -> type:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise DriverError(f"cannot import module {module_name!r} ({exc}); is its package installed?") from None
+            raise DriverError(f"cannot import module {_quote(module_name)} ({_clip(exc)}); is its package installed?") from None
         obj: Any = module
         for part in attr.split("."):
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                raise DriverError(f"module {module_name!r} has no {attr!r}") from None
+                raise DriverError(f"module {_quote(module_name)} has no {_quote(attr)}") from None
     else:
         matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
         if not matches:
             known = ", ".join(sorted(installed_drivers())) or "none"
             raise DriverError(
-                f"no driver named {spec!r} in entry-point group {ENTRY_POINT_GROUP!r} (installed: {known}); "
+                f"no driver named {_quote(spec)} in entry-point group {ENTRY_POINT_GROUP!r} (installed: {known}); "
                 "or give an import path 'package.module:Class'"
             )
         try:
             obj = matches[0].load()
         except Exception as exc:  # an entry point can fail to load in many ways
-            raise DriverError(f"driver {spec!r} ({matches[0].value}) failed to load: {exc}") from None
+            raise DriverError(f"driver {_quote(spec)} ({matches[0].value}) failed to load: {_clip(exc)}") from None
     if not inspect.isclass(obj):
-        raise DriverError(f"{spec!r} is not a class")
+        raise DriverError(f"{_quote(spec)} is not a class")
     missing = [m for m in REQUIRED_METHODS if not inspect.iscoroutinefunction(getattr(obj, m, None))]
     if missing:
-        raise DriverError(f"{spec!r} is not an instrument: it needs async methods {', '.join(missing)}")
+        raise DriverError(f"{_quote(spec)} is not an instrument: it needs async methods {', '.join(missing)}")
     return obj
 
 
@@ -73,6 +87,6 @@ def build_driver(spec: str, options: Mapping[str, Any]) -> Any:
     try:
         return cls(**dict(options))
     except TypeError as exc:
-        raise DriverError(f"bad options for {cls.__name__}: {exc}") from None
+        raise DriverError(f"bad options for {cls.__name__}: {_clip(exc)}") from None
     except ValueError as exc:
-        raise DriverError(f"bad options for {cls.__name__}: {exc}") from None
+        raise DriverError(f"bad options for {cls.__name__}: {_clip(exc)}") from None

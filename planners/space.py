@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
@@ -28,6 +29,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Value = float | int | str
 Point = dict[str, Value]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A configured number: NaN and infinities are refused (pydantic error type
+``finite_number``). Every float a config sets is one of these."""
+
+_ECHO_WIDTH = 80
+_echo = reprlib.Repr()
+_echo.maxlevel, _echo.maxlist, _echo.maxtuple, _echo.maxdict, _echo.maxset = 2, 4, 4, 4, 4
+_echo.maxstring, _echo.maxother, _echo.maxlong = 60, 60, 40
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` for an error message, at most 80 characters.
+
+    Never expands a large or deeply nested value (a YAML alias bomb, a
+    megabyte string): nesting, items and strings are cut short first.
+
+    >>> brief("x" * 1000)[:12], len(brief("x" * 1000)) <= 80
+    ("'xxxxxxxxxxx", True)
+    >>> brief([[1, 2, 3, 4, 5]] * 3)
+    '[[1, 2, 3, 4, ...], [1, 2, 3, 4, ...], [1, 2, 3, 4, ...]]'
+    """
+    try:
+        text = _echo.repr(value)
+    except Exception:  # a broken __repr__ of a user object
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _ECHO_WIDTH else text[: _ECHO_WIDTH - 3] + "..."
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -41,8 +69,8 @@ class FloatParameter(_Strict):
 
     type: Literal["float"] = "float"
     name: str = Field(pattern=_NAME)
-    low: float
-    high: float
+    low: FiniteFloat
+    high: FiniteFloat
     log: bool = False
     unit: str | None = None
 
@@ -103,7 +131,7 @@ class Objective(_Strict):
     name: str = Field(pattern=_NAME)
     direction: Literal["maximize", "minimize"] = "maximize"
     unit: str | None = None
-    reference_point: float | None = None
+    reference_point: FiniteFloat | None = None
     """For several objectives: the worst value still worth having, the corner of
     the hypervolume (in the objective's own units). Inferred when unset."""
 
@@ -120,7 +148,7 @@ class OutcomeConstraint(_Strict):
 
     outcome: str = Field(pattern=_NAME)
     op: Literal[">=", "<="]
-    value: float
+    value: FiniteFloat
 
     @model_validator(mode="before")
     @classmethod
@@ -129,13 +157,13 @@ class OutcomeConstraint(_Strict):
             match = _CONSTRAINT.match(data)
             if not match:
                 raise ValueError(
-                    f"cannot read {data!r}: write it as 'OUTCOME >= VALUE' or 'OUTCOME <= VALUE'"
+                    f"cannot read {brief(data)}: write it as 'OUTCOME >= VALUE' or 'OUTCOME <= VALUE'"
                 )
             outcome, op, value = match.groups()
             try:
                 number = float(value)
             except ValueError:
-                raise ValueError(f"cannot read {data!r}: {value!r} is not a number") from None
+                raise ValueError(f"cannot read {brief(data)}: {brief(value)} is not a number") from None
             return {"outcome": outcome, "op": op, "value": number}
         return data
 
@@ -219,11 +247,11 @@ class SearchSpace(_Strict):
             v = point[p.name]
             if isinstance(p, CategoricalParameter):
                 if str(v) not in {str(c) for c in p.choices}:
-                    faults.append(f"{p.name}={v!r} is not one of {p.choices}")
+                    faults.append(f"{p.name}={brief(v)} is not one of {brief(p.choices)}")
             elif isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-                faults.append(f"{p.name}={v!r} is not a number")
+                faults.append(f"{p.name}={brief(v)} is not a number")
             elif isinstance(p, IntParameter) and int(v) != v:
-                faults.append(f"{p.name}={v!r} is not an integer")
+                faults.append(f"{p.name}={brief(v)} is not an integer")
             elif not p.low <= v <= p.high:
                 faults.append(f"{p.name}={v:g} is outside [{p.low:g}, {p.high:g}]")
         extra = set(point) - set(self.names)

@@ -193,6 +193,22 @@ class Logged(Quadratic):
         return result
 
 
+class HeldLogged(Logged):
+    """:class:`Logged` that waits before each run while the file ``hold`` exists
+    (a test holds a campaign mid-run, whatever the machine's speed)."""
+
+    def __init__(self, *, hold: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.hold = hold
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        import os
+
+        while os.path.exists(self.hold):
+            await asyncio.sleep(0.02)
+        return await super().run(params)
+
+
 class Gated(Quadratic):
     """Runs only as many experiments as the number written in the file ``gate``
     allows (a test opens the gate step by step); the others wait."""

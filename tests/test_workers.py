@@ -120,17 +120,3 @@ def test_remote_instruments_need_postgres() -> None:
     cfg["instruments"][0]["remote"] = True
     with pytest.raises(ConfigError, match=r"instruments\[0\].remote: remote instruments need a shared Postgres ledger"):
         parse_config(cfg)
-
-
-def test_ledger_schema_1_is_migrated(postgres_url: str) -> None:
-    ledger = Ledger(postgres_url)
-    with ledger.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE selflab_work")
-        conn.exec_driver_sql("UPDATE selflab_meta SET value = '1' WHERE key = 'schema_version'")
-    ledger.close()
-    ledger = Ledger(postgres_url)
-    assert "selflab_work" in sa.inspect(ledger.engine).get_table_names()
-    with ledger.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT value FROM selflab_meta WHERE key = 'schema_version'").scalar() == "2"
-    ledger.close()
-    assert os.environ.get("SELFLAB_TEST_POSTGRES_URL")
