@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import signal
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +35,10 @@ from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
 from controller.expressions import ExpressionError
 from controller.fleet import Station, build_fleet, judged_fidelity
-from controller.identity import process_started
 from controller.interlocks import InterlockState
 from controller.ledger import Event, LeaseLost, Ledger, NewEvent
 from controller.projection import CampaignState
+from controller.study import changed_problem, started_payload
 from instruments.errors import InstrumentError, failure_kind
 from instruments.protocol import Timed
 from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
@@ -99,15 +97,6 @@ class RemoteEnd(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("selflab")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Campaign:
@@ -250,7 +239,7 @@ class Campaign:
         self.state = CampaignState.replay(name, self.ledger.events(name))
         for exp in self.state.with_status("completed"):
             self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
-        for exp in self.state.with_status("failed") + self._unpriced():
+        for exp in self.state.avoided():
             self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
         resumed = self.state.starts > 0
         if resumed and not self.resume:
@@ -273,10 +262,8 @@ class Campaign:
         else:
             self.clock = WallClock(started_at=self.state.started_at)
         now = self.clock.now()
-        started = NewEvent(campaign=name, kind="campaign_started", at=now, payload={
-            "config": snapshot, "version": package_version(), "seed": self.config.seed, "clock": clock_kind,
-            "resumed": resumed, "host": socket.gethostname(), "pid": os.getpid(),
-            "process_started": process_started(os.getpid()) or 0.0, "epoch": epoch})
+        started = NewEvent(campaign=name, kind="campaign_started", at=now,
+                           payload=started_payload(snapshot, self.config.seed, clock_kind, resumed, epoch))
         self._applied(self.ledger.insert_events(conn, [started]))
         if self._remote:  # unclaimed work of the previous run: withdrawn, so no worker can claim it now
             self._applied(workqueue.settle_in(conn, self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
@@ -286,11 +273,6 @@ class Campaign:
             NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
                      payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
             for exp in self.state.with_status("proposed")]))
-
-    def _unpriced(self) -> list[Any]:
-        """Experiments abandoned because no instrument could compute their cost:
-        the planner avoids them as it does failed ones."""
-        return [e for e in self.state.with_status("abandoned") if e.end_reason == "bad_cost"]
 
     async def _reconcile(self) -> None:
         """Settle experiments that were in flight when the controller stopped.
@@ -352,9 +334,7 @@ class Campaign:
         return "simulated" if timed else "wall"
 
     def _check_same_problem(self) -> None:
-        old = self.state.config or {}
-        new = self.config.model_dump(mode="json")
-        changed = [key for key in ("parameters", "objectives") if old.get(key) != new.get(key)]
+        changed = changed_problem(self.state.config, self.config.model_dump(mode="json"))
         if changed:
             raise CampaignError(
                 f"the config's {' and '.join(changed)} differ from those campaign {self.config.name!r} "

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
+EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale", "attached")
 TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
-CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed", "recommended")
+CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed", "recommended",
+                  "note")
 KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
 
 
@@ -116,6 +117,25 @@ class Abandoned(_Payload):
     message: str = ""
 
 
+class Attached(_Payload):
+    """An experiment a person or another tool chose and ran, recorded whole
+    (:meth:`controller.study.Study.attach`): it enters the ledger completed."""
+
+    params: dict[str, float | int | str]
+    outcomes: dict[str, float]
+    fidelity: float = 1.0
+    by: str = ""
+    """Who attached it (a person, a tool)."""
+    message: str = ""
+
+
+class Note(_Payload):
+    """A remark on the campaign (:meth:`controller.study.Study.note`)."""
+
+    text: str
+    by: str = ""
+
+
 class Stale(_Payload):
     message: str = ""
     requeue: bool = False
@@ -138,4 +158,6 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "failed": Failed,
     "abandoned": Abandoned,
     "stale": Stale,
+    "attached": Attached,
+    "note": Note,
 }

@@ -7,9 +7,10 @@ so resuming a campaign is a replay.
 
 SQLite runs in WAL mode, so ``selflab status`` and ``selflab export`` read
 while the campaign writes, and with ``synchronous=FULL``, so a committed
-event survives a power cut. One process writes a campaign at a time:
-:meth:`Ledger.writer_lock` enforces it (a lock file for SQLite, an advisory
-lock for Postgres).
+event survives a power cut. One controller writes a campaign at a time:
+it holds the campaign's lease (:mod:`controller.lease`), and the database
+refuses its events once another controller has taken the lease over (the
+``epoch`` column and the fencing trigger).
 
 Example::
 
@@ -23,9 +24,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import re
 import sqlite3
 import threading
 import zlib

@@ -45,6 +45,8 @@ class ExperimentView:
     error: str = ""
     expected_duration_s: float | None = None
     end_reason: str = ""
+    finished_position: int = 0
+    """Ledger position of its terminal event: results in the order they came."""
     """Why an abandoned experiment did not run (``not_dispatched``, ``out_of_limits``, ...)."""
     requeue: bool = False
     """Stale, with its params owed a new run (``stale_policy: requeue``)."""
@@ -93,6 +95,8 @@ class CampaignState:
     recommendation: dict[str, Any] | None = None
     """The latest ``recommended`` payload."""
     anomalies: list[str] = field(default_factory=list)
+    notes: list[tuple[datetime, str, str]] = field(default_factory=list)
+    """``(at, by, text)`` of every ``note``, in order."""
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
     _best: dict[tuple[str, str, float | None, tuple[OutcomeConstraint, ...]], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
@@ -124,6 +128,9 @@ class CampaignState:
         if kind == "recommended":
             self.recommendation = dict(p)
             return
+        if kind == "note":
+            self.notes.append((event.at, p.get("by", ""), p["text"]))
+            return
         if kind in ("paused", "resumed"):
             self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == "paused" else None
             return
@@ -137,6 +144,21 @@ class CampaignState:
             self.anomalies.append(f"event {event.id}: {kind} without an experiment id")
             return
         eid = event.experiment_id
+        if kind == "attached":
+            if eid in self.experiments:
+                self.anomalies.append(f"event {event.id}: experiment {eid} attached over an existing one")
+                return
+            self._counts["completed"] += 1
+            self._max_id = max(self._max_id, eid)
+            exp = ExperimentView(experiment_id=eid, status="completed", params=dict(p["params"]), fidelity=float(p.get("fidelity", 1.0)),
+                                 reason={"strategy": "attached", "by": p.get("by", ""), "message": p.get("message", "")},
+                                 instrument=event.instrument, outcomes={k: float(v) for k, v in p["outcomes"].items()},
+                                 proposed_at=event.at, finished_at=event.at, finished_position=event.id)
+            self.experiments[eid] = exp
+            for key, best in self._best.items():
+                if _better(exp, best, *key):
+                    self._best[key] = exp
+            return
         if kind == "proposed":
             if eid in self.experiments:
                 self.anomalies.append(f"event {event.id}: experiment {eid} proposed twice")
@@ -175,6 +197,7 @@ class CampaignState:
         was_running = exp.status == "dispatched"
         self._set_status(exp, kind)
         exp.finished_at = event.at
+        exp.finished_position = event.id
         if kind == "completed":
             exp.outcomes = {k: float(v) for k, v in p["outcomes"].items()}
             for key, best in self._best.items():
@@ -216,6 +239,12 @@ class CampaignState:
 
     def with_status(self, *statuses: str) -> list[ExperimentView]:
         return [e for e in self.experiments.values() if e.status in statuses]
+
+    def avoided(self) -> list[ExperimentView]:
+        """Experiments whose points the planner is told to avoid: those that
+        ran and failed, and those no instrument could price (``bad_cost``)."""
+        return [e for e in self.experiments.values()
+                if e.status == "failed" or (e.status == "abandoned" and e.end_reason == "bad_cost")]
 
     def requeues_owed(self) -> list[ExperimentView]:
         """Stale experiments marked for requeue whose params have not been run

@@ -1,0 +1,419 @@
+"""The ask/tell API: a campaign as a synchronous Python object over the ledger.
+
+A :class:`Study` is how a notebook, a robot script or a person drives a
+campaign: ``ask`` for experiments, run them however you like, ``tell`` (or
+``fail``, or ``abandon``) what happened. Every action is an event in the
+ledger, appended at once, and what the study knows is the projection of
+those events (:mod:`controller.projection`): close the notebook, reopen the
+study with ``resume=True`` and it carries on where the ledger says. A study
+holds its campaign's lease (:mod:`controller.lease`) while it is open, so no
+other controller (``selflab run``, another notebook) drives the campaign at
+the same time. No asyncio and no instruments here.
+
+Example (a study built from Python objects alone)::
+
+    from controller.ledger import Ledger
+    from controller.study import Study
+    from planners.baselines import SobolPlanner
+    from planners.space import FloatParameter, Objective, SearchSpace
+
+    space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)])
+    with Study.create("demo", space, [Objective(name="y", direction="maximize")],
+                      ledger=Ledger("sqlite:///runs/demo.sqlite"), planner=SobolPlanner()) as study:
+        for _ in range(10):
+            (trial,) = study.ask()
+            study.tell(trial.trial_id, {"y": 1 - (trial.params["x"] - 0.3) ** 2})
+        print(study.recommend())
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from controller import lease
+from controller.config import LabConfig, build_planner, load_config, parse_config
+from controller.identity import process_started
+from controller.ledger import Event, Ledger, NewEvent
+from controller.projection import CampaignState, ExperimentView
+from controller.readings import ReadingError, clean_readings
+from planners.protocol import (
+    FidelityOption,
+    Observation,
+    Pending,
+    PlanContext,
+    Planner,
+    Recommendation,
+    Recommender,
+)
+from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief
+
+
+class StudyError(ValueError):
+    """An action the study refuses (an unknown trial, a result told twice, a
+    reading that is not a number); nothing was written. The message says why."""
+
+
+class Trial(BaseModel):
+    """One experiment of a study, as the ledger tells it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    trial_id: int
+    params: dict[str, float | int | str]
+    fidelity: float = 1.0
+    status: str
+    """``proposed`` (asked, no result yet), ``dispatched``, ``completed``, ``failed``, ``abandoned`` or ``stale``."""
+    reason: dict[str, Any] = {}
+    """Why the planner proposed it (strategy, acquisition value, predicted mean and std, ...)."""
+    outcomes: dict[str, float] = {}
+    error: str = ""
+
+    @classmethod
+    def of(cls, exp: ExperimentView) -> Trial:
+        return cls(trial_id=exp.experiment_id, params=exp.params, fidelity=exp.fidelity, status=exp.status,
+                   reason=exp.reason, outcomes=exp.outcomes, error=exp.error)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a study optimizes: its name, space, objectives and constraints."""
+
+    name: str
+    space: SearchSpace
+    objectives: tuple[Objective, ...]
+    constraints: tuple[OutcomeConstraint, ...] = ()
+    seed: int = 0
+    target_fidelity: float = 1.0
+
+    @property
+    def outcome_names(self) -> list[str]:
+        """Objectives, then constrained outcomes, each once: what a result must report."""
+        names = [o.name for o in self.objectives]
+        return names + [c.outcome for c in self.constraints if c.outcome not in names]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The problem as ``campaign_started`` records it (the keys of a config)."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "parameters": [p.model_dump(mode="json") for p in self.space.parameters],
+            "objectives": [o.model_dump(mode="json") for o in self.objectives],
+            "constraints": [c.model_dump(mode="json") for c in self.constraints],
+            "target_fidelity": self.target_fidelity,
+        }
+
+
+def changed_problem(recorded: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """Which of ``parameters`` and ``objectives`` differ between the snapshot a
+    campaign was started with and the one it is resumed with (a changed
+    problem is a new campaign)."""
+    old = recorded or {}
+    return [key for key in ("parameters", "objectives") if old.get(key) != now.get(key)]
+
+
+def package_version() -> str:
+    """The installed selflab's version, as ``campaign_started`` records it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selflab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def started_payload(snapshot: dict[str, Any], seed: int, clock: str, resumed: bool, epoch: int) -> dict[str, Any]:
+    """What ``campaign_started`` says: the problem, the code, the seed and the
+    controller process (host, pid and its start time, so that nobody signals a
+    process that merely reuses the pid)."""
+    return {"config": snapshot, "version": package_version(), "seed": seed, "clock": clock, "resumed": resumed,
+            "host": socket.gethostname(), "pid": os.getpid(), "process_started": process_started(os.getpid()) or 0.0,
+            "epoch": epoch}
+
+
+class Study:
+    """A campaign driven by ask/tell. Build one with :meth:`open` (from a
+    config) or :meth:`create` (from Python objects); close it (or use it as a
+    context manager) to give its lease back."""
+
+    def __init__(self, problem: Problem, ledger: Ledger, planner: Planner, *, snapshot: dict[str, Any] | None = None,
+                 resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> None:
+        self.problem, self.ledger, self.planner = problem, ledger, planner
+        self._guard = threading.RLock()
+        self._snapshot = snapshot if snapshot is not None else problem.snapshot()
+        self.state = CampaignState(problem.name)
+        epoch = self._start(resume, lease_ttl_s)
+        self._heartbeat = lease.Heartbeat(ledger, problem.name, epoch, lease_ttl_s).__enter__()
+        self._closed = False
+
+    # --- building -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config: LabConfig | Mapping[str, Any] | str | Path, ledger: Ledger | str | None = None, *,
+             planner: Planner | None = None, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> Study:
+        """The study of a campaign config (a :class:`LabConfig`, its dict, or a
+        YAML path). ``ledger`` defaults to the config's; ``planner`` to the
+        config's planner. Raises :class:`controller.config.ConfigError` for a
+        bad config, :class:`controller.ledger.LedgerError` when another
+        controller runs the campaign, and :class:`StudyError` when the
+        ledger's campaign cannot be carried on (``resume`` not given, or a
+        changed problem)."""
+        if isinstance(config, (str, Path)):
+            config = load_config(config)
+        elif not isinstance(config, LabConfig):
+            config = parse_config(config)
+        if not isinstance(ledger, Ledger):
+            ledger = Ledger(ledger or config.ledger_url)
+        problem = Problem(name=config.name, space=config.space, objectives=tuple(config.objectives),
+                          constraints=tuple(config.constraints), seed=config.seed, target_fidelity=config.target_fidelity)
+        return cls(problem, ledger, planner or build_planner(config), snapshot=config.model_dump(mode="json"),
+                   resume=resume, lease_ttl_s=lease_ttl_s)
+
+    @classmethod
+    def create(cls, name: str, space: SearchSpace | Sequence[Parameter], objectives: Sequence[Objective], *,
+               ledger: Ledger | str, planner: Planner, constraints: Sequence[OutcomeConstraint] = (), seed: int = 0,
+               target_fidelity: float = 1.0, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> Study:
+        """A study from Python objects alone: no YAML, no import strings."""
+        if not isinstance(space, SearchSpace):
+            space = SearchSpace(parameters=list(space))
+        problem = Problem(name=name, space=space, objectives=tuple(objectives), constraints=tuple(constraints), seed=seed,
+                          target_fidelity=target_fidelity)
+        return cls(problem, ledger if isinstance(ledger, Ledger) else Ledger(ledger), planner, resume=resume, lease_ttl_s=lease_ttl_s)
+
+    def _start(self, resume: bool, lease_ttl_s: float) -> int:
+        """Take the lease, replay and record the start in one transaction (as
+        the campaign loop does); trials asked before and not yet told stay
+        open: their experiments may still be running in the lab."""
+        name = self.problem.name
+        with self.ledger.transaction() as conn:
+            epoch = lease.acquire(conn, name, lease_ttl_s)
+            self.ledger.fence(name, epoch)
+            try:
+                self.state = CampaignState.replay(name, self.ledger.events(name))
+                resumed = self.state.starts > 0
+                if resumed and not resume:
+                    raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
+                                     f"({self.state.counts()['completed']} completed); open it with resume=True to carry on")
+                changed = changed_problem(self.state.config, self._snapshot) if resumed else []
+                if changed:
+                    raise StudyError(f"the {' and '.join(changed)} differ from those campaign {name!r} was started with; "
+                                     "a changed problem needs a new campaign name")
+                started = NewEvent(campaign=name, kind="campaign_started",
+                                   payload=started_payload(self._snapshot, self.problem.seed, "wall", resumed, epoch))
+                for event in self.ledger.insert_events(conn, [started]):
+                    self.state.apply(event)
+            except BaseException:
+                self.ledger.fence(name, None)
+                raise
+        return epoch
+
+    # --- asking and telling ---------------------------------------------------------
+
+    def ask(self, n: int = 1, *, fidelities: Sequence[FidelityOption] | None = None,
+            candidates: Sequence[Mapping[str, Any]] | None = None) -> list[Trial]:
+        """Ask the planner for ``n`` experiments and record them ``proposed``
+        (with the planner's reason), in one transaction.
+
+        ``fidelities`` are the fidelities on offer with their costs (default:
+        the target fidelity only); ``candidates`` restricts proposals to a pool
+        of points (those already measured or pending are left out).
+        """
+        if n < 1:
+            raise StudyError(f"ask for at least one trial (got n={n})")
+        with self._guard:
+            self._refresh()
+            context = self.context(fidelities=fidelities, candidates=candidates)
+            if context.candidates is not None and not context.candidates:
+                return []
+            started = time.perf_counter()
+            proposals = self.planner.propose(self.problem.space, self.problem.objectives, self.observations(), self.pending(), n,
+                                             context=context)
+            seconds = time.perf_counter() - started
+            first = self.state.next_experiment_id
+            events = [NewEvent(campaign=self.problem.name, kind="proposed", experiment_id=first + i, payload={
+                "params": dict(p.params), "fidelity": p.fidelity, "planner": self.planner_kind,
+                "reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}})
+                for i, p in enumerate(proposals[:n])]
+            self._append(events)
+            return [Trial.of(self.state.experiments[e.experiment_id or 0]) for e in events]
+
+    def tell(self, trial_id: int, outcomes: Mapping[str, Any]) -> Trial:
+        """Record the result of trial ``trial_id``: a mapping with every
+        objective and constrained outcome (real numbers, finite)."""
+        with self._guard:
+            exp = self._open_trial(trial_id)
+            readings = self._readings(outcomes, f"trial {trial_id}")
+            self._append([NewEvent(campaign=self.problem.name, kind="completed", experiment_id=trial_id, instrument=exp.instrument,
+                                   payload={"outcomes": readings})])
+            return self.trial(trial_id)
+
+    def fail(self, trial_id: int, reason: str) -> Trial:
+        """Record that trial ``trial_id`` ran and failed (the failure is
+        information: the planner avoids the point)."""
+        with self._guard:
+            exp = self._open_trial(trial_id)
+            self._append([NewEvent(campaign=self.problem.name, kind="failed", experiment_id=trial_id, instrument=exp.instrument,
+                                   payload={"error_kind": "error", "message": reason or "failed"})])
+            return self.trial(trial_id)
+
+    def abandon(self, trial_id: int, reason: str) -> Trial:
+        """Record that trial ``trial_id`` will not run (or was stopped): no
+        result, and no information for the planner."""
+        with self._guard:
+            exp = self._open_trial(trial_id)
+            self._append([NewEvent(campaign=self.problem.name, kind="abandoned", experiment_id=trial_id, instrument=exp.instrument,
+                                   payload={"reason": "withdrawn", "message": reason})])
+            return self.trial(trial_id)
+
+    def attach(self, params: Mapping[str, Any], outcomes: Mapping[str, Any], *, fidelity: float = 1.0, by: str = "",
+               message: str = "") -> Trial:
+        """Record an experiment a person or another tool chose and ran; it
+        counts as a completed trial from now on."""
+        with self._guard:
+            self._refresh()
+            point = dict(params)
+            faults = self.problem.space.violations(point)
+            if faults:
+                raise StudyError(f"cannot attach {brief(point)}: {'; '.join(faults)}")
+            readings = self._readings(outcomes, "the attached experiment")
+            eid = self.state.next_experiment_id
+            self._append([NewEvent(campaign=self.problem.name, kind="attached", experiment_id=eid, payload={
+                "params": point, "outcomes": readings, "fidelity": fidelity, "by": by, "message": message})])
+            return self.trial(eid)
+
+    def note(self, text: str, *, by: str = "") -> None:
+        """Write a remark into the campaign's ledger."""
+        if not text.strip():
+            raise StudyError("a note needs some text")
+        with self._guard:
+            self._append([NewEvent(campaign=self.problem.name, kind="note", payload={"text": text, "by": by})])
+
+    def recommend(self) -> Recommendation | None:
+        """The point the study would bet on now, at the target fidelity: the
+        planner's best predicted point when it can say, else the best feasible
+        observation there (``None`` before any result; several objectives:
+        ``None``, the Pareto set is the answer)."""
+        if len(self.problem.objectives) != 1:
+            return None
+        with self._guard:
+            self._refresh()
+            if isinstance(self.planner, Recommender):
+                context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1,
+                                      constraints=self.problem.constraints, target_fidelity=self.problem.target_fidelity)
+                found = self.planner.recommend(self.problem.space, self.problem.objectives, self.observations(), context=context)
+                if found is not None:
+                    return found
+            objective = self.problem.objectives[0]
+            best = self.state.best(objective.name, objective.direction, self.problem.target_fidelity, self.problem.constraints)
+            return None if best is None else Recommendation(params=best.params, fidelity=best.fidelity)
+
+    # --- reading the projection -----------------------------------------------------
+
+    def trials(self) -> list[Trial]:
+        """Every trial, in order."""
+        with self._guard:
+            self._refresh()
+            return [Trial.of(e) for e in self.state.experiments.values()]
+
+    def trial(self, trial_id: int) -> Trial:
+        exp = self.state.experiments.get(trial_id)
+        if exp is None:
+            raise StudyError(self._unknown(trial_id))
+        return Trial.of(exp)
+
+    def observations(self) -> list[Observation]:
+        """Completed trials (attached ones included), in the order their results came."""
+        done = sorted(self.state.with_status("completed"), key=lambda e: e.finished_position)
+        return [Observation.from_result(e.params, e.outcomes, e.fidelity) for e in done]
+
+    def pending(self) -> list[Pending]:
+        """Trials asked for, or running, with no result yet."""
+        return [Pending(params=e.params, fidelity=e.fidelity) for e in self.state.with_status("proposed", "dispatched")]
+
+    def context(self, *, fidelities: Sequence[FidelityOption] | None = None,
+                candidates: Sequence[Mapping[str, Any]] | None = None) -> PlanContext:
+        """What the planner is told beyond the data: seed, ledger position,
+        constraints, fidelities on offer, failed points, and a pool."""
+        context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1, constraints=self.problem.constraints,
+                              target_fidelity=self.problem.target_fidelity,
+                              failed=tuple(Pending(params=e.params, fidelity=e.fidelity) for e in self.state.avoided()))
+        if fidelities is not None:
+            context = context.model_copy(update={"fidelities": tuple(fidelities)})
+        if candidates is not None:
+            used = {_key(e.params) for e in self.state.experiments.values() if e.status in ("completed", "proposed", "dispatched", "failed")}
+            context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if _key(p) not in used)})
+        return context
+
+    @property
+    def planner_kind(self) -> str:
+        """The planner's kind as the config names it, else its class name."""
+        config = self.state.config or {}
+        kind = (config.get("planner") or {}).get("kind") if isinstance(config.get("planner"), Mapping) else None
+        return str(kind or type(self.planner).__name__)
+
+    # --- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Give the campaign's lease back (trials without results stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._heartbeat.__exit__(None, None, None)
+        self.ledger.fence(self.problem.name, None)
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- inside ----------------------------------------------------------------------------
+
+    def _append(self, events: list[NewEvent]) -> list[Event]:
+        if self._closed:
+            raise StudyError(f"study {self.problem.name!r} is closed; open it again with resume=True")
+        written = self.ledger.append(events)
+        for event in written:
+            self.state.apply(event)
+        return written
+
+    def _refresh(self) -> None:
+        """Fold events others wrote since (a worker's results, say)."""
+        for event in self.ledger.events(self.problem.name, after=self.state.last_position):
+            self.state.apply(event)
+
+    def _open_trial(self, trial_id: int) -> ExperimentView:
+        self._refresh()
+        exp = self.state.experiments.get(trial_id)
+        if exp is None:
+            raise StudyError(self._unknown(trial_id))
+        if exp.terminal:
+            raise StudyError(f"trial {trial_id} is already {exp.status}" + (f" ({exp.error})" if exp.error else "") +
+                             "; its record cannot change")
+        return exp
+
+    def _unknown(self, trial_id: int) -> str:
+        last = self.state.next_experiment_id - 1
+        known = f"trials are 1..{last}" if last else "no trial has been asked yet"
+        return f"campaign {self.problem.name!r} has no trial {trial_id!r}; {known}"
+
+    def _readings(self, outcomes: Mapping[str, Any], source: str) -> dict[str, float]:
+        try:
+            return clean_readings(outcomes, self.problem.outcome_names, source, parameters=self.problem.space.names)
+        except ReadingError as exc:
+            raise StudyError(str(exc)) from None
+
+
+def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
+__all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "package_version", "started_payload"]
