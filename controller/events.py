@@ -59,7 +59,7 @@ class CampaignStopped(_Payload):
     """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
     ``max_wall_time``, ``target``, ``interrupted``, ``terminated``, ``emergency_stop``,
     ``no_instruments``, ``planner_error``, ``planner_exhausted``, ``refusals``,
-    ``error``."""
+    ``error``, ``closed`` (a :class:`controller.study.Study` was closed)."""
     detail: str = ""
 
 

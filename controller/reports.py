@@ -136,7 +136,8 @@ def format_status(data: dict[str, Any]) -> str:
             lines.append(f"best       {best['objective']} ({best['direction']}): {none}")
         else:
             params = ", ".join(f"{k}={_num(v)}" for k, v in best["params"].items())
-            lines.append(f"best       {best['objective']} = {best['value']:.6g} ({best['direction']}), experiment {best['experiment_id']} on {best['instrument']}: {params}")
+            lines.append(f"best       {best['objective']} = {best['value']:.6g} ({best['direction']}), experiment {best['experiment_id']}"
+                         + (f" on {best['instrument']}" if best['instrument'] else " (attached)") + f": {params}")
     if data["pareto"] is not None:
         lines.append(f"pareto     {len(data['pareto'])} experiment(s) on the front" + (f" (feasible: {', '.join(data['constraints'])})" if data["constraints"] else ""))
         for point in data["pareto"]:

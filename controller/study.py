@@ -362,12 +362,20 @@ class Study:
     # --- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Give the campaign's lease back (trials without results stay open)."""
+        """Record that the study was closed (``campaign_stopped``, reason
+        ``closed``) and give the campaign's lease back. Trials without results
+        stay open: reopen the study with ``resume=True`` to tell them."""
         if self._closed:
             return
-        self._closed = True
-        self._heartbeat.__exit__(None, None, None)
-        self.ledger.fence(self.problem.name, None)
+        try:
+            with self._guard:
+                open_trials = len(self.state.with_status("proposed", "dispatched"))
+                self._append([NewEvent(campaign=self.problem.name, kind="campaign_stopped", payload={
+                    "reason": "closed", "detail": f"study closed with {open_trials} trial(s) awaiting a result"})])
+        finally:
+            self._closed = True
+            self._heartbeat.__exit__(None, None, None)
+            self.ledger.fence(self.problem.name, None)
 
     def __enter__(self) -> Study:
         return self
