@@ -33,15 +33,27 @@ from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig, build_planner
 from controller.events import TERMINAL_KINDS
 from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
-from controller.expressions import ExpressionError
 from controller.fleet import Station, build_fleet, judged_fidelity
 from controller.interlocks import InterlockState
 from controller.ledger import Event, LeaseLost, Ledger, NewEvent
 from controller.projection import CampaignState
+from controller.scheduler import (
+    Progress,
+    Route,
+    StopInfo,
+    affordable,
+    allowance,
+    fidelities_on_offer,
+    pick_station,
+    queued_for,
+    route_proposal,
+    stop_rule,
+    usable_stations,
+)
 from controller.study import changed_problem, started_payload
 from instruments.errors import InstrumentError, failure_kind
 from instruments.protocol import Timed
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
+from planners.protocol import Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
 
 log = logging.getLogger("selflab")
 
@@ -53,14 +65,6 @@ gives up, rather than fill the ledger with proposals that never run."""
 
 class CampaignError(Exception):
     """The campaign cannot start or go on; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class StopInfo:
-    """Why a campaign stopped: a short code and a sentence."""
-
-    reason: str
-    detail: str = ""
 
 
 class Display(Protocol):
@@ -406,51 +410,25 @@ class Campaign:
 
     def _stop_rule(self) -> StopInfo | None:
         rules = self.config.stop
-        counts = self.state.counts()
-        if rules.max_experiments is not None and counts["completed"] >= rules.max_experiments:
-            return StopInfo("max_experiments", f"{counts['completed']} experiments completed")
-        if rules.max_cost is not None:
-            cheapest = min((s.min_cost for s in self._usable()), default=0.0)
-            if self.state.cost_spent >= rules.max_cost or (not self.flights and self.state.cost_spent + cheapest > rules.max_cost):
-                return StopInfo("max_cost", f"cost spent {self.state.cost_spent:g} of {rules.max_cost:g}")
-        if rules.max_time is not None and self.clock.elapsed_s() >= rules.max_time:
-            return StopInfo("max_time", f"{self.clock.elapsed_s():.0f} s elapsed on the {self._clock_kind()} clock")
-        if rules.max_wall_time is not None and time.monotonic() - self._run_started >= rules.max_wall_time:
-            return StopInfo("max_wall_time", f"{rules.max_wall_time:g} s of real time used")
-        target = rules.target
-        if target is not None:
-            objective = next(o for o in self.config.objectives if o.name == (target.objective or self.config.objectives[0].name))
-            best = self.state.best(objective.name, objective.direction, self._judged_fidelity(), self.config.constraints)
-            if best is not None:
-                value = best.outcomes[objective.name]
-                if (value >= target.value) if objective.direction == "maximize" else (value <= target.value):
-                    return StopInfo("target", f"{objective.name} = {value:g} reached the target {target.value:g} (experiment {best.experiment_id})")
-        return None
+        target = None
+        best = None
+        if rules.target is not None:
+            objective = next(o for o in self.config.objectives if o.name == (rules.target.objective or self.config.objectives[0].name))
+            target = (objective.name, objective.direction)
+            found = self.state.best(objective.name, objective.direction, self._judged_fidelity(), self.config.constraints)
+            best = (found.outcomes[objective.name], found.experiment_id) if found is not None else None
+        progress = Progress(completed=self.state.counts()["completed"], cost_spent=self.state.cost_spent, in_flight=len(self.flights),
+                            elapsed_s=self.clock.elapsed_s(), wall_s=time.monotonic() - self._run_started, clock=self._clock_kind(),
+                            target_best=best)
+        return stop_rule(rules, progress, self._usable(), target)
 
     def _usable(self) -> list[Station]:
-        """Online stations the planner can send work to: all of them for a
-        multi-fidelity planner (``multi_fidelity = True``), else those serving
-        the one fidelity it proposes at (the target when served, else the highest)."""
-        online = [s for s in self.stations if s.online]
-        if getattr(self.planner, "multi_fidelity", False) or not online:
-            return online
-        served = {s.fidelity for s in online}
-        fidelity = self.config.target_fidelity if self.config.target_fidelity in served else max(served)
-        return [s for s in online if s.fidelity == fidelity]
+        return usable_stations(self.stations, bool(getattr(self.planner, "multi_fidelity", False)), self.config.target_fidelity)
 
     def _allowance(self) -> int:
         """How many more experiments the budget allows to be proposed now."""
-        usable = self._usable()
-        free = sum(s.free for s in usable) - len(self._queue)
-        rules = self.config.stop
-        if rules.max_experiments is not None:
-            free = min(free, rules.max_experiments - self.state.counts()["completed"] - len(self.flights) - len(self._queue))
-        if rules.max_cost is not None:
-            cheapest = min((s.min_cost for s in usable), default=0.0)
-            if cheapest > 0:
-                left = rules.max_cost - self.state.cost_spent - cheapest * len(self._queue)
-                free = min(free, int(math.floor(left / cheapest + 1e-9)))
-        return max(free, 0)
+        return allowance(self._usable(), self.config.stop, completed=self.state.counts()["completed"], in_flight=len(self.flights),
+                         queued=len(self._queue), cost_spent=self.state.cost_spent)
 
     def _budget_left(self) -> float:
         if self.config.stop.max_cost is None:
@@ -465,9 +443,9 @@ class Campaign:
         work: list[dict[str, Any]] = []
         budget_left = self._budget_left()
         for eid, (proposal, accepting) in list(self._queue.items()):
-            station = self._free_station(accepting, budget_left, proposal.params)
+            station = pick_station(accepting, budget_left, proposal.params)
             online = [s for s in accepting if s.online]
-            if station is None and online and any(s.cost_of(proposal.params) <= budget_left + 1e-12 for s in online):
+            if station is None and affordable(accepting, budget_left, proposal.params):
                 continue  # still waiting for one of its instruments
             del self._queue[eid]
             if station is None:
@@ -496,18 +474,20 @@ class Campaign:
             events.append(NewEvent(campaign=name, kind="proposed", experiment_id=eid, at=now,
                                    payload={"params": params, "fidelity": proposal.fidelity,
                                             "planner": self.config.planner.kind, "reason": proposal.reason}))
-            accepting, why = self._accepting(proposal)
-            station = self._free_station(accepting, budget_left, params)
+            route = self._accepting(proposal)
+            accepting = list(route.accepting)
+            station = pick_station(accepting, budget_left, params)
             if station is not None:
                 self._refusals = 0
                 budget_left -= station.cost_of(params)
                 event, slot = self._dispatch_event(eid, station, proposal, now, work)
                 events += [event] if event else []
                 launches.append((eid, station, slot, params))
-            elif accepting and self._queued_for(accepting) < sum(s.capacity for s in accepting):
+            elif accepting and queued_for(accepting, [a for _, a in self._queue.values()]) < sum(s.capacity for s in accepting):
                 self._queue[eid] = (proposal, accepting)  # an accepting instrument is busy: wait for it
             else:
-                reason, message = why if not accepting else ("no_instrument", "every instrument that accepts it is busy with a queue")
+                reason, message = (route.reason, route.message) if not accepting else (
+                    "no_instrument", "every instrument that accepts it is busy with a queue")
                 events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now,
                                        payload={"reason": reason, "message": message}))
                 log.warning("experiment %d refused: %s", eid, message)
@@ -555,30 +535,12 @@ class Campaign:
         self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
         log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
 
-    def _queued_for(self, stations: list[Station]) -> int:
-        names = {s.name for s in stations}
-        return sum(1 for _, accepting in self._queue.values() if {s.name for s in accepting} & names)
-
-    def _free_station(self, accepting: list[Station], budget_left: float, params: dict[str, Any]) -> Station | None:
-        """The accepting station with the most free slots (then the cheapest) that the budget can pay for."""
-        candidates = [s for s in accepting if s.free > 0 and s.cost_of(params) <= budget_left + 1e-12]
-        return max(candidates, key=lambda s: (s.free, -s.cost_of(params))) if candidates else None
-
     async def _propose(self, n: int) -> list[Proposal]:
-        offered: dict[float, float] = {}
-        free: dict[float, int] = {}
-        for s in self.stations:
-            if s.online:
-                offered[s.fidelity] = min(offered.get(s.fidelity, math.inf), s.cost)
-                free[s.fidelity] = free.get(s.fidelity, 0) + s.free
-        for _, accepting in self._queue.values():  # a queued proposal will take one of those slots
-            if accepting and free.get(accepting[0].fidelity, 0) > 0:
-                free[accepting[0].fidelity] -= 1
         context = PlanContext(
             seed=self.config.seed,
             step=self.state.next_experiment_id - 1,
             constraints=tuple(self.config.constraints),
-            fidelities=tuple(FidelityOption(fidelity=f, cost=c, free=free[f]) for f, c in sorted(offered.items())),
+            fidelities=fidelities_on_offer(self.stations, [a for _, a in self._queue.values()]),
             target_fidelity=self.config.target_fidelity,
             failed=tuple(self._failed),
         )
@@ -603,32 +565,8 @@ class Campaign:
         seconds = time.perf_counter() - started
         return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}}) for p in proposals]
 
-    def _accepting(self, proposal: Proposal) -> tuple[list[Station], tuple[str, str]]:
-        """Online stations that serve the proposal's fidelity and whose limits
-        accept it (busy or not), and, when there are none, why."""
-        outside = self.config.space.violations(proposal.params)
-        if outside:
-            return [], ("outside_space", f"the planner proposed a point outside the search space: {'; '.join(outside)}")
-        serving = [s for s in self.stations if s.online and s.fidelity == proposal.fidelity]
-        if not serving:
-            return [], ("no_instrument", f"no online instrument serves fidelity {proposal.fidelity:g}")
-        accepting, refusals, unpriced = [], [], []
-        for s in serving:
-            faults = s.violations(proposal.params)
-            if faults:
-                refusals.append(f"{s.name}: {'; '.join(faults)}")
-                continue
-            try:
-                s.cost_of(proposal.params)
-            except ExpressionError as exc:  # this experiment cannot be priced here; the campaign goes on
-                unpriced.append(f"{s.name}: {exc}")
-                continue
-            accepting.append(s)
-        if not accepting and unpriced and not refusals:
-            return [], ("bad_cost", "its cost cannot be computed on " + " | ".join(unpriced))
-        if not accepting:
-            return [], ("out_of_limits", "outside the declared limits of " + " | ".join(refusals + unpriced))
-        return accepting, ("", "")
+    def _accepting(self, proposal: Proposal) -> Route:
+        return route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
 
     async def _next_done(self) -> list[Flight]:
         """The flights that finish next, in experiment order: on the simulated
