@@ -610,41 +610,50 @@ class Campaign:
         return max(min(left), 0.0) + 0.01 if left else None
 
     def _record(self, flight: Flight) -> None:
-        station = flight.station
-        station.busy.discard(flight.slot)
-        if flight.remote:
-            self._record_remote(flight)
-            return
-        name, now, eid = self.config.name, self.clock.now(), flight.experiment_id
+        """Record how a flight ended (a remote one's end is in the ledger already), then its consequences."""
+        flight.station.busy.discard(flight.slot)
+        if not flight.remote:
+            self._append([self._end_event(flight)])
+        self._after_end(flight)
+
+    def _end_event(self, flight: Flight) -> NewEvent:
+        """``completed`` with the readings, or ``failed`` with the failure's kind, of a local flight."""
+        station, eid = flight.station, flight.experiment_id
         if flight.due is not None and isinstance(self.clock, SimClock):
             took = (flight.due - self.state.experiments[eid].started_at).total_seconds()  # type: ignore[operator]
         else:
             took = time.monotonic() - flight.started
         exc = flight.task.exception() if not flight.task.cancelled() else asyncio.CancelledError()
-        fidelity = self.state.experiments[eid].fidelity
         if exc is None:
-            outcomes = flight.task.result()
+            return NewEvent(campaign=self.config.name, kind="completed", experiment_id=eid, instrument=station.name, at=self.clock.now(),
+                            payload={"outcomes": flight.task.result(), "duration_s": took})
+        kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
+        message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
+        return NewEvent(campaign=self.config.name, kind="failed", experiment_id=eid, instrument=station.name, at=self.clock.now(),
+                        payload={"error_kind": kind, "message": message or kind})
+
+    def _after_end(self, flight: Flight) -> None:
+        """What an ended experiment means, wherever it ran: a result resets its
+        instrument's failure count and feeds the interlocks; a failure counts
+        towards taking the instrument offline, and the planner avoids its point."""
+        station, eid = flight.station, flight.experiment_id
+        exp = self.state.experiments[eid]
+        where = f"{station.name} (worker)" if flight.remote else station.name
+        if exp.status == "completed":
             station.consecutive_failures = 0
-            self._append([NewEvent(campaign=name, kind="completed", experiment_id=eid, instrument=station.name, at=now,
-                                   payload={"outcomes": outcomes, "duration_s": took})])
-            self._observations.append(Observation.from_result(flight.params, outcomes, fidelity))
-            self._update_readings(station.name, outcomes)
-            log.info("experiment %d completed on %s: %s%s", eid, station.name, _fmt(outcomes), self._best_note())
-        else:
-            kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
-            message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
+            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
+            self._update_readings(station.name, exp.outcomes)
+            log.info("experiment %d completed on %s: %s%s", eid, where, _fmt(exp.outcomes), self._best_note())
+        elif exp.status == "failed":
             station.consecutive_failures += 1
-            events = [NewEvent(campaign=name, kind="failed", experiment_id=eid, instrument=station.name, at=now,
-                               payload={"error_kind": kind, "message": message or kind})]
-            self._failed.append(Pending(params=flight.params, fidelity=fidelity))
-            log.warning("experiment %d failed on %s: %s: %s", eid, station.name, kind, message)
+            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
+            log.warning("experiment %d failed on %s: %s", eid, where, exp.error)
             limit = station.config.max_consecutive_failures
             if station.consecutive_failures >= limit and station.online:
-                station.offline_reason = f"{limit} consecutive failures, the last: {kind}: {message}"
-                events.append(NewEvent(campaign=name, kind="instrument_offline", instrument=station.name, at=now,
-                                       payload={"reason": station.offline_reason}))
+                station.offline_reason = f"{limit} consecutive failures, the last: {exp.error}"
+                self._append([NewEvent(campaign=self.config.name, kind="instrument_offline", instrument=station.name,
+                                       at=self.clock.now(), payload={"reason": station.offline_reason})])
                 log.error("instrument %s taken offline after %d consecutive failures; the campaign goes on with the others", station.name, limit)
-            self._append(events)
         self.display.update(self.state, self.stations)
 
     async def _recommend(self) -> None:
@@ -741,27 +750,6 @@ class Campaign:
         else:
             exp = self.state.experiments[flight.experiment_id]
             flight.task.set_exception(RemoteEnd(event.kind, exp.error))
-
-    def _record_remote(self, flight: Flight) -> None:
-        """Bookkeeping for a remote experiment whose end is already in the ledger."""
-        station, eid = flight.station, flight.experiment_id
-        exp = self.state.experiments[eid]
-        exc = flight.task.exception()
-        if exc is None:
-            station.consecutive_failures = 0
-            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
-            self._update_readings(station.name, exp.outcomes)
-            log.info("experiment %d completed on %s (worker): %s%s", eid, station.name, _fmt(exp.outcomes), self._best_note())
-        elif isinstance(exc, RemoteEnd) and exc.kind == "failed":
-            station.consecutive_failures += 1
-            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
-            log.warning("experiment %d failed on %s (worker): %s", eid, station.name, exp.error)
-            limit = station.config.max_consecutive_failures
-            if station.consecutive_failures >= limit and station.online:
-                station.offline_reason = f"{limit} consecutive failures, the last: {exp.error}"
-                self._append([NewEvent(campaign=self.config.name, kind="instrument_offline", instrument=station.name,
-                                       at=self.clock.now(), payload={"reason": station.offline_reason})])
-        self.display.update(self.state, self.stations)
 
     def _withdraw_open_work(self, why: str) -> None:
         """Take back experiments no worker has claimed yet (abandoned, atomically)."""
