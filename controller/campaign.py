@@ -24,7 +24,6 @@ import math
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,7 +31,8 @@ from controller import lease, workqueue
 from controller.clock import Clock, SimClock, WallClock
 from controller.config import Interlock, LabConfig, build_planner
 from controller.events import TERMINAL_KINDS
-from controller.execution import STOP_TIMEOUT_S, check_outcomes, run_experiment, stop_instrument
+from controller.execution import STOP_TIMEOUT_S, check_outcomes, stop_instrument
+from controller.executors import Executor, Flight, LocalExecutor, RemoteExecutor, waiting_for_workers
 from controller.fleet import Station, build_fleet, judged_fidelity
 from controller.interlocks import InterlockState
 from controller.ledger import Event, LeaseLost, Ledger, NewEvent
@@ -51,7 +51,7 @@ from controller.scheduler import (
     usable_stations,
 )
 from controller.study import changed_problem, started_payload
-from instruments.errors import InstrumentError, failure_kind
+from instruments.errors import failure_kind
 from instruments.protocol import Timed
 from planners.protocol import Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
 
@@ -76,31 +76,6 @@ class Display(Protocol):
 class _NoDisplay:
     def update(self, state: CampaignState, stations: list[Station], note: str = "") -> None:
         return None
-
-
-@dataclass
-class Flight:
-    """An experiment in flight on one slot of a station."""
-
-    experiment_id: int
-    station: Station
-    slot: int
-    params: dict[str, Any]
-    task: asyncio.Future[dict[str, float]]
-    """The local task running it, or, for a remote instrument, a future the
-    ledger poller resolves when its worker records the end."""
-    due: datetime | None
-    started: float
-    remote: bool = False
-
-
-class RemoteEnd(Exception):
-    """How a remote experiment ended without readings: ``kind`` is the terminal
-    event kind (``failed``, ``abandoned``, ``stale``) already in the ledger."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class Campaign:
@@ -138,6 +113,8 @@ class Campaign:
         self.interlocks = InterlockState(self.config.interlocks)
         """Latest readings (read() polls and results) and the interlock pausing dispatch."""
         self._remote = any(s.config.remote for s in self.stations)
+        self._local: LocalExecutor | None = None  # (made at the start, once the clock is known)
+        self._workers = RemoteExecutor(ledger, config.name, config.stale_policy == "requeue")
         self._own_ids: set[int] = set()
         """Ids of events this process wrote since the poller last read (it skips them)."""
         self._poll_position = 0
@@ -265,6 +242,7 @@ class Campaign:
             self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
         else:
             self.clock = WallClock(started_at=self.state.started_at)
+        self._local = LocalExecutor(name, self.config.outcome_names, self.config.space.names, simulated=clock_kind == "simulated")
         now = self.clock.now()
         started = NewEvent(campaign=name, kind="campaign_started", at=now,
                            payload=started_payload(snapshot, self.config.seed, clock_kind, resumed, epoch))
@@ -292,9 +270,7 @@ class Campaign:
         for exp in self.state.with_status("dispatched"):
             station = stations.get(exp.instrument or "")
             if station is not None and station.config.remote:  # its worker may still be at it: wait for it again
-                future: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
-                self.flights[exp.experiment_id] = Flight(exp.experiment_id, station, station.take_slot(), exp.params,
-                                                         future, None, time.monotonic(), remote=True)
+                self.flights[exp.experiment_id] = self._workers.launch(exp.experiment_id, station, station.take_slot(), exp.params, None)
                 continue
             outcomes = await self._recovered_outcome(station, exp.params) if station is not None else None
             if outcomes is not None:
@@ -505,35 +481,28 @@ class Campaign:
         self._refusals += 1
         self._last_refusal = message
 
+    def _executor(self, station: Station) -> Executor:
+        if station.config.remote:
+            return self._workers
+        assert self._local is not None
+        return self._local
+
     def _dispatch_event(self, eid: int, station: Station, proposal: Proposal, now: datetime,
                         work: list[dict[str, Any]]) -> tuple[NewEvent | None, int]:
-        """Take a slot on ``station``; the dispatch event for the ledger, and the
-        slot. A remote station's experiment is queued in ``work`` for its worker
-        instead, which records the dispatch when it claims it."""
+        """Take a slot on ``station``; the dispatch event for the ledger (a
+        remote station's experiment goes into ``work`` for its worker
+        instead, which records the dispatch when it claims it), and the slot."""
         slot = station.take_slot()
-        params = dict(proposal.params)
-        if station.config.remote:
-            work.append({"campaign": self.config.name, "experiment_id": eid, "instrument": station.name, "state": "open",
-                         "params": params, "fidelity": proposal.fidelity, "cost": station.cost_of(params)})
-            return None, slot
-        return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=eid, instrument=station.name, at=now,
-                        payload={"cost": station.cost_of(params), "slot": slot, "expected_duration_s": station.duration(params)}), slot
+        event, row = self._executor(station).dispatch_record(eid, station, slot, dict(proposal.params), proposal.fidelity, now)
+        if row is not None:
+            work.append(row)
+        return event, slot
 
     def _launch(self, eid: int, station: Station, slot: int, params: dict[str, Any]) -> None:
-        """Start the experiment whose dispatch the ledger now holds (or, for a
-        remote instrument, await its worker)."""
-        if station.config.remote:
-            future: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
-            self.flights[eid] = Flight(eid, station, slot, params, future, None, time.monotonic(), remote=True)
-            log.debug("experiment %d queued for a worker of %s: %s", eid, station.name, params)
-            return
+        """Start the experiment whose dispatch the ledger now holds."""
         duration = self.state.experiments[eid].expected_duration_s
-        due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) else None
-        task = asyncio.create_task(run_experiment(station, params, eid, self.config.outcome_names, retry_pause=not isinstance(self.clock, SimClock),
-                                                  parameters=self.config.space.names),
-                                   name=f"experiment-{eid}")
-        self.flights[eid] = Flight(eid, station, slot, params, task, due, time.monotonic())
-        log.debug("experiment %d dispatched to %s slot %d: %s", eid, station.name, slot, params)
+        due = self.clock.at(duration or 0.0) if isinstance(self.clock, SimClock) and not station.config.remote else None
+        self.flights[eid] = self._executor(station).launch(eid, station, slot, params, due)
 
     async def _propose(self, n: int) -> list[Proposal]:
         context = PlanContext(
@@ -612,25 +581,14 @@ class Campaign:
     def _record(self, flight: Flight) -> None:
         """Record how a flight ended (a remote one's end is in the ledger already), then its consequences."""
         flight.station.busy.discard(flight.slot)
-        if not flight.remote:
-            self._append([self._end_event(flight)])
-        self._after_end(flight)
-
-    def _end_event(self, flight: Flight) -> NewEvent:
-        """``completed`` with the readings, or ``failed`` with the failure's kind, of a local flight."""
-        station, eid = flight.station, flight.experiment_id
         if flight.due is not None and isinstance(self.clock, SimClock):
-            took = (flight.due - self.state.experiments[eid].started_at).total_seconds()  # type: ignore[operator]
+            took = (flight.due - self.state.experiments[flight.experiment_id].started_at).total_seconds()  # type: ignore[operator]
         else:
             took = time.monotonic() - flight.started
-        exc = flight.task.exception() if not flight.task.cancelled() else asyncio.CancelledError()
-        if exc is None:
-            return NewEvent(campaign=self.config.name, kind="completed", experiment_id=eid, instrument=station.name, at=self.clock.now(),
-                            payload={"outcomes": flight.task.result(), "duration_s": took})
-        kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
-        message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
-        return NewEvent(campaign=self.config.name, kind="failed", experiment_id=eid, instrument=station.name, at=self.clock.now(),
-                        payload={"error_kind": kind, "message": message or kind})
+        event = self._executor(flight.station).end(flight, self.clock.now(), took)
+        if event is not None:
+            self._append([event])
+        self._after_end(flight)
 
     def _after_end(self, flight: Flight) -> None:
         """What an ended experiment means, wherever it ran: a result resets its
@@ -719,16 +677,11 @@ class Campaign:
                 self.state.apply(event)
                 self._settle_remote(event)
                 idle_since = time.monotonic()
-            expired = self._applied(workqueue.settle(
-                self.ledger, self.config.name, "claimed", "expired",
-                lambda eid, inst: NewEvent(campaign=self.config.name, kind="stale", experiment_id=eid, instrument=inst,
-                                           at=self.clock.now(), payload={"message": "its worker stopped renewing the lease (dead or cut off)",
-                                                                         "requeue": self.config.stale_policy == "requeue"}),
-                expired_only=True))
+            expired = self._applied(self._workers.expire(self.clock.now))
             for event in expired:
                 log.warning("experiment %d on %s is stale: its worker's lease ran out", event.experiment_id, event.instrument)
                 self._settle_remote(event)
-            waiting = sorted({f.station.name for f in self.flights.values() if f.remote and self.state.experiments[f.experiment_id].status == "proposed"})
+            waiting = waiting_for_workers(self.flights.values(), lambda eid: self.state.experiments[eid].status == "proposed")
             if waiting and time.monotonic() - idle_since > 30:
                 log.warning("waiting for a worker to claim experiments for %s: start one on their host with "
                             "selflab worker CONFIG --ledger URL --instruments %s", ", ".join(waiting), ",".join(waiting))
@@ -736,29 +689,19 @@ class Campaign:
             await asyncio.sleep(every_s)
 
     def _settle_remote(self, event: Event) -> None:
-        """Resolve the flight of a remote experiment that ``event`` ended."""
-        flight = self.flights.get(event.experiment_id or -1)
+        """Take in a worker's record: an instrument it took offline, or the end of a flight."""
         if event.kind == "instrument_offline" and event.instrument:
             for station in self.stations:
                 if station.name == event.instrument and station.online:
                     station.offline_reason = event.payload.get("reason", "")
             return
-        if flight is None or not flight.remote or flight.task.done() or event.kind not in TERMINAL_KINDS:
-            return
-        if event.kind == "completed":
-            flight.task.set_result(dict(event.payload["outcomes"]))
-        else:
-            exp = self.state.experiments[flight.experiment_id]
-            flight.task.set_exception(RemoteEnd(event.kind, exp.error))
+        RemoteExecutor.settle(event, self.flights, lambda eid: self.state.experiments[eid].error)
 
     def _withdraw_open_work(self, why: str) -> None:
         """Take back experiments no worker has claimed yet (abandoned, atomically)."""
         if not self._remote:
             return
-        for event in self._applied(workqueue.settle(
-            self.ledger, self.config.name, "open", "cancelled",
-            lambda eid, inst: NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=eid, instrument=inst,
-                                       at=self.clock.now(), payload={"reason": "not_dispatched", "message": why}))):
+        for event in self._applied(self._workers.withdraw(why, self.clock.now())):
             self._settle_remote(event)
 
     # --- interlocks ---------------------------------------------------------------------
@@ -846,24 +789,21 @@ class Campaign:
                 if station.online and not station.busy:
                     await stop_instrument(station)
         self._withdraw_open_work("the campaign was stopped")
-        for eid in [eid for eid, f in self.flights.items() if f.remote]:  # claimed: its worker records the end
-            flight = self.flights.pop(eid)
+        flights = list(self.flights.values())
+        self.flights.clear()
+        for flight in flights:
             flight.station.busy.discard(flight.slot)
-        if not self.flights:
+        aborted: list[Flight] = []
+        for executor in (self._local, self._workers):
+            mine = [f for f in flights if self._executor(f.station) is executor]
+            if executor is not None and mine:
+                aborted += await executor.abort(mine)
+        if not aborted:
             return
-        stations = {f.station.name: f.station for f in self.flights.values()}
-        for flight in self.flights.values():
-            flight.task.cancel()
-        for station in stations.values():
-            await stop_instrument(station)
-        await asyncio.gather(*(f.task for f in self.flights.values()), return_exceptions=True)
         now = self.clock.now()
         events = [NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=f.experiment_id,
                            instrument=f.station.name, at=now, payload={"reason": reason, "message": message})
-                  for f in self.flights.values()]
-        for f in self.flights.values():
-            f.station.busy.discard(f.slot)
-        self.flights.clear()
+                  for f in aborted]
         try:
             self._append(events)
         except Exception as exc:  # the ledger itself may be what failed; resume will mark them stale
@@ -874,12 +814,8 @@ class Campaign:
         in flight through ``stop()`` and forget them, writing nothing (the new
         controller marks them stale)."""
         local = [f for f in self.flights.values() if not f.remote]
-        for flight in local:
-            flight.task.cancel()
-        for station in {f.station.name: f.station for f in local}.values():
-            await stop_instrument(station)
-        await asyncio.gather(*(f.task for f in local), return_exceptions=True)
-        if local:
+        if local and self._local is not None:
+            await self._local.abort(local)
             log.error("aborted %d experiment(s) in flight: the campaign's new controller records them as stale", len(local))
         self.flights.clear()
         self._queue.clear()
