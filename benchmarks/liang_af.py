@@ -30,9 +30,8 @@ import time
 import warnings
 from typing import Any
 
-from controller.bench import run_bench
+from controller.bench import get_problem, run_bench
 from simulators.pool import PoolInstrument
-from simulators.problems import get_problem
 
 DATASETS = ("p3ht", "perovskite", "autoam")
 

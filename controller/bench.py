@@ -35,6 +35,12 @@ that many cost units are spent (``stop.max_cost``).
 protocol of Liang et al. 2021): the acceleration factor AF(0.8) is random's
 value divided by a planner's.
 
+Problems come from catalogues found through the entry-point group
+``selflab.problems`` (:func:`get_problem`; selflab's own is
+:func:`simulators.problems.get_problem`), as plain data in the lab config's
+shape; :class:`Problem` turns that data into the planners' models, so the
+controller never imports a simulator.
+
 Example::
 
     problem = get_problem("branin")
@@ -51,8 +57,9 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,7 +68,17 @@ from controller.config import LabConfig, parse_config
 from controller.fleet import Station
 from controller.ledger import Event, Ledger
 from controller.projection import CampaignState
-from simulators.problems import Problem
+from planners.space import Objective, OutcomeConstraint, Parameter, Point
+
+PROBLEM_GROUP = "selflab.problems"
+"""Entry-point group of benchmark-problem catalogues. Each entry point loads a
+callable ``(spec, *, objective=None, direction=None) -> problem data`` (see
+:class:`ProblemData`) that raises ``LookupError`` for a name it does not know
+and ``ValueError`` for bad options, with a one-line message::
+
+    [project.entry-points."selflab.problems"]
+    my_problems = "my_lab.problems:get_problem"
+"""
 
 TARGET_FIDELITY = 1.0
 """Benchmark problems' target fidelity."""
@@ -75,6 +92,111 @@ ProgressFn = Callable[[int, int], None]
 
 class BenchError(Exception):
     """A benchmark campaign did not finish; the message says why."""
+
+
+class ProblemError(ValueError):
+    """No installed catalogue knows the problem, or its options are bad; the message says which."""
+
+
+class FidelityLevel(BaseModel):
+    """One instrument of a multi-fidelity problem: the fidelity it serves and its cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fidelity: float
+    cost: float
+    driver: str
+    options: dict[str, Any] = {}
+
+
+class Problem(BaseModel):
+    """One benchmark problem, with the planners' models.
+
+    ``metric`` is what a benchmark reports per run: the best (feasible)
+    objective value, or the hypervolume of the observed points when there are
+    several objectives. ``optimum`` and ``direction`` are that metric's best
+    reachable value (``None`` when unknown) and which way is better.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    parameters: list[Parameter]
+    objectives: list[Objective]
+    constraints: list[OutcomeConstraint] = []
+    driver: str
+    """``module:Class`` or an entry-point name in ``selflab.instruments``."""
+    options: dict[str, Any] = {}
+    metric: Literal["best", "hypervolume"] = "best"
+    optimum: float | None
+    direction: Literal["maximize", "minimize"]
+    top: list[Point] | None = None
+    """Pools only: the rows of the top 5 %."""
+    levels: list[FidelityLevel] | None = None
+    """Multi-fidelity problems only: one instrument per fidelity (then
+    ``driver``/``options`` are the noise-free fidelity-1 instrument, the truth
+    a recommendation is judged by)."""
+
+    @property
+    def multi_fidelity(self) -> bool:
+        return self.levels is not None
+
+
+class ProblemData(Protocol):
+    """A problem as a catalogue describes it: :class:`Problem`'s fields as
+    attributes, with parameters, objectives, constraints and levels as plain
+    data in the lab config's shape (e.g. :class:`simulators.problems.Problem`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def parameters(self) -> Sequence[object]: ...
+    @property
+    def objectives(self) -> Sequence[object]: ...
+    @property
+    def constraints(self) -> Sequence[object]: ...
+    @property
+    def driver(self) -> str: ...
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def optimum(self) -> float | None: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def top(self) -> Sequence[Mapping[str, Any]] | None: ...
+    @property
+    def levels(self) -> Sequence[object] | None: ...
+
+
+def as_problem(problem: Problem | ProblemData) -> Problem:
+    """``problem`` as a :class:`Problem` (itself if it is one already).
+
+    Raises:
+        pydantic.ValidationError: the data does not describe a problem.
+    """
+    return Problem.model_validate(problem, from_attributes=True)
+
+
+def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
+    """The problem ``spec`` from the first installed catalogue (by entry-point
+    name) that knows it; ``objective`` and ``direction`` go to the catalogue.
+
+    Raises:
+        ProblemError: no catalogue knows ``spec`` (with the first one's
+            message), or its options are bad.
+    """
+    unknown: list[str] = []
+    for catalogue in sorted(entry_points(group=PROBLEM_GROUP), key=lambda ep: ep.name):
+        try:
+            data = catalogue.load()(spec, objective=objective, direction=direction)
+        except LookupError as exc:
+            unknown.append(str(exc))
+            continue
+        except ValueError as exc:
+            raise ProblemError(str(exc)) from None
+        return as_problem(data)
+    raise ProblemError(unknown[0] if unknown else f"unknown problem {spec!r}: no catalogue installed in entry-point group {PROBLEM_GROUP!r}")
 
 
 class _Record(BaseModel):
@@ -128,13 +250,14 @@ class BenchResult(_Record):
     """The planner's options (``selflab bench --options``; empty: its defaults)."""
 
 
-def bench_config(problem: Problem, planner: str, budget: int | None, seed: int, batch: int, ledger_url: str,
+def bench_config(problem: Problem | ProblemData, planner: str, budget: int | None, seed: int, batch: int, ledger_url: str,
                  options: Mapping[str, Any] | None = None, cost_budget: float | None = None) -> LabConfig:
     """The lab config of one benchmark campaign (``options``: the planner's).
 
     A multi-fidelity problem gets one instrument per level (named
     ``fidelity_0.5`` etc.), each with ``batch`` slots.
     """
+    problem = as_problem(problem)
     if problem.levels is None:
         instruments = [{"name": "sim", "driver": problem.driver, "options": problem.options, "capacity": batch}]
     else:
@@ -166,7 +289,7 @@ class _Progress:
         self.callback(self.seed, state.counts()["completed"])
 
 
-def run_seed(problem: Problem, planner: str, budget: int | None, seed: int, batch: int = 1,
+def run_seed(problem: Problem | ProblemData, planner: str, budget: int | None, seed: int, batch: int = 1,
              progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None,
              cost_budget: float | None = None) -> RunRecord:
     """Run one campaign on a temporary ledger and summarise it.
@@ -177,6 +300,7 @@ def run_seed(problem: Problem, planner: str, budget: int | None, seed: int, batc
     """
     if budget is None and cost_budget is None:
         raise BenchError("give a budget in experiments, in cost units, or both")
+    problem = as_problem(problem)
     with tempfile.TemporaryDirectory(prefix="selflab-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
         config = bench_config(problem, planner, budget, seed, batch, url, options, cost_budget)
@@ -192,17 +316,19 @@ def run_seed(problem: Problem, planner: str, budget: int | None, seed: int, batc
     return summarize(problem, seed, events)
 
 
-def run_bench(problem: Problem, planner: str, budget: int | None, seeds: int, batch: int = 1,
+def run_bench(problem: Problem | ProblemData, planner: str, budget: int | None, seeds: int, batch: int = 1,
               progress: ProgressFn | None = None, options: Mapping[str, Any] | None = None,
               cost_budget: float | None = None) -> BenchResult:
     """Seeds ``0 .. seeds-1`` of ``planner`` (with ``options``) on ``problem``, aggregated."""
+    problem = as_problem(problem)
     runs = [run_seed(problem, planner, budget, seed, batch, progress, options, cost_budget) for seed in range(seeds)]
     return aggregate(problem, planner, budget, batch, runs, cost_budget, options)
 
 
-def aggregate(problem: Problem, planner: str, budget: int | None, batch: int, runs: Sequence[RunRecord],
+def aggregate(problem: Problem | ProblemData, planner: str, budget: int | None, batch: int, runs: Sequence[RunRecord],
               cost_budget: float | None = None, options: Mapping[str, Any] | None = None) -> BenchResult:
     """Medians over runs and, for pools, the seed-averaged top-5 % curve."""
+    problem = as_problem(problem)
     seconds = [s for r in runs for s in r.proposal_seconds]
     curves = [r.top5_trace for r in runs if r.top5_trace is not None]
     return BenchResult(
@@ -227,8 +353,9 @@ def aggregate(problem: Problem, planner: str, budget: int | None, batch: int, ru
     )
 
 
-def summarize(problem: Problem, seed: int, events: Sequence[Event]) -> RunRecord:
+def summarize(problem: Problem | ProblemData, seed: int, events: Sequence[Event]) -> RunRecord:
     """A :class:`RunRecord` from one benchmark campaign's ledger events."""
+    problem = as_problem(problem)
     state = CampaignState.replay(events[0].campaign, list(events))
     done = [state.experiments[e.experiment_id] for e in events if e.kind == "completed" and e.experiment_id is not None]
     names = [o.name for o in problem.objectives]
@@ -269,7 +396,7 @@ def _regret(problem: Problem, value: float | None) -> float | None:
     return abs(value - problem.optimum) if value is not None and problem.optimum is not None else None
 
 
-def recommendation_trace(problem: Problem, events: Sequence[Event], state: CampaignState) -> list[float | None]:
+def recommendation_trace(problem: Problem | ProblemData, events: Sequence[Event], state: CampaignState) -> list[float | None]:
     """The true target-fidelity value of the current recommendation after each evaluation.
 
     The recommendation after evaluation ``i`` is the latest ``recommended``
@@ -278,6 +405,7 @@ def recommendation_trace(problem: Problem, events: Sequence[Event], state: Campa
     value (benchmark instruments are noise-free); other points are evaluated
     on the problem's fidelity-1 instrument.
     """
+    problem = as_problem(problem)
     objective = problem.objectives[0].name
     measured = {_key(x.params): x.outcomes[objective] for x in state.experiments.values()
                 if x.status == "completed" and x.fidelity == TARGET_FIDELITY and objective in x.outcomes}
@@ -295,9 +423,11 @@ def recommendation_trace(problem: Problem, events: Sequence[Event], state: Campa
     return [None if p is None else measured.get(_key(p), truth.get(_key(p))) for p in picks]
 
 
-def true_values(problem: Problem, points: Sequence[dict[str, Any]]) -> list[float]:
+def true_values(problem: Problem | ProblemData, points: Sequence[dict[str, Any]]) -> list[float]:
     """The first objective at ``points`` on the problem's (noise-free, fidelity-1) instrument."""
     from instruments.registry import build_driver
+
+    problem = as_problem(problem)
 
     async def evaluate() -> list[float]:
         instrument = build_driver(problem.driver, problem.options)
@@ -351,7 +481,7 @@ def best_so_far(values: Sequence[float | None], direction: str) -> list[float | 
     return out
 
 
-def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool], problem: Problem) -> list[float]:
+def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool], problem: Problem | ProblemData) -> list[float]:
     """Hypervolume of the feasible points among the first ``i`` after each evaluation ``i``.
 
     Objectives are turned into maximisation; the corner is each objective's
@@ -361,6 +491,7 @@ def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool
     from botorch.utils.multi_objective.hypervolume import Hypervolume
     from botorch.utils.multi_objective.pareto import is_non_dominated
 
+    problem = as_problem(problem)
     sign = torch.tensor([1.0 if o.direction == "maximize" else -1.0 for o in problem.objectives], dtype=torch.float64)
     if any(o.reference_point is None for o in problem.objectives):
         raise BenchError(f"{problem.name}: every objective needs a reference_point for the hypervolume")

@@ -5,7 +5,8 @@ Usage::
     selflab bench --problem P --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
                   [--options JSON] [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
 
-Problems: see :mod:`simulators.problems` (``pool:PATH.csv`` with
+Problems: those of the installed catalogues (:func:`controller.bench.get_problem`;
+selflab's own: :mod:`simulators.problems`, ``pool:PATH.csv`` with
 ``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
 campaign (:mod:`controller.bench`). ``--options`` gives one planner its
 ``planner.options`` (a JSON object, e.g. ``'{"kernel": "rbf"}'``; recorded
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.bench import BenchError, BenchResult, regret_against_cost, run_bench
+from controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, run_bench
 
 BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -79,7 +80,6 @@ def handle(args: argparse.Namespace) -> int:
     """Run the benchmark; the exit code."""
     from controller.progress import setup_logging
     from planners.registry import make_planner
-    from simulators.problems import ProblemError, get_problem
 
     if args.budget is None and args.cost_budget is None:
         return _fail("give --budget N (experiments), --cost-budget C (cost units), or both")
@@ -131,7 +131,7 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plot(problem: Any, results: list[BenchResult], path: str) -> Path:
+def _plot(problem: Problem, results: list[BenchResult], path: str) -> Path:
     """Best so far against evaluations; recommendation regret against cost for multi-fidelity problems."""
     from controller.plots import bench_figure, cost_regret_figure
 

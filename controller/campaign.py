@@ -50,10 +50,10 @@ from controller.scheduler import (
     stop_rule,
     usable_stations,
 )
-from controller.study import changed_problem, started_payload
+from controller.study import Problem, Study, StudyError
 from instruments.errors import failure_kind
 from instruments.protocol import Timed
-from planners.protocol import Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
+from planners.protocol import PlanContext, Planner, Proposal, Recommendation, Recommender
 
 log = logging.getLogger("selflab")
 
@@ -63,8 +63,9 @@ no instrument, a cost that cannot be computed or paid) before the campaign
 gives up, rather than fill the ledger with proposals that never run."""
 
 
-class CampaignError(Exception):
-    """The campaign cannot start or go on; the message says what to do."""
+CampaignError = StudyError
+"""The campaign cannot start or go on; the message says what to do (a
+:class:`controller.study.StudyError`: one error for both doors)."""
 
 
 class Display(Protocol):
@@ -100,8 +101,6 @@ class Campaign:
         self.state = CampaignState(config.name)
         self.flights: dict[int, Flight] = {}
         self.clock: Clock = WallClock()
-        self._observations: list[Observation] = []
-        self._failed: list[Pending] = []
         self._stop: StopInfo | None = None
         self._abort = False
         self._wake: asyncio.Future[None] | None = None
@@ -115,11 +114,9 @@ class Campaign:
         self._remote = any(s.config.remote for s in self.stations)
         self._local: LocalExecutor | None = None  # (made at the start, once the clock is known)
         self._workers = RemoteExecutor(ledger, config.name, config.stale_policy == "requeue")
-        self._own_ids: set[int] = set()
-        """Ids of events this process wrote since the poller last read (it skips them)."""
-        self._poll_position = 0
         self._last_refusal = ""
-        self._lease: lease.Heartbeat | None = None
+        self.study: Study | None = None
+        """The campaign's record (ask/tell over the ledger), open while it runs."""
 
     # --- the public entry point ---------------------------------------------------
 
@@ -131,12 +128,11 @@ class Campaign:
         its experiments without recording anything more, when another
         controller takes the campaign over (see :mod:`controller.lease`).
         """
-        epoch = self._start(lease_ttl_s)
+        study = self._open_study(lease_ttl_s)
         try:
-            with lease.Heartbeat(self.ledger, self.config.name, epoch, lease_ttl_s) as self._lease:
-                return await self._run_locked()
+            return await self._run_locked()
         finally:
-            self.ledger.fence(self.config.name, None)
+            study.release()
 
     async def _run_locked(self) -> StopInfo:
         self._install_signals()
@@ -187,74 +183,41 @@ class Campaign:
 
     # --- start and resume -----------------------------------------------------------
 
-    def _start(self, lease_ttl_s: float) -> int:
-        """Take the campaign's lease, replay the ledger and record the start,
-        all in one write transaction; returns the lease epoch.
-
-        Nothing else can append in between (SQLite's write lock, Postgres's
-        append lock, which workers' claims and results take too), so the
-        replay sees every event committed before the start, and no worker can
-        claim or finish work between the replay and ``campaign_started``.
-        Raises :class:`CampaignError` (and takes nothing) when the campaign
-        cannot start or resume, :class:`LedgerError` when another controller
-        runs it.
-        """
-        name = self.config.name
-        with self.ledger.transaction() as conn:
-            epoch = lease.acquire(conn, name, lease_ttl_s)
-            self.ledger.fence(name, epoch)
-            try:
-                self._replay_and_start(conn, epoch)
-            except BaseException:
-                self.ledger.fence(name, None)
-                raise
-        self._poll_position = self.state.last_position
-        if self.state.starts > 1:
-            log.info("resuming campaign %s: %d completed so far", name, self.state.counts()["completed"])
-        else:
-            log.info("campaign %s started on the %s clock; ledger %s", name, self.state.clock, self.ledger.display_url)
-        return epoch
-
-    def _replay_and_start(self, conn: Any, epoch: int) -> None:
-        name = self.config.name
-        self.state = CampaignState.replay(name, self.ledger.events(name))
-        for exp in self.state.with_status("completed"):
-            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
-        for exp in self.state.avoided():
-            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
-        resumed = self.state.starts > 0
-        if resumed and not self.resume:
-            counts = self.state.counts()
-            raise CampaignError(
-                f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
-                f"({counts['completed']} completed experiments); run with --resume to carry on, "
-                "or give the campaign another name"
-            )
-        if resumed:
-            self._check_same_problem()
-        snapshot = self.config.model_dump(mode="json")
+    def _open_study(self, lease_ttl_s: float) -> Study:
+        """Open the campaign's :class:`Study`: take its lease, replay the ledger
+        and record the start in one transaction (see :meth:`Study._start`),
+        abandoning what the previous controller proposed and never sent."""
+        config = self.config
+        problem = Problem(name=config.name, space=config.space, objectives=tuple(config.objectives),
+                          constraints=tuple(config.constraints), seed=config.seed, target_fidelity=config.target_fidelity)
         clock_kind = self._clock_kind()
-        if resumed and self.state.clock != clock_kind:
-            raise CampaignError(
-                f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the {clock_kind} clock; set clock: {self.state.clock}"
-            )
-        if clock_kind == "simulated":
-            self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
+        self.study = Study(problem, self.ledger, self.planner, snapshot=config.model_dump(mode="json"), resume=self.resume,
+                           lease_ttl_s=lease_ttl_s, clock=clock_kind, on_start=self._settle_unsent,
+                           resume_hint="run with --resume to carry on, or give the campaign another name")
+        self.state, self.clock = self.study.state, self.study.clock
+        self._local = LocalExecutor(config.name, config.outcome_names, config.space.names, simulated=clock_kind == "simulated")
+        if self.state.starts > 1:
+            log.info("resuming campaign %s: %d completed so far", config.name, self.state.counts()["completed"])
         else:
-            self.clock = WallClock(started_at=self.state.started_at)
-        self._local = LocalExecutor(name, self.config.outcome_names, self.config.space.names, simulated=clock_kind == "simulated")
-        now = self.clock.now()
-        started = NewEvent(campaign=name, kind="campaign_started", at=now,
-                           payload=started_payload(snapshot, self.config.seed, clock_kind, resumed, epoch))
-        self._applied(self.ledger.insert_events(conn, [started]))
-        if self._remote:  # unclaimed work of the previous run: withdrawn, so no worker can claim it now
-            self._applied(workqueue.settle_in(conn, self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
+            log.info("campaign %s started on the %s clock; ledger %s", config.name, clock_kind, self.ledger.display_url)
+        return self.study
+
+    def _settle_unsent(self, conn: Any, state: CampaignState, now: datetime) -> list[Event]:
+        """Inside the start's transaction: withdraw the previous run's work no
+        worker claimed (so none can claim it now), and abandon what it proposed
+        and never sent."""
+        name = self.config.name
+        written: list[Event] = []
+        if self._remote:
+            written += workqueue.settle_in(conn, self.ledger, name, "open", "cancelled", lambda eid, inst: NewEvent(
                 campaign=name, kind="abandoned", experiment_id=eid, instrument=inst, at=now,
-                payload={"reason": "not_dispatched", "message": "queued for a worker but not claimed before the controller stopped"})))
-        self._applied(self.ledger.insert_events(conn, [
+                payload={"reason": "not_dispatched", "message": "queued for a worker but not claimed before the controller stopped"}))
+        withdrawn = {e.experiment_id for e in written}
+        written += self.ledger.insert_events(conn, [
             NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
                      payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
-            for exp in self.state.with_status("proposed")]))
+            for exp in state.with_status("proposed") if exp.experiment_id not in withdrawn])
+        return written
 
     async def _reconcile(self) -> None:
         """Settle experiments that were in flight when the controller stopped.
@@ -283,10 +246,6 @@ class Campaign:
                                    at=now, payload={"message": "in flight when the controller stopped; its result is unknown",
                                                     "requeue": self.config.stale_policy == "requeue"}))
         written = self._append(events)
-        for event in written:
-            if event.kind == "completed":
-                exp = self.state.experiments[event.experiment_id or 0]
-                self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
         stale = [self.state.experiments[e.experiment_id or 0] for e in written if e.kind == "stale"]
         requeue = self.config.stale_policy == "requeue"
         if stale:
@@ -312,14 +271,6 @@ class Campaign:
             return self.config.clock
         timed = all(isinstance(s.driver, Timed) and not s.config.remote for s in self.stations)
         return "simulated" if timed else "wall"
-
-    def _check_same_problem(self) -> None:
-        changed = changed_problem(self.state.config, self.config.model_dump(mode="json"))
-        if changed:
-            raise CampaignError(
-                f"the config's {' and '.join(changed)} differ from those campaign {self.config.name!r} "
-                "was started with; a changed problem needs a new campaign name"
-            )
 
     # --- instruments ------------------------------------------------------------------
 
@@ -356,7 +307,7 @@ class Campaign:
 
     async def _loop(self) -> None:
         while not self._abort:
-            if self._lease is not None and self._lease.lost.is_set():
+            if self.study is not None and self.study.lease_lost:
                 raise LeaseLost("the lease heartbeat found it held by another controller")
             if self._stop is None:
                 self._stop = self._stop_rule()
@@ -441,15 +392,14 @@ class Campaign:
                      for e in self.state.requeues_owed()[:n]]
         if n > len(proposals):
             proposals += await self._propose(n - len(proposals))
+        assert self.study is not None
         if n > 0 and not proposals and not self.flights and not self._queue and self._stop is None:
             self._stop = StopInfo("planner_exhausted", f"planner {self.config.planner.kind} had nothing more to propose")
         first_id = self.state.next_experiment_id
         for i, proposal in enumerate(proposals[:n]):
             eid = first_id + i
             params = dict(proposal.params)
-            events.append(NewEvent(campaign=name, kind="proposed", experiment_id=eid, at=now,
-                                   payload={"params": params, "fidelity": proposal.fidelity,
-                                            "planner": self.config.planner.kind, "reason": proposal.reason}))
+            events += self.study.proposed_events([proposal], first=eid)
             route = self._accepting(proposal)
             accepting = list(route.accepting)
             station = pick_station(accepting, budget_left, params)
@@ -468,8 +418,6 @@ class Campaign:
                                        payload={"reason": reason, "message": message}))
                 log.warning("experiment %d refused: %s", eid, message)
                 self._refused(message)
-                if reason == "bad_cost":
-                    self._failed.append(Pending(params=params, fidelity=proposal.fidelity))
         self._append(events, work)
         for eid, station, slot, params in launches:
             self._launch(eid, station, slot, params)
@@ -505,34 +453,18 @@ class Campaign:
         self.flights[eid] = self._executor(station).launch(eid, station, slot, params, due)
 
     async def _propose(self, n: int) -> list[Proposal]:
-        context = PlanContext(
-            seed=self.config.seed,
-            step=self.state.next_experiment_id - 1,
-            constraints=tuple(self.config.constraints),
-            fidelities=fidelities_on_offer(self.stations, [a for _, a in self._queue.values()]),
-            target_fidelity=self.config.target_fidelity,
-            failed=tuple(self._failed),
-        )
-        pending = [Pending(params=f.params, fidelity=self.state.experiments[f.experiment_id].fidelity) for f in self.flights.values()]
-        pending += [Pending(params=p.params, fidelity=p.fidelity) for p, _ in self._queue.values()]
-        if self._pool is not None:
-            used = {_key(o.params) for o in self._observations} | {_key(p.params) for p in pending} | {_key(p.params) for p in self._failed}
-            context = context.model_copy(update={"candidates": tuple(p for p in self._pool if _key(p) not in used)})
-            if not context.candidates:
-                return []
-        args = (self.config.space, self.config.objectives, self._observations, pending, n)
-        started = time.perf_counter()
+        """The planner's next ``n`` proposals for the fidelities on offer (and
+        the pool's unmeasured points), fitted off the event loop."""
+        assert self.study is not None
+        fidelities = fidelities_on_offer(self.stations, [a for _, a in self._queue.values()])
         try:
             if getattr(self.planner, "blocking", True):  # fit models off the loop: instruments keep running
-                proposals = await asyncio.to_thread(self.planner.propose, *args, context=context)
-            else:
-                proposals = self.planner.propose(*args, context=context)
+                return await asyncio.to_thread(self.study.propose, n, fidelities=fidelities, candidates=self._pool)
+            return self.study.propose(n, fidelities=fidelities, candidates=self._pool)
         except Exception as exc:
             log.exception("planner %s failed", self.config.planner.kind)
             self._stop = StopInfo("planner_error", f"planner {self.config.planner.kind} failed: {type(exc).__name__}: {exc}")
             return []
-        seconds = time.perf_counter() - started
-        return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}}) for p in proposals]
 
     def _accepting(self, proposal: Proposal) -> Route:
         return route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
@@ -599,12 +531,10 @@ class Campaign:
         where = f"{station.name} (worker)" if flight.remote else station.name
         if exp.status == "completed":
             station.consecutive_failures = 0
-            self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
             self._update_readings(station.name, exp.outcomes)
             log.info("experiment %d completed on %s: %s%s", eid, where, _fmt(exp.outcomes), self._best_note())
         elif exp.status == "failed":
             station.consecutive_failures += 1
-            self._failed.append(Pending(params=exp.params, fidelity=exp.fidelity))
             log.warning("experiment %d failed on %s: %s", eid, where, exp.error)
             limit = station.config.max_consecutive_failures
             if station.consecutive_failures >= limit and station.online:
@@ -627,10 +557,11 @@ class Campaign:
         if isinstance(self.planner, Recommender):
             context = PlanContext(seed=self.config.seed, step=self.state.next_experiment_id - 1,
                                   constraints=tuple(self.config.constraints), target_fidelity=self.config.target_fidelity)
+            observations = self.study.observations() if self.study is not None else []
             if self._pool is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
-                measured = {_key(o.params) for o in self._observations}
+                measured = {_key(o.params) for o in observations}
                 context = context.model_copy(update={"candidates": tuple(p for p in self._pool if _key(p) not in measured)})
-            args = (self.config.space, self.config.objectives, self._observations)
+            args = (self.config.space, self.config.objectives, observations)
             try:
                 if getattr(self.planner, "blocking", True):
                     recommendation = await asyncio.to_thread(self.planner.recommend, *args, context=context)
@@ -667,17 +598,13 @@ class Campaign:
 
     async def _poll_remote(self, every_s: float = 0.25) -> None:
         """Follow what workers write to the ledger, and expire dead workers' leases."""
+        assert self.study is not None
         idle_since = time.monotonic()
         while True:
-            for event in self.ledger.events(self.config.name, after=self._poll_position):
-                self._poll_position = max(self._poll_position, event.id)
-                if event.id in self._own_ids:
-                    self._own_ids.discard(event.id)
-                    continue
-                self.state.apply(event)
+            for event in self.study.follow():
                 self._settle_remote(event)
                 idle_since = time.monotonic()
-            expired = self._applied(self._workers.expire(self.clock.now))
+            expired = self.study.adopt(self._workers.expire(self.clock.now))
             for event in expired:
                 log.warning("experiment %d on %s is stale: its worker's lease ran out", event.experiment_id, event.instrument)
                 self._settle_remote(event)
@@ -701,7 +628,8 @@ class Campaign:
         """Take back experiments no worker has claimed yet (abandoned, atomically)."""
         if not self._remote:
             return
-        for event in self._applied(self._workers.withdraw(why, self.clock.now())):
+        assert self.study is not None
+        for event in self.study.adopt(self._workers.withdraw(why, self.clock.now())):
             self._settle_remote(event)
 
     # --- interlocks ---------------------------------------------------------------------
@@ -845,17 +773,9 @@ class Campaign:
     # --- the ledger ---------------------------------------------------------------------
 
     def _append(self, events: list[NewEvent], work: list[dict[str, Any]] | None = None) -> list[Event]:
-        if not events and not work:
-            return []
-        return self._applied(self.ledger.append(events, work or ()))
-
-    def _applied(self, written: list[Event]) -> list[Event]:
-        """Fold events this process wrote into the state (the poller skips them)."""
-        for event in written:
-            self.state.apply(event)
-            if self._remote:
-                self._own_ids.add(event.id)
-        return written
+        """Record through the campaign's study (fenced, folded into the projection)."""
+        assert self.study is not None, "the campaign has not started"
+        return self.study.record(events, work or ())
 
 
 def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_MODULES = ("controller.bench_cmd", "controller.report_cmd", "instruments.emulate_cmd")
+COMMAND_MODULES = ("controller.bench_cmd", "controller.report_cmd", "simulators.emulate_cmd")
 """Modules that add subcommands: each has ``register(subparsers)``, which adds
 parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
 A module that is not there (yet) is skipped."""
@@ -154,11 +154,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if handler is not None:
         return int(handler(args))
     if args.command == "schema":
-        from planners.registry import options_schemas
+        from controller.config import json_schema
 
-        schema = LabConfig.model_json_schema()
-        schema["planner_options"] = options_schemas()  # planner.options of each planner kind
-        print(json.dumps(schema, indent=2))
+        print(json.dumps(json_schema(), indent=2))  # (with planner_options: planner.options of each planner kind)
         return EXIT_OK
     if args.command == "validate":
         return _validate(args)
@@ -208,11 +206,10 @@ def _drivers(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from controller.fleet import build_fleet
+    from controller.config import read_config
+    from controller.fleet import check_campaign
 
-    config = load_config(args.config)
-    stations = build_fleet(config)
-    build_planner(config)
+    config, stations, _ = check_campaign(read_config(args.config))  # (every fault at once, one line each)
     print(
         f"{args.config}: ok - campaign {config.name!r}, {len(config.parameters)} parameters, "
         f"{len(config.objectives)} objective(s), {len(stations)} instrument(s), "
@@ -223,12 +220,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from controller.campaign import Campaign
-    from controller.fleet import build_fleet
+    from controller.config import read_config
+    from controller.fleet import check_campaign
     from controller.progress import LiveDisplay, setup_logging
 
-    config = load_config(args.config, ledger=args.ledger)
-    stations = build_fleet(config)
-    planner = build_planner(config)  # (a bad planner option is a config fault, found before the ledger is touched)
+    # every config fault (fields, fleet, planner options) at once, before the ledger is touched
+    config, stations, planner = check_campaign(read_config(args.config, ledger=args.ledger))
     console = setup_logging(quiet=args.quiet, debug=args.debug)
     if args.resume:
         _check_resumable(config)

@@ -18,34 +18,44 @@ A minimal config::
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import difflib
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pytimeparse2
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from controller.expressions import Expression
-from planners.protocol import Planner
-from planners.registry import make_planner, planner_kinds
-from planners.space import FiniteFloat, Objective, OutcomeConstraint, Parameter, SearchSpace, brief
+from planners.protocol import OptionsError, Planner
+from planners.registry import make_planner, options_schemas, planner_kinds
+from planners.space import FiniteFloat, Objective, OutcomeConstraint, Parameter, SearchSpace, brief, or_one_line
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|sec|m|min|h|d)?\s*$")
-_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_ISO_DURATION = TypeAdapter(datetime.timedelta)
+"""Reads ISO 8601 durations such as ``PT2H`` (pydantic's own parser)."""
+_DURATION_EXAMPLES = ["90s", "30m", "2h", "3d", "1h30m", "1.5h", "PT2H", "P1DT2H"]
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 MAX_CONFIG_BYTES = 1_000_000
 """A config file larger than this is refused unread."""
@@ -62,17 +72,41 @@ def _not_finite(value: Any) -> str:
 
 
 def parse_duration(value: Any) -> Any:
-    """Seconds from a number or a string such as ``"90s"``, ``"30m"``, ``"2h"``, ``"3d"``."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"cannot read duration {brief(value)}: write e.g. 3600, '90s', '30m', '2h' or '3d'")
-        return float(match.group(1)) * _SECONDS[match.group(2)]
-    return value
+    """Seconds from a number or a string as people write durations.
+
+    Strings are read by ``pytimeparse2`` (``"90s"``, ``"30m"``, ``"2h"``,
+    ``"3d"``, ``"1h30m"``, ``"1.5h"``, ``"2 hours"``, ``"3600"``) or, when they
+    start with ``P``, as ISO 8601 durations (``"PT2H"``, ``"P1DT2H"``).
+    Anything else is returned as it is, for the number check that follows.
+
+    >>> [parse_duration(text) for text in ("1h30m", "1.5h", "PT2H", "90")]
+    [5400.0, 5400.0, 7200.0, 90.0]
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    seconds: float | None = None
+    if text[:1] in ("P", "p"):
+        try:
+            seconds = _ISO_DURATION.validate_python(text.upper()).total_seconds()
+        except ValidationError:
+            seconds = None
+    elif text:
+        seconds = pytimeparse2.parse(text)  # (None for what it cannot read, e.g. 'soon', or '1e999', which overflows)
+    if seconds is None:
+        raise ValueError(f"cannot read duration {brief(value)}: write seconds (3600) or e.g. "
+                         f"{', '.join(map(repr, _DURATION_EXAMPLES[:-1]))} or {_DURATION_EXAMPLES[-1]!r}")
+    return float(seconds)
 
 
-Duration = Annotated[FiniteFloat, BeforeValidator(parse_duration), Field(gt=0)]
-"""Seconds; YAML may say ``"30m"``."""
+Duration = Annotated[
+    FiniteFloat,
+    BeforeValidator(parse_duration),
+    Field(gt=0),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "description": "a duration", "examples": _DURATION_EXAMPLES}]}),
+]
+"""Seconds > 0; YAML may say ``"30m"``, ``"1h30m"`` or ``"PT2H"`` (see :func:`parse_duration`)."""
 
 
 class _Strict(BaseModel):
@@ -181,6 +215,10 @@ class Condition(_Strict):
             return {"instrument": instrument.strip(), "reading": reading, "op": op, "value": number}
         return data
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return or_one_line(handler(core_schema), _CONDITION, "hotplate.temperature > 200")
+
     def holds(self, value: float) -> bool:
         return {">": value > self.value, ">=": value >= self.value, "<": value < self.value, "<=": value <= self.value}[self.op]
 
@@ -266,12 +304,18 @@ class ConfigError(Exception):
 
 def build_planner(config: LabConfig) -> Planner:
     """The config's live planner; raises :class:`ConfigError` naming
-    ``planner.options`` when the planner refuses its options, or
-    ``planner.kind`` when the package that kind needs is not installed."""
+    ``planner.options`` when the planner refuses its options (every bad
+    option, in one line), or ``planner.kind`` when the package that kind needs
+    is not installed."""
     try:
         return make_planner(config.planner.kind, config.planner.options)
     except ImportError as exc:
         raise ConfigError([ConfigFault(loc="planner.kind", message=str(exc))]) from None
+    except OptionsError as exc:
+        bad = [_fault(err, exc.model) for err in exc.errors]
+        said = "; ".join(f"option {fault.loc or 'options'!r}: {fault.message}" for fault in dict.fromkeys(bad))
+        message = f"{exc.kind} planner {said}; `selflab schema` lists each planner's options"
+        raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
     except ValueError as exc:
         message = f"{exc}; `selflab schema` lists each planner's options"
         raise ConfigError([ConfigFault(loc="planner.options", message=message)]) from None
@@ -288,11 +332,41 @@ def load_config(path: str | Path, ledger: str | None = None) -> LabConfig:
     A file over :data:`MAX_CONFIG_BYTES`, YAML nested deeper than
     :data:`MAX_YAML_DEPTH` or holding more than :data:`MAX_YAML_NODES` values
     once its aliases are expanded is refused with one fault."""
+    return parse_config(read_config(path, ledger))
+
+
+def read_config(path: str | Path, ledger: str | None = None) -> Any:
+    """A config file's parsed YAML, not yet validated, with ``ledger`` (when
+    given) in place of its ledger URL. Raises :class:`ConfigError` (one fault)
+    for a file that cannot be read or parsed; see :func:`load_config`."""
     path = Path(path)
     data = _read_yaml(path, _read_text(path))
     if ledger is not None and isinstance(data, dict):
         data = {**data, "ledger": ledger}
-    return parse_config(data)
+    return data
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a config file, as ``selflab schema`` prints it.
+
+    ``planner.options`` is checked against the options of the ``planner.kind``
+    given; ``planner_options`` lists each kind's options schema on its own.
+    """
+    schema: dict[str, Any] = {"$schema": JSON_SCHEMA_DIALECT, **LabConfig.model_json_schema()}
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    kinds = options_schemas()
+    rules = []
+    for kind, options in kinds.items():
+        for name, definition in options.get("$defs", {}).items():
+            if defs.setdefault(name, definition) != definition:
+                raise AssertionError(f"planner {kind!r} options define {name!r} unlike the config does")
+        name = f"{kind}PlannerOptions"
+        defs[name] = {key: value for key, value in options.items() if key != "$defs"}
+        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": {"properties": {"options": {"$ref": f"#/$defs/{name}"}}}})
+    defs["PlannerConfig"]["allOf"] = rules
+    defs["PlannerConfig"]["properties"]["kind"]["enum"] = list(kinds)
+    schema["planner_options"] = kinds  # each planner kind's options, as `planner.options` faults point to
+    return schema
 
 
 def _read_text(path: Path) -> str:
@@ -382,21 +456,114 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def parse_config(data: Any) -> LabConfig:
-    """Validate already-parsed data. Raises :class:`ConfigError`."""
+    """Validate already-parsed data. Raises :class:`ConfigError` with every
+    fault of :func:`check_config`."""
+    found = check_config(data)
+    if found.faults or found.config is None:
+        raise ConfigError(found.faults)
+    return found.config
+
+
+_LISTS = ("parameters", "objectives", "constraints", "instruments", "interlocks")
+"""The config's list sections: an item that fails is left out, the others are checked on."""
+_STAND_INS: dict[str, Any] = {"name": "config", "stop": {"max_experiments": 1}}
+"""Required fields that no other check reads: what stands in for one that failed."""
+
+
+@dataclasses.dataclass
+class Findings:
+    """What checking a config found: its faults, and what can be checked further.
+
+    When parts of the config fail validation, ``config`` is the rest of it:
+    list items that failed are left out (``left_out`` holds their names),
+    fields that failed take their defaults (or a stand-in), so that the
+    cross-field checks, the fleet and the planner still see the sections that
+    did validate. ``config`` is ``None`` when too little validated for that.
+    """
+
+    config: LabConfig | None
+    faults: list[ConfigFault]
+    left_out: frozenset[str] = frozenset()
+    """Names of list items that failed and are not in ``config``."""
+    positions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    """List section -> the position in the file of each item in ``config``."""
+
+    def add(self, faults: Iterable[ConfigFault]) -> None:
+        """Add faults found on ``config``, each once, at the item's position in
+        the file; a fault that names a left-out item is dropped, as it may only
+        echo that item's own fault (which is reported)."""
+        for fault in faults:
+            if any(re.search(rf"(?<![\w-])(?<!\w\.){re.escape(name)}(?![\w-]|\.\w)", str(fault)) for name in self.left_out):
+                continue
+            fault = ConfigFault(loc=self._in_file(fault.loc), message=fault.message)
+            if fault not in self.faults:
+                self.faults.append(fault)
+
+    def _in_file(self, loc: str) -> str:
+        match = re.match(r"^([a-z_]+)\[(\d+)\]", loc)
+        if match is None or match.group(1) not in self.positions:
+            return loc
+        field, index = match.group(1), int(match.group(2))
+        where = self.positions[field]
+        return f"{field}[{where[index] if index < len(where) else index}]{loc[match.end():]}"
+
+
+def check_config(data: Any) -> Findings:
+    """Every fault of already-parsed config data that the models and
+    :func:`semantic_faults` find, in one pass (see :class:`Findings`)."""
     if not isinstance(data, Mapping):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ConfigError([ConfigFault(loc="", message=f"a config must be a mapping of fields, got {got}")])
+        return Findings(None, [ConfigFault(loc="", message=f"a config must be a mapping of fields, got {got}")])
     try:
-        config = LabConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        faults = [_fault(err) for err in exc.errors()]
-        raise ConfigError(list(dict.fromkeys(faults))) from None  # once each: a limit's low and high can fail alike
+        try:
+            config = LabConfig.model_validate(dict(data))
+        except ValidationError as exc:
+            errors = exc.errors()
+            found = Findings(None, list(dict.fromkeys(_fault(err) for err in errors)))  # once each: a limit's low and high can fail alike
+            _salvage(dict(data), errors, found)
+        else:
+            found = Findings(config, [])
     except RecursionError:
-        raise ConfigError([ConfigFault(loc="", message="the config is nested too deeply; flatten it")]) from None
-    faults = semantic_faults(config)
-    if faults:
-        raise ConfigError(faults)
-    return config
+        return Findings(None, [ConfigFault(loc="", message="the config is nested too deeply; flatten it")])
+    if found.config is not None:
+        found.add(semantic_faults(found.config))
+    return found
+
+
+def _salvage(data: dict[str, Any], errors: Sequence[Mapping[str, Any]], found: Findings) -> None:
+    """Set ``found.config`` to the parts of ``data`` that validated, if enough did."""
+    bad_fields: set[str] = set()
+    bad_items: dict[str, set[int]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if not loc:
+            return
+        field = str(loc[0])
+        if field in _LISTS and len(loc) > 1 and isinstance(loc[1], int) and isinstance(data.get(field), list):
+            bad_items.setdefault(field, set()).add(loc[1])
+        else:
+            bad_fields.add(field)
+    for field in bad_fields & set(bad_items):
+        del bad_items[field]
+    kept = {key: value for key, value in data.items() if key not in bad_fields}
+    for field in bad_fields & set(LabConfig.model_fields):
+        if LabConfig.model_fields[field].is_required():
+            if field not in _STAND_INS:
+                return
+            kept[field] = _STAND_INS[field]
+    left_out: set[str] = set()
+    for field, indexes in bad_items.items():
+        items = data[field]
+        left_out |= {item["name"] for i, item in enumerate(items)
+                     if i in indexes and isinstance(item, Mapping) and isinstance(item.get("name"), str) and item["name"]}
+        found.positions[field] = [i for i in range(len(items)) if i not in indexes]
+        kept[field] = [items[i] for i in found.positions[field]]
+    try:
+        config = LabConfig.model_validate(kept)
+    except ValidationError:
+        return
+    found.config = config
+    found.left_out = frozenset(left_out - {item.name for items in (config.parameters, config.objectives, config.instruments) for item in items})
 
 
 def semantic_faults(config: LabConfig) -> list[ConfigFault]:
@@ -454,8 +621,10 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
 # --- turning pydantic errors into one line per field ---------------------------------
 
 
-def _fault(err: Mapping[str, Any]) -> ConfigFault:
-    loc, model = _format_loc(tuple(err["loc"]))
+def _fault(err: Mapping[str, Any], root: type[BaseModel] = LabConfig) -> ConfigFault:
+    """One pydantic error of validating ``root`` (a config, or a planner's
+    options) as one line naming its field."""
+    loc, model = _format_loc(tuple(err["loc"]), root)
     kind, ctx, msg = err["type"], err.get("ctx") or {}, str(err["msg"])
     if kind == "extra_forbidden":
         allowed = sorted(model.model_fields) if model is not None else []
@@ -485,14 +654,14 @@ def _fault(err: Mapping[str, Any]) -> ConfigFault:
     return ConfigFault(loc=loc, message=message)
 
 
-def _format_loc(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+def _format_loc(loc: tuple[Any, ...], root: type[BaseModel] = LabConfig) -> tuple[str, type[BaseModel] | None]:
     """``('instruments', 0, 'capacity')`` -> ``'instruments[0].capacity'``.
 
     Walks the model tree alongside, to drop discriminator tags from the path
     and to return the model that owns the last field.
     """
     out = ""
-    owner: type[BaseModel] | None = LabConfig
+    owner: type[BaseModel] | None = root
     ann: Any = None
     for part in loc:
         pair = _fixed_tuple(ann)

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig
+from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig, build_planner, check_config
 from controller.expressions import Expression, ExpressionError, format_point
-from instruments.protocol import Limits, Timed, declared_limits, limit_violations
+from instruments.protocol import Describable, Limits, Timed, declared_inputs, declared_limits, limit_violations
 from instruments.registry import DriverError, build_driver
+from planners.protocol import Planner
+from planners.registry import planner_kinds
 from planners.space import CategoricalParameter, brief
 
 SOBOL_CHECKED = 16
@@ -136,9 +138,35 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def check_campaign(data: Any) -> tuple[LabConfig, list[Station], Planner]:
+    """The config, fleet and planner of already-parsed config ``data``, or
+    :class:`ConfigError` with every fault found in one pass: the fields
+    (:func:`~controller.config.check_config`), then the fleet
+    (:func:`build_fleet`) and the planner's options, checked on whatever part
+    of the config validated. What ``selflab validate`` and ``selflab run``
+    check before anything touches the ledger."""
+    found = check_config(data)
+    stations: list[Station] = []
+    planner: Planner | None = None
+    if found.config is not None:
+        try:
+            stations = build_fleet(found.config)
+        except ConfigError as exc:
+            found.add(exc.faults)
+        if found.config.planner.kind in planner_kinds():  # (else a fault of its own)
+            try:
+                planner = build_planner(found.config)
+            except ConfigError as exc:
+                found.add(exc.faults)
+    if found.faults or found.config is None or planner is None:
+        raise ConfigError(found.faults)
+    return found.config, stations, planner
+
+
 def build_fleet(config: LabConfig) -> list[Station]:
     """Build every instrument of ``config``. Raises :class:`ConfigError`
-    naming the field of each instrument that cannot be built."""
+    naming the field of each instrument that cannot be built, and each
+    input a driver declares (``inputs``) that is not a parameter."""
     faults: list[ConfigFault] = []
     stations: list[Station] = []
     params = {p.name: p for p in config.parameters}
@@ -152,6 +180,12 @@ def build_fleet(config: LabConfig) -> list[Station]:
         for name in inst.limits:
             if name not in params:
                 faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"{brief(name)} is not a parameter"))
+        missing = [name for name in declared_inputs(driver) or () if name not in params]
+        if missing:
+            faults.append(ConfigFault(loc=f"instruments[{i}].driver", message=(
+                f"{brief(inst.driver)} reads the input{'s' if len(missing) > 1 else ''} {', '.join(missing)}, "
+                f"{'which are not parameters' if len(missing) > 1 else 'which is not a parameter'} (parameters: {', '.join(params)}); "
+                "name the parameters after the driver's inputs")))
         limits = _intersect(declared_limits(driver), inst.limits)
         for name, (low, high) in limits.items():
             p = params.get(name)
@@ -196,11 +230,10 @@ def build_fleet(config: LabConfig) -> list[Station]:
     outputs: set[str] = set()
     described = True
     for station in stations:
-        describe = getattr(station.driver, "describe", None)
-        if describe is None:
+        if not isinstance(station.driver, Describable):
             described = False
             break
-        outputs |= set(describe())
+        outputs |= set(station.driver.describe())
     if described and stations:
         for i, objective in enumerate(config.objectives):
             if objective.name not in outputs:

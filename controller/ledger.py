@@ -461,14 +461,28 @@ class Ledger:
 
         ``work`` rows (see :class:`WorkRow`) are queued for workers in the same
         transaction.
+
+        A database session cut while the transaction ran (an idle timeout, a
+        pooler, a firewall) is retried once on a fresh connection: nothing
+        had committed. A cut during the commit itself is not retried (it may
+        have landed), and is a :class:`LedgerError`.
         """
-        try:
-            with self.transaction() as conn:
-                if work:
-                    conn.execute(sa.insert(WORK), list(work))
-                return self.insert_events(conn, events)
-        except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+        for attempt in (1, 2):
+            inserted = False
+            try:
+                with self.transaction() as conn:
+                    if work:
+                        conn.execute(sa.insert(WORK), list(work))
+                    written = self.insert_events(conn, events)
+                    inserted = True
+                return written
+            except sa.exc.DBAPIError as exc:
+                if attempt == 1 and not inserted and exc.connection_invalidated:
+                    continue
+                raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
@@ -548,8 +562,14 @@ class Ledger:
         """Every event of ``campaign`` with position above ``after``, in order."""
         query = sa.select(*_EVENT_COLUMNS).where(_EVENTS.c.campaign == campaign, _EVENTS.c.id > after).order_by(_EVENTS.c.id)
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).mappings().all()
+            try:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(query).mappings().all()
+            except sa.exc.DBAPIError as exc:  # a session cut between the pool's ping and the read: read again
+                if not exc.connection_invalidated:
+                    raise
+                with self.engine.connect() as conn:
+                    rows = conn.execute(query).mappings().all()
         except sa.exc.SQLAlchemyError as exc:
             raise _read_error(self.display_url, exc) from None
         except ValueError as exc:  # a payload that is not JSON, a time that is not one

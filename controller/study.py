@@ -32,7 +32,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +41,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+import sqlalchemy as sa
+
 from controller import lease
+from controller.clock import Clock, SimClock, WallClock
 from controller.config import LabConfig, build_planner, load_config, parse_config
 from controller.identity import process_started
 from controller.ledger import Event, Ledger, NewEvent
@@ -52,10 +56,15 @@ from planners.protocol import (
     Pending,
     PlanContext,
     Planner,
+    Proposal,
     Recommendation,
     Recommender,
 )
 from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief
+
+
+StartHook = Callable[[sa.Connection, CampaignState, datetime], list[Event]]
+"""Called inside a start's transaction: ``(connection, projection, now) -> events written``."""
 
 
 class StudyError(ValueError):
@@ -145,13 +154,28 @@ class Study:
     context manager) to give its lease back."""
 
     def __init__(self, problem: Problem, ledger: Ledger, planner: Planner, *, snapshot: dict[str, Any] | None = None,
-                 resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> None:
+                 resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S, clock: str = "wall",
+                 on_start: StartHook | None = None, resume_hint: str = "open it with resume=True to carry on") -> None:
+        """Take the campaign's lease and record its start (see :meth:`_start`).
+
+        ``clock`` is the campaign clock its events are stamped with (``wall``,
+        or ``simulated`` for the campaign loop on simulators). ``on_start`` is
+        called inside the start's transaction, after ``campaign_started``, to
+        settle what the previous controller left (the campaign loop abandons
+        proposals it never sent); it returns the events it wrote.
+        """
         self.problem, self.ledger, self.planner = problem, ledger, planner
         self._guard = threading.RLock()
         self._snapshot = snapshot if snapshot is not None else problem.snapshot()
         self.state = CampaignState(problem.name)
-        epoch = self._start(resume, lease_ttl_s)
-        self._heartbeat = lease.Heartbeat(ledger, problem.name, epoch, lease_ttl_s).__enter__()
+        self.clock: Clock = WallClock()
+        self._followed = 0
+        """Ledger position :meth:`follow` has read up to."""
+        self._own: set[int] = set()
+        """Ids of events this study wrote that :meth:`follow` has not passed yet."""
+        self._closed = True
+        self.epoch = self._start(resume, lease_ttl_s, clock, on_start, resume_hint)
+        self._heartbeat = lease.Heartbeat(ledger, problem.name, self.epoch, lease_ttl_s).__enter__()
         self._closed = False
 
     # --- building -----------------------------------------------------------------
@@ -188,10 +212,20 @@ class Study:
                           target_fidelity=target_fidelity)
         return cls(problem, ledger if isinstance(ledger, Ledger) else Ledger(ledger), planner, resume=resume, lease_ttl_s=lease_ttl_s)
 
-    def _start(self, resume: bool, lease_ttl_s: float) -> int:
-        """Take the lease, replay and record the start in one transaction (as
-        the campaign loop does); trials asked before and not yet told stay
-        open: their experiments may still be running in the lab."""
+    def _start(self, resume: bool, lease_ttl_s: float, clock: str, on_start: StartHook | None, resume_hint: str) -> int:
+        """Take the lease, replay the ledger and record the start, all in one
+        write transaction; returns the lease epoch.
+
+        Nothing else can append in between (SQLite's write lock, Postgres's
+        append lock, which workers' claims and results take too), so the
+        replay sees every event committed before the start, and no worker can
+        claim or finish work between the replay and ``campaign_started``.
+        Trials asked before and not yet told stay open (their experiments may
+        still be running in the lab) unless ``on_start`` settles them.
+        Raises :class:`StudyError` (and takes nothing) when the campaign cannot
+        start or resume, :class:`controller.ledger.LedgerError` when another
+        controller runs it.
+        """
         name = self.problem.name
         with self.ledger.transaction() as conn:
             epoch = lease.acquire(conn, name, lease_ttl_s)
@@ -201,18 +235,28 @@ class Study:
                 resumed = self.state.starts > 0
                 if resumed and not resume:
                     raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
-                                     f"({self.state.counts()['completed']} completed); open it with resume=True to carry on")
+                                     f"({self.state.counts()['completed']} completed experiments); {resume_hint}")
                 changed = changed_problem(self.state.config, self._snapshot) if resumed else []
                 if changed:
                     raise StudyError(f"the {' and '.join(changed)} differ from those campaign {name!r} was started with; "
                                      "a changed problem needs a new campaign name")
-                started = NewEvent(campaign=name, kind="campaign_started",
-                                   payload=started_payload(self._snapshot, self.problem.seed, "wall", resumed, epoch))
+                if resumed and self.state.clock != clock:
+                    raise StudyError(f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the "
+                                     f"{clock} clock; set clock: {self.state.clock}")
+                if clock == "simulated":
+                    self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
+                else:
+                    self.clock = WallClock(started_at=self.state.started_at)
+                started = NewEvent(campaign=name, kind="campaign_started", at=self.clock.now(),
+                                   payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch))
                 for event in self.ledger.insert_events(conn, [started]):
+                    self.state.apply(event)
+                for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:
                     self.state.apply(event)
             except BaseException:
                 self.ledger.fence(name, None)
                 raise
+        self._followed = self.state.last_position
         return epoch
 
     # --- asking and telling ---------------------------------------------------------
@@ -229,21 +273,35 @@ class Study:
         if n < 1:
             raise StudyError(f"ask for at least one trial (got n={n})")
         with self._guard:
-            self._refresh()
-            context = self.context(fidelities=fidelities, candidates=candidates)
-            if context.candidates is not None and not context.candidates:
-                return []
-            started = time.perf_counter()
-            proposals = self.planner.propose(self.problem.space, self.problem.objectives, self.observations(), self.pending(), n,
-                                             context=context)
-            seconds = time.perf_counter() - started
-            first = self.state.next_experiment_id
-            events = [NewEvent(campaign=self.problem.name, kind="proposed", experiment_id=first + i, payload={
-                "params": dict(p.params), "fidelity": p.fidelity, "planner": self.planner_kind,
-                "reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}})
-                for i, p in enumerate(proposals[:n])]
+            self.follow()
+            proposals = self.propose(n, fidelities=fidelities, candidates=candidates)
+            events = self.proposed_events(proposals)
             self._append(events)
             return [Trial.of(self.state.experiments[e.experiment_id or 0]) for e in events]
+
+    def propose(self, n: int, *, fidelities: Sequence[FidelityOption] | None = None,
+                candidates: Sequence[Mapping[str, Any]] | None = None) -> list[Proposal]:
+        """The planner's next ``n`` proposals, written nowhere (the campaign
+        loop records each with its dispatch; :meth:`ask` records them alone).
+        The data is read under the study's lock and the planner runs outside
+        it, so a model fit in a worker thread never holds up a result."""
+        with self._guard:
+            context = self.context(fidelities=fidelities, candidates=candidates)
+            data = (self.problem.space, self.problem.objectives, self.observations(), self.pending(), n)
+        if context.candidates is not None and not context.candidates:
+            return []
+        started = time.perf_counter()
+        proposals = self.planner.propose(*data, context=context)
+        seconds = time.perf_counter() - started
+        return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}})
+                for p in proposals[:n]]
+
+    def proposed_events(self, proposals: Sequence[Proposal], first: int | None = None) -> list[NewEvent]:
+        """``proposed`` events for ``proposals``, numbered from ``first`` (default: the next free id)."""
+        first = self.state.next_experiment_id if first is None else first
+        return [NewEvent(campaign=self.problem.name, kind="proposed", experiment_id=first + i, at=self.clock.now(), payload={
+            "params": dict(p.params), "fidelity": p.fidelity, "planner": self.planner_kind, "reason": p.reason})
+            for i, p in enumerate(proposals)]
 
     def tell(self, trial_id: int, outcomes: Mapping[str, Any]) -> Trial:
         """Record the result of trial ``trial_id``: a mapping with every
@@ -278,7 +336,7 @@ class Study:
         """Record an experiment a person or another tool chose and ran; it
         counts as a completed trial from now on."""
         with self._guard:
-            self._refresh()
+            self.follow()
             point = dict(params)
             faults = self.problem.space.violations(point)
             if faults:
@@ -304,7 +362,7 @@ class Study:
         if len(self.problem.objectives) != 1:
             return None
         with self._guard:
-            self._refresh()
+            self.follow()
             if isinstance(self.planner, Recommender):
                 context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1,
                                       constraints=self.problem.constraints, target_fidelity=self.problem.target_fidelity)
@@ -320,7 +378,7 @@ class Study:
     def trials(self) -> list[Trial]:
         """Every trial, in order."""
         with self._guard:
-            self._refresh()
+            self.follow()
             return [Trial.of(e) for e in self.state.experiments.values()]
 
     def trial(self, trial_id: int) -> Trial:
@@ -348,7 +406,8 @@ class Study:
         if fidelities is not None:
             context = context.model_copy(update={"fidelities": tuple(fidelities)})
         if candidates is not None:
-            used = {_key(e.params) for e in self.state.experiments.values() if e.status in ("completed", "proposed", "dispatched", "failed")}
+            used = {_key(e.params) for e in self.state.with_status("completed", "proposed", "dispatched")}
+            used |= {_key(e.params) for e in self.state.avoided()}
             context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if _key(p) not in used)})
         return context
 
@@ -373,9 +432,7 @@ class Study:
                 self._append([NewEvent(campaign=self.problem.name, kind="campaign_stopped", payload={
                     "reason": "closed", "detail": f"study closed with {open_trials} trial(s) awaiting a result"})])
         finally:
-            self._closed = True
-            self._heartbeat.__exit__(None, None, None)
-            self.ledger.fence(self.problem.name, None)
+            self.release()
 
     def __enter__(self) -> Study:
         return self
@@ -385,21 +442,65 @@ class Study:
 
     # --- inside ----------------------------------------------------------------------------
 
-    def _append(self, events: list[NewEvent]) -> list[Event]:
+    def record(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
+        """Append events the campaign loop built (dispatches, results, instrument
+        and interlock events, its stop), and ``work`` rows for workers, in one
+        fenced transaction, and fold them into the projection."""
+        with self._guard:
+            return self._append(list(events), work)
+
+    def adopt(self, written: Sequence[Event]) -> list[Event]:
+        """Fold in events this controller wrote in a work-queue transaction of
+        its own (withdrawing or expiring workers' claims, which must change a
+        work row and append an event atomically)."""
+        with self._guard:
+            for event in written:
+                self.state.apply(event)
+                self._own.add(event.id)
+            return list(written)
+
+    def follow(self) -> list[Event]:
+        """Fold in the events others wrote since the last call (workers'
+        claims and results, say); returns them, in order."""
+        with self._guard:
+            foreign = []
+            for event in self.ledger.events(self.problem.name, after=self._followed):
+                self._followed = max(self._followed, event.id)
+                if event.id in self._own:
+                    self._own.discard(event.id)
+                    continue
+                self.state.apply(event)
+                foreign.append(event)
+            return foreign
+
+    def release(self) -> None:
+        """Give the campaign's lease back without recording anything (the
+        campaign loop records its own stop)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._heartbeat.__exit__(None, None, None)
+        self.ledger.fence(self.problem.name, None)
+
+    @property
+    def lease_lost(self) -> bool:
+        """Whether the heartbeat found the lease taken over by another controller."""
+        return self._heartbeat.lost.is_set()
+
+    def _append(self, events: list[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
         if self._closed:
             raise StudyError(f"study {self.problem.name!r} is closed; open it again with resume=True")
-        written = self.ledger.append(events)
+        if not events and not work:
+            return []
+        now = self.clock.now()  # (events are stamped on the campaign clock)
+        written = self.ledger.append([e if e.at is not None else e.model_copy(update={"at": now}) for e in events], work)
         for event in written:
             self.state.apply(event)
+            self._own.add(event.id)
         return written
 
-    def _refresh(self) -> None:
-        """Fold events others wrote since (a worker's results, say)."""
-        for event in self.ledger.events(self.problem.name, after=self.state.last_position):
-            self.state.apply(event)
-
     def _open_trial(self, trial_id: int) -> ExperimentView:
-        self._refresh()
+        self.follow()
         exp = self.state.experiments.get(trial_id)
         if exp is None:
             raise StudyError(self._unknown(trial_id))

@@ -5,7 +5,7 @@
 * ``options``: the keyword arguments of ``__init__`` (name, annotation as
   written, default, whether required), i.e. what a config's ``options:`` may
   hold;
-* ``limits``, ``capacity``, ``outputs``: from an instance built with the
+* ``limits``, ``capacity``, ``inputs``, ``outputs``: from an instance built with the
   default options when that works without arguments (building never touches a
   device), else from class attributes and a static ``describe()``; ``None``
   when not declared.
@@ -29,7 +29,7 @@ import types
 import typing
 from typing import Any
 
-from instruments.protocol import declared_limits
+from instruments.protocol import declared_inputs, declared_limits
 
 __all__ = ["describe_driver"]
 
@@ -51,12 +51,14 @@ def describe_driver(cls: type) -> dict[str, Any]:
             outputs = None
     limits = declared_limits(source) if isinstance(getattr(source, "limits", None), dict) else None
     capacity = getattr(source, "capacity", None)
+    inputs = declared_inputs(source)
     return {
         "class": f"{cls.__module__}:{cls.__qualname__}",
         "summary": (inspect.getdoc(cls) or "").split("\n", 1)[0],
         "options": _options(cls),
         "limits": None if limits is None else {k: [low, high] for k, (low, high) in limits.items()},
         "capacity": capacity if isinstance(capacity, int) else None,
+        "inputs": None if inputs is None else list(inputs),
         "outputs": outputs,
     }
 

@@ -18,6 +18,9 @@ Optional members, read with ``getattr`` when present:
 ``fidelity`` ``float`` in (0, 1]: the level of trust it serves (1 = target).
 ``cost``    ``float``: cost units per experiment.
 ``describe()`` -> ``dict[str, str]``: output name -> unit.
+``inputs``  ``tuple[str, ...]``: the names ``run(params)`` reads from
+            ``params`` (:class:`DeclaresInputs`). A config must have a
+            parameter of each name; ``selflab validate`` says so otherwise.
 ``stop()``  async: abort whatever is running (emergency stop, timeout).
 ``duration(params)`` -> ``float``: seconds the experiment takes on the
             instrument's own clock. Simulators declare it so that offline
@@ -35,7 +38,7 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,6 +74,25 @@ class Describable(Protocol):
 
     def describe(self) -> Mapping[str, str]:
         """Output name -> unit, e.g. ``{"yield": "1", "sty": "kg/m^3/h"}``."""
+
+
+@runtime_checkable
+class DeclaresInputs(Protocol):
+    """An instrument that names the inputs ``run(params)`` needs in ``params``."""
+
+    @property
+    def inputs(self) -> Sequence[str]:
+        """Input names, e.g. ``("temperature", "flow_rate")``."""
+        ...
+
+
+def declared_inputs(instrument: object) -> tuple[str, ...] | None:
+    """The inputs the instrument declares (:class:`DeclaresInputs`), or
+    ``None`` when it declares none."""
+    if not isinstance(instrument, DeclaresInputs):
+        return None
+    names = instrument.inputs
+    return (names,) if isinstance(names, str) else tuple(str(name) for name in names)
 
 
 @runtime_checkable

@@ -16,11 +16,20 @@ from __future__ import annotations
 import importlib
 import inspect
 import reprlib
+import traceback
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
+from pydantic import BaseModel
+
 ENTRY_POINT_GROUP = "selflab.instruments"
+
+EMULATOR_GROUP = "selflab.emulators"
+"""Device emulators for drivers run with ``emulate: true``: entry point name =
+the device name (``pump``...), value = ``package:ConfigModel``, the pydantic
+model of the emulator's options; ``python -m package '<config JSON>'`` serves
+it (see :class:`~instruments.drivers.emulated.EmulatorProcess`)."""
 
 REQUIRED_METHODS = ("connect", "run", "close")
 
@@ -42,6 +51,15 @@ _quote = _names.repr
 """A ``repr`` of a name from a config, cut short (a driver spec may be any string)."""
 
 
+def _import_failure(exc: Exception) -> str:
+    """What went wrong while a driver's module was imported, with its file and line."""
+    if isinstance(exc, SyntaxError):  # (also IndentationError): where the parser stopped
+        return _clip(f"{type(exc).__name__} at {exc.filename}:{exc.lineno}: {exc.msg}")
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return _clip(f"{type(exc).__name__}{where}: {exc}")
+
+
 def installed_drivers() -> dict[str, str]:
     """Entry-point name -> ``module:Class`` for every installed driver."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
@@ -55,6 +73,8 @@ def resolve_driver(spec: str) -> type:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise DriverError(f"cannot import module {_quote(module_name)} ({_clip(exc)}); is its package installed?") from None
+        except Exception as exc:  # a syntax error, or whatever the module's own code raises while it is imported
+            raise DriverError(f"module {_quote(module_name)} failed to import: {_import_failure(exc)}") from None
         obj: Any = module
         for part in attr.split("."):
             try:
@@ -72,13 +92,28 @@ def resolve_driver(spec: str) -> type:
         try:
             obj = matches[0].load()
         except Exception as exc:  # an entry point can fail to load in many ways
-            raise DriverError(f"driver {_quote(spec)} ({matches[0].value}) failed to load: {_clip(exc)}") from None
+            raise DriverError(f"driver {_quote(spec)} ({matches[0].value}) failed to load: {_import_failure(exc)}") from None
     if not inspect.isclass(obj):
         raise DriverError(f"{_quote(spec)} is not a class")
     missing = [m for m in REQUIRED_METHODS if not inspect.iscoroutinefunction(getattr(obj, m, None))]
     if missing:
         raise DriverError(f"{_quote(spec)} is not an instrument: it needs async methods {', '.join(missing)}")
     return obj
+
+
+def resolve_emulator(device: str) -> type[BaseModel]:
+    """The config model of the emulator that serves ``device``. Raises :class:`DriverError`."""
+    matches = [ep for ep in entry_points(group=EMULATOR_GROUP) if ep.name == device]
+    if not matches:
+        known = ", ".join(sorted(ep.name for ep in entry_points(group=EMULATOR_GROUP))) or "none"
+        raise DriverError(f"no emulator for device {_quote(device)} in entry-point group {EMULATOR_GROUP!r} (installed: {known})")
+    try:
+        model = matches[0].load()
+    except Exception as exc:  # an entry point can fail to load in many ways
+        raise DriverError(f"emulator {_quote(device)} ({matches[0].value}) failed to load: {_clip(exc)}") from None
+    if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+        raise DriverError(f"emulator {_quote(device)} ({matches[0].value}) is not a pydantic model of its options")
+    return model
 
 
 def build_driver(spec: str, options: Mapping[str, Any]) -> Any:

@@ -160,16 +160,37 @@ class Planner(Protocol):
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
+class OptionsError(ValueError):
+    """``planner.options`` that the planner's options model refuses, with every fault.
+
+    ``str()`` names the planner and the first bad option in one line, e.g.
+    ``bo planner option 'beta': Input should be greater than 0``; ``errors``
+    holds pydantic's error details of every bad option, and ``model`` the
+    options model that refused them, for a caller that reports each one (the
+    config loader words them as it words its own fields).
+    """
+
+    def __init__(self, kind: str, model: type[BaseModel], errors: Sequence[Mapping[str, Any]]) -> None:
+        self.kind = kind
+        self.model = model
+        self.errors: list[Mapping[str, Any]] = list(errors)
+        first = self.errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "options"
+        super().__init__(f"{kind} planner option {where!r}: {first['msg']}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (to cross a process boundary whole)
+        return type(self), (self.kind, self.model, self.errors)
+
+
 def parse_options(model: type[OptionsT], kind: str, options: Mapping[str, Any]) -> OptionsT:
     """A planner's ``planner.options`` validated by its options ``model``.
 
-    Raises ``ValueError`` naming the planner and the first bad option, in one
-    line (the config loader adds where to look), e.g.
+    Raises :class:`OptionsError` (a ``ValueError``) naming the planner and the
+    first bad option in one line (the config loader adds where to look, and
+    reports every bad option), e.g.
     ``bo planner option 'beta': Input should be greater than 0``.
     """
     try:
         return model(**options)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "options"
-        raise ValueError(f"{kind} planner option {where!r}: {first['msg']}") from None
+        raise OptionsError(kind, model, exc.errors()) from None

@@ -25,7 +25,9 @@ import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 Value = float | int | str
 Point = dict[str, Value]
@@ -56,6 +58,14 @@ def brief(value: Any) -> str:
     except Exception:  # a broken __repr__ of a user object
         text = f"<{type(value).__name__}>"
     return text if len(text) <= _ECHO_WIDTH else text[: _ECHO_WIDTH - 3] + "..."
+
+
+def or_one_line(schema: JsonSchemaValue, pattern: re.Pattern[str], example: str) -> JsonSchemaValue:
+    """``schema`` (a model's JSON Schema) widened to also allow the model's
+    one-line string form, which its ``mode="before"`` validator reads with
+    ``pattern``, e.g. ``"yield >= 0.6"``."""
+    return {"anyOf": [{"type": "string", "pattern": pattern.pattern, "examples": [example]}, schema]}
+
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -166,6 +176,10 @@ class OutcomeConstraint(_Strict):
                 raise ValueError(f"cannot read {brief(data)}: {brief(value)} is not a number") from None
             return {"outcome": outcome, "op": op, "value": number}
         return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return or_one_line(handler(core_schema), _CONSTRAINT, "yield >= 0.6")
 
     def satisfied(self, outcomes: Mapping[str, float]) -> bool:
         """Whether ``outcomes`` meet this constraint (a missing outcome does not)."""

@@ -60,7 +60,8 @@ class _TestFunctionInstrument:
         self.fidelity: float = 1.0
         self.cost: float = 1.0
         self.capacity: int = 1
-        self._names: tuple[str, ...] = tuple(self.limits)
+        self.inputs: tuple[str, ...] = tuple(self.limits)
+        """The inputs ``run(params)`` reads (see :class:`~instruments.protocol.DeclaresInputs`)."""
         self._function: SyntheticTestFunction | None = None
 
     @property
@@ -85,7 +86,7 @@ class _TestFunctionInstrument:
 
     def _point(self, x: Mapping[str, float]) -> list[float]:
         """The test function's input vector for the inputs ``x``."""
-        return [x[name] for name in self._names]
+        return [x[name] for name in self.inputs]
 
     async def close(self) -> None:
         """Disconnect; safe to call twice."""

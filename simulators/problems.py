@@ -37,8 +37,12 @@ name                        fidelities (cost units per experiment)      reported
 A single-fidelity planner (``bo``, ``ax``, ``random``, ``sobol``) only uses
 the fidelity-1 instrument of such a problem; ``mf`` uses them all.
 
-The space, objectives and constraints are :mod:`planners.space` models, so a
-problem turns into a lab config directly (see :mod:`controller.bench`). Each
+The parameters, objectives and constraints are plain data in the lab config's
+own shape (``{"name": "x1", "type": "float", "low": -5, "high": 10}``), so a
+problem turns into a lab config directly; simulators know nothing of the
+planners' types. The controller finds :func:`get_problem` through the
+entry-point group ``selflab.problems`` and builds the planners' models from
+the data (see :mod:`controller.bench`). Each
 simulated experiment takes :data:`DURATION_S` simulated seconds (the reactor
 its own residence time plus overhead), so makespans are comparable.
 
@@ -58,10 +62,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from planners.space import FloatParameter, Objective, OutcomeConstraint, Parameter, Point
 from simulators.simulated import Simulation, check_non_negative
 
-__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "FidelityLevel", "Problem", "ProblemError", "get_problem", "problem_names"]
+__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "Constraint", "FidelityLevel", "FloatParameter", "Objective", "Problem",
+           "ProblemError", "UnknownProblem", "get_problem", "problem_names"]
 
 DURATION_S = 60.0
 """Simulated seconds per experiment of the test-function and pool problems."""
@@ -89,6 +93,42 @@ class ProblemError(ValueError):
     """An unknown problem, or bad options for one; the message says which."""
 
 
+class UnknownProblem(ProblemError, LookupError):
+    """No problem has that name (also a ``LookupError``, so that a caller
+    asking several catalogues can tell it from bad options)."""
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParameter(_Data):
+    """A continuous parameter, as a lab config's ``parameters:`` item."""
+
+    name: str
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    unit: str | None = None
+
+
+class Objective(_Data):
+    """An output to minimize or maximize, as a lab config's ``objectives:`` item."""
+
+    name: str
+    direction: Literal["maximize", "minimize"]
+    reference_point: float | None = None
+
+
+class Constraint(_Data):
+    """A bound on an output (``c1 >= 0``), as a lab config's ``constraints:`` item."""
+
+    outcome: str
+    op: Literal[">=", "<="]
+    value: float
+
+
 class FidelityLevel(BaseModel):
     """One instrument of a multi-fidelity problem: the fidelity it serves and its cost."""
 
@@ -110,16 +150,16 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    parameters: list[Parameter]
+    parameters: list[FloatParameter]
     objectives: list[Objective]
-    constraints: list[OutcomeConstraint] = []
+    constraints: list[Constraint] = []
     driver: str
     """``module:Class`` or an entry-point name in ``selflab.instruments``."""
     options: dict[str, Any] = {}
     metric: Literal["best", "hypervolume"] = "best"
     optimum: float | None
     direction: Literal["maximize", "minimize"]
-    top: list[Point] | None = None
+    top: list[dict[str, float]] | None = None
     """Pools only: the rows of the top 5 % (see :meth:`PoolInstrument.top`)."""
     levels: list[FidelityLevel] | None = None
     """Multi-fidelity problems only: one instrument per fidelity (then
@@ -206,8 +246,9 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
     only; ``direction`` defaults to ``"maximize"``.
 
     Raises:
-        ProblemError: an unknown name, a missing file or column, options
-            given where they do not apply.
+        UnknownProblem: an unknown name.
+        ProblemError: a missing file or column, options given where they
+            do not apply.
     """
     if spec.startswith("pool:"):
         if not objective:
@@ -252,7 +293,7 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
         return reactor.model_copy(update={"options": {"model": "pfr"}, "levels": levels})
     if spec == "gramacy":
         return Problem(name=spec, parameters=unit, objectives=[Objective(name="y", direction="minimize")],
-                       constraints=[OutcomeConstraint(outcome="c1", op=">=", value=0), OutcomeConstraint(outcome="c2", op=">=", value=0)],
+                       constraints=[Constraint(outcome="c1", op=">=", value=0), Constraint(outcome="c2", op=">=", value=0)],
                        driver="simulators.problems:BotorchInstrument", options={"function": "constrained_gramacy", **timed},
                        optimum=0.5998, direction="minimize")
     if spec == "branin_currin":
@@ -264,7 +305,7 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
                                    Objective(name="currin", direction="minimize", reference_point=ref[1])],
                        driver="simulators.problems:BotorchInstrument", options={"function": "branin_currin", **timed},
                        metric="hypervolume", optimum=float(BraninCurrin._max_hv), direction="maximize")
-    raise ProblemError(f"unknown problem {spec!r}; choose one of {', '.join(problem_names())} or pool:PATH.csv")
+    raise UnknownProblem(f"unknown problem {spec!r}; choose one of {', '.join(problem_names())} or pool:PATH.csv")
 
 
 def _pool(name: str, path: Path, objective: str, direction: str) -> Problem:

@@ -470,6 +470,8 @@ class PlugFlowReactor:
             ea3=check_non_negative("ea3_j_per_mol", ea3_j_per_mol),
         )
         self.limits: dict[str, tuple[float, float]] = dict(self._sim.limits)
+        self.inputs: tuple[str, ...] = tuple(self.limits)
+        """The inputs ``run(params)`` reads (see :class:`~instruments.protocol.DeclaresInputs`)."""
         self.fidelity: float = 1.0 if model == "pfr" else 0.5
         self.cost: float = 1.0 if model == "pfr" else 0.05
         self.capacity: int = 1

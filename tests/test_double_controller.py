@@ -188,13 +188,16 @@ def test_a_frozen_controller_is_fenced_off_after_a_takeover(tmp_path: Path, back
     second = None
     try:
         wait_for(lambda: _completed(url) >= 3 or first.poll() is not None)
+        (tmp_path / "hold").touch()  # the first cannot finish the budget before it is frozen, however slow this machine
+        assert first.poll() is None, first.communicate()[1]
         _freeze_between_writes(first, url)
+        (tmp_path / "hold").unlink()
         time.sleep(2.0)  # past its lease
         second = start("run", str(config), "--resume", "--quiet", "--lease", "1.5", cwd=tmp_path)
         wait_for(lambda: _completed(url) >= 12 or second.poll() is not None)
         first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=60)
-        assert first.returncode == 1, err
+        assert first.returncode == 1, (err, second.poll(), second.stderr.read() if second.poll() is not None and second.stderr else "")
         assert "lease_lost" in err and "another controller took campaign 'twice' over" in err, err
         _, err2 = second.communicate(timeout=180)
         assert second.returncode == 0, err2

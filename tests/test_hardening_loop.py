@@ -84,7 +84,7 @@ def test_a_cost_that_cannot_be_computed_abandons_that_experiment_and_the_campaig
     assert "cannot be evaluated" in first.error and "q1" in first.error
     assert {"x": 0.123, "z": 0.5} not in campaign.stations[0].driver.sent
     assert state.counts()["completed"] == 4
-    assert [p.params for p in campaign._failed] == [{"x": 0.123, "z": 0.5}], "the planner is told to avoid it"
+    assert [e.params for e in state.avoided()] == [{"x": 0.123, "z": 0.5}], "the planner is told to avoid it"
 
 
 @pytest.mark.parametrize("policy", ["requeue", "drop"])

@@ -199,19 +199,20 @@ def test_a_worker_racing_a_resume_neither_loses_a_result_nor_hides_one(postgres_
         return events
 
     ledger.events = replay_then_race  # type: ignore[method-assign]  (fault injection: a timing window)
-    campaign._start(lease.LEASE_TTL_S)
+    campaign._open_study(lease.LEASE_TTL_S)
     ledger.events = replay  # type: ignore[method-assign]
     racer.join(timeout=30)
     events = ledger.events("quad")
     started = max(e.id for e in events if e.kind == "campaign_started")
     done = next(e for e in events if e.kind == "completed")
-    assert done.id > started and done.id > campaign._poll_position, "the controller's poller would never see this result"
+    assert campaign.study is not None
+    assert done.id > started and [e.id for e in campaign.study.follow()][-1] == done.id, "the controller's poller would never see this result"
     assert raced["claimed"] == [], "a worker claimed work the resuming controller withdrew"
     state = CampaignState.replay("quad", events)
     assert state.anomalies == []
     assert state.experiments[1].status == "completed"
     assert state.experiments[2].status == "abandoned"
-    lease.release(ledger, "quad", campaign.ledger._epochs["quad"])
+    campaign.study.release()
     ledger.close()
     worker.close()
 

@@ -30,12 +30,12 @@ def test_campaign_passes_reported_noise_to_the_planner_and_keeps_it_on_resume(tm
     try:
         campaign = Campaign(parse_config(raw), ledger)
         asyncio.run(campaign.run())
-        assert len(campaign._observations) == 5
-        assert all(o.noise == {"y": pytest.approx(0.07)} for o in campaign._observations)
+        assert len(campaign.study.observations()) == 5
+        assert all(o.noise == {"y": pytest.approx(0.07)} for o in campaign.study.observations())
         resumed = Campaign(parse_config({**raw, "stop": {"max_experiments": 6}}), ledger, resume=True)
         asyncio.run(resumed.run())
-        assert len(resumed._observations) == 6
-        assert all(o.noise == {"y": pytest.approx(0.07)} for o in resumed._observations)
+        assert len(resumed.study.observations()) == 6
+        assert all(o.noise == {"y": pytest.approx(0.07)} for o in resumed.study.observations())
     finally:
         ledger.close()
 

@@ -18,6 +18,10 @@ option              meaning
                     ``faults`` (:class:`simulators.emulators.FaultPlan`)
 ==================  ===================================================
 
+The emulator is found by device name in the entry-point group
+``selflab.emulators`` (:func:`~instruments.registry.resolve_emulator`), so
+instruments never import the simulators that provide it.
+
 :func:`driver_options` validates a driver's keyword arguments against their
 annotations and reports every bad one on a single line.
 
@@ -38,6 +42,7 @@ from pydantic import Field, ValidationError, validate_call
 
 from instruments.drivers.emulated import EmulatorProcess
 from instruments.errors import InstrumentDisconnected
+from instruments.registry import resolve_emulator
 from instruments.transports import LineTransport, SerialSettings, VisaSettings, make_transport
 
 __all__ = ["Connection", "Positive", "NonNegative", "driver_options"]
@@ -79,6 +84,7 @@ class Connection:
     Raises:
         ValueError: a port is missing (and ``emulate`` is off), ``emulate``
             is combined with ports or VISA, or the emulator options are bad.
+        DriverError: ``emulate`` is on and no emulator serves these devices.
     """
 
     def __init__(
@@ -150,10 +156,13 @@ class Connection:
 
 def _check_emulator(config: Mapping[str, Any]) -> None:
     """Validate emulator options now, so ``selflab validate`` catches them."""
-    from simulators.emulators import EmulatorConfig  # the emulator ships with selflab
-
+    models = {resolve_emulator(device) for device in config["devices"]}
+    if len(models) > 1:
+        names = ", ".join(sorted(f"{m.__module__}.{m.__qualname__}" for m in models))
+        raise ValueError(f"emulate: true needs one emulator for all of {', '.join(config['devices'])}, but they have {names}")
     try:
-        EmulatorConfig.model_validate(config)
+        for model in models:  # (one)
+            model.model_validate(config)
     except ValidationError as exc:
         faults = [f"emulator.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ValueError("; ".join(faults)) from None

@@ -75,6 +75,8 @@ class FlowSynthesis:
     """
 
     limits: ClassVar[Limits] = {"temperature": (25.0, 150.0), "flow_rate": (0.1, 2.0), "volume": (1.5, 5.0)}
+    inputs: ClassVar[tuple[str, ...]] = tuple(limits)
+    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

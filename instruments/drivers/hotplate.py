@@ -92,6 +92,8 @@ class Hotplate:
     """
 
     limits: ClassVar[Limits] = {"temperature": (20.0, 250.0)}
+    inputs: ClassVar[tuple[str, ...]] = tuple(limits)
+    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

@@ -60,6 +60,8 @@ class Spectrometer:
     """
 
     limits: ClassVar[Limits] = {"wavelength": (200.0, 800.0)}
+    inputs: ClassVar[tuple[str, ...]] = tuple(limits)
+    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

@@ -111,6 +111,8 @@ class SyringePump:
     """
 
     limits: ClassVar[Limits] = {"flow_rate": (0.01, 10.0), "volume": (0.05, 10.0)}
+    inputs: ClassVar[tuple[str, ...]] = tuple(limits)
+    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

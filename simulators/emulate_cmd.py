@@ -11,6 +11,10 @@ hotplate and the spectrometer of one flow rig (they share its physics), for
 :class:`~instruments.drivers.FlowSynthesis`. ``--faults`` takes a fault plan
 as JSON, e.g. ``'{"rate": 0.2, "kinds": ["garble", "hang"]}'`` (see
 :class:`simulators.emulators.FaultPlan`).
+
+The command lives with the emulators it serves, since neither the
+controller nor the instruments may import simulators; ``selflab`` loads it by
+name from :data:`controller.cli.COMMAND_MODULES`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import json
 import logging
 import sys
 from typing import Any
+
+from pydantic import ValidationError
+
+from simulators.emulators import EmulatorConfig, serve
 
 __all__ = ["register"]
 
@@ -41,10 +49,6 @@ def register(subparsers: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from simulators.emulators import EmulatorConfig, serve  # the CLI front door may reach the emulators
-
     try:
         faults = json.loads(args.faults)
         config = EmulatorConfig(devices=_CHOICES[args.device], seed=args.seed, time_scale=args.time_scale,
