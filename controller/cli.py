@@ -318,6 +318,10 @@ def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
         return EXIT_BAD_INPUT
     payload = started[-1].payload
     host, pid, born = payload.get("host", ""), int(payload.get("pid", 0)), float(payload.get("process_started", 0.0))
+    if payload.get("controller", "run") != "run":
+        print(f"selflab stop: campaign {state.campaign!r} is driven by a Python Study (pid {pid} on host {host!r}), "
+              "not by selflab run; nothing was signalled: stop it from that program", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if host != socket.gethostname():
         print(f"selflab stop: campaign {state.campaign!r} runs on host {host!r} (pid {pid}); run selflab stop there", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -52,6 +52,9 @@ class CampaignStarted(_Payload):
     is reused once its process exits (0: not recorded)."""
     epoch: int = 0
     """The lease epoch the controller took (:mod:`controller.lease`); 0: before leases."""
+    controller: Literal["run", "study"] = "run"
+    """``run``: the campaign loop (``selflab run``), which ``selflab stop`` may
+    signal; ``study``: a Python :class:`controller.study.Study`, which it must not."""
 
 
 class CampaignStopped(_Payload):

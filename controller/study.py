@@ -139,13 +139,14 @@ def package_version() -> str:
         return "unknown"
 
 
-def started_payload(snapshot: dict[str, Any], seed: int, clock: str, resumed: bool, epoch: int) -> dict[str, Any]:
+def started_payload(snapshot: dict[str, Any], seed: int, clock: str, resumed: bool, epoch: int, controller: str) -> dict[str, Any]:
     """What ``campaign_started`` says: the problem, the code, the seed and the
-    controller process (host, pid and its start time, so that nobody signals a
-    process that merely reuses the pid)."""
+    controller: ``run`` (the campaign loop) or ``study`` (Python ask/tell), and
+    its process (host, pid and the process's start time, so that nobody
+    signals a process that merely reuses the pid)."""
     return {"config": snapshot, "version": package_version(), "seed": seed, "clock": clock, "resumed": resumed,
             "host": socket.gethostname(), "pid": os.getpid(), "process_started": process_started(os.getpid()) or 0.0,
-            "epoch": epoch}
+            "epoch": epoch, "controller": controller}
 
 
 class Study:
@@ -248,7 +249,8 @@ class Study:
                 else:
                     self.clock = WallClock(started_at=self.state.started_at)
                 started = NewEvent(campaign=name, kind="campaign_started", at=self.clock.now(),
-                                   payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch))
+                                   payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch,
+                                                           "study" if on_start is None else "run"))
                 for event in self.ledger.insert_events(conn, [started]):
                     self.state.apply(event)
                 for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:

@@ -141,3 +141,31 @@ def test_ask_tell_and_selflab_run_give_the_same_campaign(tmp_path: Path, planner
             by_hand.append((trial.params, outcomes))
     assert len(looped) == 8
     assert by_hand == looped
+
+
+def test_selflab_stop_never_signals_a_program_driving_a_study(tmp_path: Path) -> None:
+    """``selflab stop`` aborts a ``selflab run``; a notebook or robot script
+    holding a Study is not one, and a SIGUSR1 would kill it."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from conftest import quadratic_config\n"
+        "from controller.study import Study\n"
+        f"study = Study.open({{**quadratic_config(), 'ledger': {url!r}}})\n"
+        "study.ask()\nprint('open', flush=True)\ntime.sleep(60)\n")],
+        cwd=REPO / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open", holder.stderr.read() if holder.stderr else ""
+        stop = subprocess.run([str(Path(sys.executable).with_name("selflab")), "stop", "--ledger", url, "--campaign", "quad", "--wait", "2"],
+                              capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 2, stop.stderr
+        assert f"driven by a Python Study (pid {holder.pid}" in stop.stderr and "nothing was signalled" in stop.stderr
+        time.sleep(0.5)
+        assert holder.poll() is None, "the Study's process was signalled"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
