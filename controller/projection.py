@@ -97,8 +97,16 @@ class CampaignState:
     anomalies: list[str] = field(default_factory=list)
     notes: list[tuple[datetime, str, str]] = field(default_factory=list)
     """``(at, by, text)`` of every ``note``, in order."""
+    completions: list[int] = field(default_factory=list)
+    """Ids of completed experiments (attached ones too), in the order their results came."""
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
+    _by_status: dict[str, dict[int, ExperimentView]] = field(default_factory=dict, repr=False, compare=False)
+    _avoided: list[int] = field(default_factory=list, repr=False)
+    _owed_requeue: list[int] = field(default_factory=list, repr=False)
+    """Stale experiments marked for requeue, in order."""
+    _requeues: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    """Stale experiment -> the experiments proposed as its requeue."""
     _best: dict[tuple[str, str, float | None, tuple[OutcomeConstraint, ...]], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -148,13 +156,14 @@ class CampaignState:
             if eid in self.experiments:
                 self.anomalies.append(f"event {event.id}: experiment {eid} attached over an existing one")
                 return
-            self._counts["completed"] += 1
             self._max_id = max(self._max_id, eid)
             exp = ExperimentView(experiment_id=eid, status="completed", params=dict(p["params"]), fidelity=float(p.get("fidelity", 1.0)),
                                  reason={"strategy": "attached", "by": p.get("by", ""), "message": p.get("message", "")},
                                  instrument=event.instrument, outcomes={k: float(v) for k, v in p["outcomes"].items()},
                                  proposed_at=event.at, finished_at=event.at, finished_position=event.id)
             self.experiments[eid] = exp
+            self._enter(exp)
+            self.completions.append(eid)
             for key, best in self._best.items():
                 if _better(exp, best, *key):
                     self._best[key] = exp
@@ -163,9 +172,8 @@ class CampaignState:
             if eid in self.experiments:
                 self.anomalies.append(f"event {event.id}: experiment {eid} proposed twice")
                 return
-            self._counts["proposed"] += 1
             self._max_id = max(self._max_id, eid)
-            self.experiments[eid] = ExperimentView(
+            exp = ExperimentView(
                 experiment_id=eid,
                 status="proposed",
                 params=dict(p["params"]),
@@ -174,6 +182,11 @@ class CampaignState:
                 instrument=event.instrument,
                 proposed_at=event.at,
             )
+            self.experiments[eid] = exp
+            self._enter(exp)
+            of = exp.reason.get("requeue_of")
+            if isinstance(of, int):
+                self._requeues.setdefault(of, []).append(eid)
             return
         exp = self.experiments.get(eid)
         if exp is None:
@@ -200,17 +213,23 @@ class CampaignState:
         exp.finished_position = event.id
         if kind == "completed":
             exp.outcomes = {k: float(v) for k, v in p["outcomes"].items()}
+            self.completions.append(eid)
             for key, best in self._best.items():
                 if _better(exp, best, *key):
                     self._best[key] = exp
         elif kind == "failed":
             exp.error = f"{p['error_kind']}: {p['message']}"
+            self._avoided.append(eid)
         elif kind == "abandoned":
             exp.error = f"{p['reason']}: {p.get('message', '')}".rstrip(": ")
             exp.end_reason = p["reason"]
+            if exp.end_reason == "bad_cost":
+                self._avoided.append(eid)
         elif kind == "stale":
             exp.error = f"stale: {p.get('message', '')}".rstrip(": ")
             exp.requeue = bool(p.get("requeue", False))
+            if exp.requeue:
+                self._owed_requeue.append(eid)
         if was_running and exp.instrument is not None:
             view = self.instrument(exp.instrument)
             view.in_flight -= 1
@@ -221,10 +240,16 @@ class CampaignState:
                 view.failed += 1
                 view.consecutive_failures += 1
 
+    def _enter(self, exp: ExperimentView) -> None:
+        """Index a new experiment under its status."""
+        self._counts[exp.status] += 1
+        self._by_status.setdefault(exp.status, {})[exp.experiment_id] = exp
+
     def _set_status(self, exp: ExperimentView, status: str) -> None:
         self._counts[exp.status] -= 1
-        self._counts[status] += 1
+        self._by_status.get(exp.status, {}).pop(exp.experiment_id, None)
         exp.status = status
+        self._enter(exp)
 
     def instrument(self, name: str) -> InstrumentView:
         if name not in self.instruments:
@@ -238,13 +263,16 @@ class CampaignState:
         return {s: self._counts.get(s, 0) for s in STATES}
 
     def with_status(self, *statuses: str) -> list[ExperimentView]:
-        return [e for e in self.experiments.values() if e.status in statuses]
+        """Experiments in any of ``statuses``, by id (from an index: as cheap
+        as the answer is long)."""
+        found = [e for status in statuses for e in self._by_status.get(status, {}).values()]
+        return sorted(found, key=lambda e: e.experiment_id)
 
     def avoided(self) -> list[ExperimentView]:
         """Experiments whose points the planner is told to avoid: those that
-        ran and failed, and those no instrument could price (``bad_cost``)."""
-        return [e for e in self.experiments.values()
-                if e.status == "failed" or (e.status == "abandoned" and e.end_reason == "bad_cost")]
+        ran and failed, and those no instrument could price (``bad_cost``),
+        in the order they ended."""
+        return [self.experiments[eid] for eid in self._avoided]
 
     def requeues_owed(self) -> list[ExperimentView]:
         """Stale experiments marked for requeue whose params have not been run
@@ -256,18 +284,13 @@ class CampaignState:
         because the controller stopped before sending it (``not_dispatched``),
         does not: after a resume its params are owed again.
         """
-        paid: set[int] = set()
-        waiting: set[int] = set()
-        for exp in self.experiments.values():
-            of = exp.reason.get("requeue_of")
-            if not isinstance(of, int):
-                continue
-            if exp.status == "proposed":
-                waiting.add(of)
-            elif not (exp.status == "abandoned" and exp.end_reason == "not_dispatched"):
-                paid.add(of)
-        return [e for e in self.experiments.values()
-                if e.status == "stale" and e.requeue and e.experiment_id not in paid | waiting]
+        def settled(stale: int) -> bool:
+            for child in map(self.experiments.__getitem__, self._requeues.get(stale, ())):
+                if child.status == "proposed" or not (child.status == "abandoned" and child.end_reason == "not_dispatched"):
+                    return True  # waiting to be sent, or dispatched, or refused
+            return False
+
+        return [self.experiments[eid] for eid in self._owed_requeue if not settled(eid)]
 
     @property
     def next_experiment_id(self) -> int:

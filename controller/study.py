@@ -174,6 +174,8 @@ class Study:
         """Ledger position :meth:`follow` has read up to."""
         self._own: set[int] = set()
         """Ids of events this study wrote that :meth:`follow` has not passed yet."""
+        self._observations: list[Observation] = []
+        """The completed trials as the planner sees them, built once each, in order (see :meth:`observations`)."""
         self._closed = True
         self.epoch = self._start(resume, lease_ttl_s, clock, on_start, resume_hint)
         self._heartbeat = lease.Heartbeat(ledger, problem.name, self.epoch, lease_ttl_s).__enter__()
@@ -391,8 +393,11 @@ class Study:
 
     def observations(self) -> list[Observation]:
         """Completed trials (attached ones included), in the order their results came."""
-        done = sorted(self.state.with_status("completed"), key=lambda e: e.finished_position)
-        return [Observation.from_result(e.params, e.outcomes, e.fidelity) for e in done]
+        with self._guard:
+            for eid in self.state.completions[len(self._observations):]:  # (built once each: a campaign asks every step)
+                exp = self.state.experiments[eid]
+                self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
+            return list(self._observations)
 
     def pending(self) -> list[Pending]:
         """Trials asked for, or running, with no result yet."""

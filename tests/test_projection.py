@@ -96,8 +96,8 @@ def event_streams(draw: st.DrawFn) -> list[NewEvent]:
             "dispatched": {"cost": draw(st.floats(0, 5))},
             "completed": {"outcomes": {"y": draw(st.floats(-5, 5))}},
             "failed": {"error_kind": "timeout", "message": "m"},
-            "abandoned": {"reason": "interrupted"},
-            "stale": {},
+            "abandoned": {"reason": draw(st.sampled_from(["interrupted", "not_dispatched"]))},
+            "stale": {"requeue": draw(st.booleans())},
         }[kind]
         out.append(NewEvent(campaign="c", kind=kind, experiment_id=eid, instrument=inst, payload=payload))
     return out
@@ -121,6 +121,11 @@ def test_property_replaying_a_ledger_twice_gives_the_same_projection(tmp_path_fa
     assert sum(first.counts().values()) == len(first.experiments)
     for name, view in first.instruments.items():
         assert view.in_flight == sum(1 for e in first.experiments.values() if e.status == "dispatched" and e.instrument == name)
+    for status in ("proposed", "dispatched", "completed", "failed", "abandoned", "stale"):  # the status index agrees with a scan
+        assert first.with_status(status) == sorted((e for e in first.experiments.values() if e.status == status), key=lambda e: e.experiment_id)
+    assert sorted(first.completions) == sorted(e.experiment_id for e in first.experiments.values() if e.status == "completed")
+    assert [e.experiment_id for e in first.avoided()] == [e.experiment_id for e in sorted(
+        (e for e in first.experiments.values() if e.status == "failed"), key=lambda e: e.finished_position)]
 
 
 def test_pareto_front_and_constrained_best() -> None:
