@@ -352,10 +352,13 @@ class Campaign:
     def _usable(self) -> list[Station]:
         return usable_stations(self.stations, bool(getattr(self.planner, "multi_fidelity", False)), self.config.target_fidelity)
 
-    def _allowance(self) -> int:
-        """How many more experiments the budget allows to be proposed now."""
-        return allowance(self._usable(), self.config.stop, completed=self.state.counts()["completed"], in_flight=len(self.flights),
-                         queued=len(self._queue), cost_spent=self.state.cost_spent)
+    def _allowance(self, launching: int = 0, committed: float = 0.0) -> int:
+        """How many more experiments the budget allows to be proposed now,
+        counting ``launching`` experiments (costing ``committed``) dispatched
+        in this round but not yet in flight."""
+        return allowance(self._usable(), self.config.stop, completed=self.state.counts()["completed"],
+                         in_flight=len(self.flights) + launching, queued=len(self._queue),
+                         cost_spent=self.state.cost_spent + committed)
 
     def _budget_left(self) -> float:
         if self.config.stop.max_cost is None:
@@ -387,7 +390,7 @@ class Campaign:
             events += [event] if event else []
             launches.append((eid, station, slot, dict(proposal.params)))
 
-        n = self._allowance()
+        n = self._allowance(len(launches), self._budget_left() - budget_left if math.isfinite(budget_left) else 0.0)
         proposals = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
                      for e in self.state.requeues_owed()[:n]]
         if n > len(proposals):

@@ -235,7 +235,9 @@ class Study:
             self.ledger.fence(name, epoch)
             try:
                 self.state = CampaignState.replay(name, self.ledger.events(name))
-                resumed = self.state.starts > 0
+                # A campaign that never proposed anything (its instruments never
+                # connected, say) starts afresh, with the config as it is now.
+                resumed = self.state.starts > 0 and bool(self.state.experiments)
                 if resumed and not resume:
                     raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
                                      f"({self.state.counts()['completed']} completed experiments); {resume_hint}")

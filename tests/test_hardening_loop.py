@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import quadratic_config
 
-from controller.campaign import MAX_CONSECUTIVE_REFUSALS, Campaign
+from controller.campaign import MAX_CONSECUTIVE_REFUSALS, Campaign, CampaignError
 from controller.config import parse_config
 from controller.ledger import Ledger
 from controller.projection import CampaignState
@@ -108,3 +108,35 @@ def test_stale_events_record_the_requeue_decision(sqlite_url: str, policy: str) 
     ledger.close()
     assert stale.payload["requeue"] is (policy == "requeue")
     assert (campaign.stations[0].driver.sent[0] == {"x": 0.1, "z": 0.2}) is (policy == "requeue")
+
+
+def test_a_queued_proposal_dispatched_in_a_round_counts_against_the_budget(sqlite_url: str) -> None:
+    """Experiment 2 waits for the only instrument that accepts it, and is
+    dispatched in the same round as new proposals are asked for: the budget
+    must count it, or one experiment too many runs (45 asked, 46 ran)."""
+    cfg = quadratic_config(
+        instruments=[{"name": "lo", "driver": "labdrivers:Quadratic", "limits": {"x": [0.0, 0.5]}, "options": {"duration_s": 60}},
+                     {"name": "hi", "driver": "labdrivers:Quadratic", "limits": {"x": [0.5, 1.0]}, "capacity": 2,
+                      "options": {"duration_s": 600}}],
+        stop={"max_experiments": 3},
+    )
+    stop, campaign, state = _run(cfg, sqlite_url, Scripted([{"x": 0.2, "z": 0.5}, {"x": 0.2, "z": 0.5}], then={"x": 0.8, "z": 0.5}))
+    assert stop.reason == "max_experiments"
+    assert state.counts()["completed"] == 3
+    assert sum(len(s.driver.sent) for s in campaign.stations) == 3, "an experiment beyond the budget was run"
+
+
+def test_a_campaign_that_never_ran_an_experiment_starts_again_without_resume(sqlite_url: str) -> None:
+    """Its only instrument never connected: fixing the config and running it
+    again is a new start, not a resume (nothing to resume, nothing to keep)."""
+    broken = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"fail_connect": True}}],
+                              stop={"max_experiments": 3})
+    stop, _, state = _run(broken, sqlite_url, Scripted([], then={"x": 0.5, "z": 0.5}))
+    assert stop.reason == "no_instruments" and state.experiments == {}
+    fixed = {**broken, "instruments": [{"name": "q1", "driver": "labdrivers:Quadratic"}],
+             "parameters": [{"name": "x", "type": "float", "low": 0, "high": 1}, {"name": "z", "type": "float", "low": 0, "high": 2}]}
+    stop, campaign, state = _run(fixed, sqlite_url, Scripted([], then={"x": 0.5, "z": 1.5}))
+    assert stop.reason == "max_experiments" and state.counts()["completed"] == 3
+    assert state.config is not None and state.config["parameters"][1]["high"] == 2, "the new config is the campaign's now"
+    with pytest.raises(CampaignError, match="--resume"):  # once it has history, a second start needs --resume as before
+        _run(fixed, sqlite_url, Scripted([], then={"x": 0.5, "z": 1.5}))
