@@ -140,8 +140,7 @@ class Campaign:
             await self._connect_all()
             await self._reconcile()
             watchers = [asyncio.create_task(self._watch(lock)) for lock in self.config.interlocks]
-            if self._remote:
-                watchers.append(asyncio.create_task(self._poll_remote()))
+            watchers.append(asyncio.create_task(self._follow_ledger()))
             try:
                 await self._loop()
             finally:
@@ -597,16 +596,23 @@ class Campaign:
             return ""
         return f" | best {objective.name}={best.outcomes[objective.name]:.4g} (experiment {best.experiment_id})"
 
-    # --- remote instruments (selflab worker) -------------------------------------------
+    # --- what others write: stop requests, and remote instruments (selflab worker) -----------
 
-    async def _poll_remote(self, every_s: float = 0.25) -> None:
-        """Follow what workers write to the ledger, and expire dead workers' leases."""
+    async def _follow_ledger(self, every_s: float = 0.25) -> None:
+        """Follow what others write to the ledger (a person's stop request,
+        workers' claims and results), and expire dead workers' leases."""
         assert self.study is not None
         idle_since = time.monotonic()
         while True:
             for event in self.study.follow():
+                if event.kind == "stop_requested":
+                    self._on_stop_requested(event.payload)
+                    continue
                 self._settle_remote(event)
                 idle_since = time.monotonic()
+            if not self._remote:
+                await asyncio.sleep(every_s)
+                continue
             expired = self.study.adopt(self._workers.expire(self.clock.now))
             for event in expired:
                 log.warning("experiment %d on %s is stale: its worker's lease ran out", event.experiment_id, event.instrument)
@@ -671,21 +677,26 @@ class Campaign:
 
     # --- stopping -----------------------------------------------------------------------
 
+    def _signals(self) -> list[tuple[int, Any]]:
+        """The signals the loop handles where the platform has them (SIGUSR1 is
+        POSIX only: the emergency stop also comes through the ledger)."""
+        handlers = [(signal.SIGINT, self._on_interrupt), (signal.SIGTERM, self._on_terminate)]
+        usr1 = getattr(signal, "SIGUSR1", None)
+        return handlers + ([(usr1, self._on_emergency_stop)] if usr1 is not None else [])
+
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
-            loop.add_signal_handler(signal.SIGTERM, self._on_terminate)
-            loop.add_signal_handler(signal.SIGUSR1, self._on_emergency_stop)
+            for number, handler in self._signals():
+                loop.add_signal_handler(number, handler)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
             pass
 
     def _remove_signals(self) -> None:
         try:
             loop = asyncio.get_running_loop()
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-            loop.remove_signal_handler(signal.SIGUSR1)
+            for number, _ in self._signals():
+                loop.remove_signal_handler(number)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
 
@@ -709,6 +720,20 @@ class Campaign:
         log.error("EMERGENCY STOP (selflab stop): aborting %d experiment(s) in flight through stop()", len(self.flights))
         self._stop = StopInfo("emergency_stop", "emergency stop requested with selflab stop")
         self._abort = True
+        self._wake_up()
+
+    def _on_stop_requested(self, request: Mapping[str, Any]) -> None:
+        """A ``stop_requested`` event read from the ledger (``selflab stop``, any host)."""
+        who = f" with {request['by']}" if request.get("by") else ""
+        why = f": {request['reason']}" if request.get("reason") else ""
+        where = f" ({request['origin']})" if request.get("origin") else ""
+        if request.get("emergency", True):
+            log.error("EMERGENCY STOP requested%s%s%s: aborting %d experiment(s) in flight through stop()", who, where, why, len(self.flights))
+            self._stop = StopInfo("emergency_stop", f"emergency stop requested{who}{why}")
+            self._abort = True
+        elif self._stop is None:
+            log.warning("stop requested%s%s: no new experiments; waiting for %d in flight", who, why, len(self.flights))
+            self._stop = StopInfo("stop_requested", f"stop requested{who}{why}")
         self._wake_up()
 
     async def _abort_flights(self, reason: str = "interrupted", message: str = "aborted when the campaign was stopped",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 from pathlib import Path
 
-from controller.config import ConfigError, LabConfig, build_planner, load_config
+from controller.config import ConfigError, LabConfig, load_config
 from controller.ledger import Ledger, LedgerError, sqlite_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -25,7 +25,14 @@ _STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "
 
 
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("selflab")
+    except PackageNotFoundError:  # (run from a source tree that was never installed)
+        installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="selflab", description="Closed-loop controller for self-driving labs.")
+    parser.add_argument("--version", action="version", version=f"selflab {installed}", help="print selflab's version and exit")
     parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -240,7 +247,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if not args.quiet or stop.reason in _STOP_EXIT:
-        print(f"campaign {config.name} stopped: {stop.reason}" + (f" - {stop.detail}" if stop.detail else ""), file=sys.stderr)
+        import shlex
+
+        where = shlex.join([args.config, *(["--ledger", ledger.display_url] if args.ledger else [])])
+        print(f"campaign {config.name} stopped: {stop.reason}" + (f" - {stop.detail}" if stop.detail else "")
+              + f"\nsee: selflab status {where} | selflab report {where} --out DIR | selflab export {where} --out FILE.csv",
+              file=sys.stderr)
     return _STOP_EXIT.get(stop.reason, EXIT_OK)
 
 
@@ -302,56 +314,47 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
-    """Signal the process running ``state.campaign`` (SIGUSR1) and wait for it to stop."""
+    """Ask the controller running ``state.campaign`` to abort, through the
+    ledger (a ``stop_requested`` event: any host, any platform, no signal to
+    a pid that might have been reused), and wait for it to stop."""
     import os
-    import signal
     import socket
     import time
 
-    from controller.identity import is_same_process
-    from controller.reports import format_status, status_dict
+    from controller.lease import active_holder
+    from controller.ledger import NewEvent
+    from controller.reports import format_status, load_state, status_dict
 
+    holder = active_holder(ledger, state.campaign)
     started = [e for e in ledger.events(state.campaign) if e.kind == "campaign_started"]
-    active = ledger.writer_active(state.campaign)
-    if not started or state.stopped is not None and not active:
-        print(f"selflab stop: campaign {state.campaign!r} is not running", file=sys.stderr)
+    if holder is None:
+        last = started[-1].payload if started and state.stopped is None else None
+        why = (f": not running: its recorded controller (pid {last.get('pid')} on host {last.get('host')!r}) is gone, or that pid "
+               "now belongs to another process; nothing was signalled or requested (resume it with selflab run CONFIG --resume)"
+               if last is not None else " is not running")
+        print(f"selflab stop: campaign {state.campaign!r}{why}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    payload = started[-1].payload
-    host, pid, born = payload.get("host", ""), int(payload.get("pid", 0)), float(payload.get("process_started", 0.0))
-    if payload.get("controller", "run") != "run":
-        print(f"selflab stop: campaign {state.campaign!r} is driven by a Python Study (pid {pid} on host {host!r}), "
-              "not by selflab run; nothing was signalled: stop it from that program", file=sys.stderr)
+    if started and started[-1].payload.get("controller", "run") != "run":
+        print(f"selflab stop: campaign {state.campaign!r} is driven by a Python Study ({holder}), not by selflab run; "
+              "nothing was requested: stop it from that program", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if host != socket.gethostname():
-        print(f"selflab stop: campaign {state.campaign!r} runs on host {host!r} (pid {pid}); run selflab stop there", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if not is_same_process(pid, born):  # never signal a process that merely reuses the controller's pid
-        why = (f"its start was recorded by an older selflab, without its process start time, so pid {pid} cannot be proven to be "
-               f"its controller; nothing was signalled (if you are sure, kill -USR1 {pid})" if not born else
-               f"its recorded controller (pid {pid} on host {host!r}) is gone, or that pid now belongs to another process; "
-               "nothing was signalled (if it crashed, resume it with selflab run CONFIG --resume)")
-        print(f"selflab stop: campaign {state.campaign!r}: {why}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if active is False:
-        print(f"selflab stop: campaign {state.campaign!r} is not running", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    writer = Ledger(ledger.url)  # (the reader is read-only)
     try:
-        os.kill(pid, signal.SIGUSR1)
-    except ProcessLookupError:
-        print(f"selflab stop: campaign {state.campaign!r} is not running (pid {pid} is gone); resume it with selflab run CONFIG --resume", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"emergency stop sent to campaign {state.campaign!r} (pid {pid}); waiting for it to abort its experiments", file=sys.stderr)
+        [request] = writer.append([NewEvent(campaign=state.campaign, kind="stop_requested", payload={
+            "emergency": True, "by": "selflab stop", "origin": f"pid {os.getpid()} on host {socket.gethostname()!r}"})])
+    finally:
+        writer.close()
+    print(f"emergency stop requested for campaign {state.campaign!r} (run by {holder}); waiting for it to abort its experiments",
+          file=sys.stderr)
     deadline = time.monotonic() + wait_s
-    position = state.last_position
     while time.monotonic() < deadline:  # done when the campaign records its stop
-        if any(e.kind == "campaign_stopped" for e in ledger.events(state.campaign, after=position)):
+        if any(e.kind == "campaign_stopped" for e in ledger.events(state.campaign, after=request.id)):
             break
         time.sleep(0.1)
     else:
-        print(f"selflab stop: pid {pid} still runs after {wait_s:g} s; check it, or kill it (the campaign stays resumable)", file=sys.stderr)
+        print(f"selflab stop: the controller ({holder}) has not stopped after {wait_s:g} s; check it, or kill it "
+              "(the campaign stays resumable)", file=sys.stderr)
         return EXIT_FAILED
-    from controller.reports import load_state
-
     print(format_status(status_dict(load_state(ledger, state.campaign), False)))
     return EXIT_OK
 

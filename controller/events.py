@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale", "attached")
 TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
 CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed", "recommended",
-                  "note")
+                  "note", "stop_requested")
 KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
 
 
@@ -132,6 +132,19 @@ class Attached(_Payload):
     message: str = ""
 
 
+class StopRequested(_Payload):
+    """A person asked the running controller to stop (``selflab stop``, from any
+    host): it reads the request from the ledger, so no signal is needed."""
+
+    emergency: bool = True
+    """Abort the experiments in flight through ``stop()`` (else: finish them, dispatch nothing more)."""
+    by: str = ""
+    """Who asked: ``selflab stop``, a person's name, a tool."""
+    origin: str = ""
+    """Where from: ``pid N on host H``."""
+    reason: str = ""
+
+
 class Note(_Payload):
     """A remark on the campaign (:meth:`controller.study.Study.note`)."""
 
@@ -163,4 +176,5 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "stale": Stale,
     "attached": Attached,
     "note": Note,
+    "stop_requested": StopRequested,
 }

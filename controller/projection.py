@@ -95,6 +95,8 @@ class CampaignState:
     recommendation: dict[str, Any] | None = None
     """The latest ``recommended`` payload."""
     anomalies: list[str] = field(default_factory=list)
+    stop_request: dict[str, Any] | None = None
+    """The latest ``stop_requested`` payload since the last start, if any."""
     notes: list[tuple[datetime, str, str]] = field(default_factory=list)
     """``(at, by, text)`` of every ``note``, in order."""
     completions: list[int] = field(default_factory=list)
@@ -129,12 +131,16 @@ class CampaignState:
             self.starts += 1
             self.stopped = None
             self.paused = None
+            self.stop_request = None
             return
         if kind == "campaign_stopped":
             self.stopped = (p["reason"], p.get("detail", ""))
             return
         if kind == "recommended":
             self.recommendation = dict(p)
+            return
+        if kind == "stop_requested":
+            self.stop_request = dict(p)
             return
         if kind == "note":
             self.notes.append((event.at, p.get("by", ""), p["text"]))

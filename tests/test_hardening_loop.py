@@ -140,3 +140,35 @@ def test_a_campaign_that_never_ran_an_experiment_starts_again_without_resume(sql
     assert state.config is not None and state.config["parameters"][1]["high"] == 2, "the new config is the campaign's now"
     with pytest.raises(CampaignError, match="--resume"):  # once it has history, a second start needs --resume as before
         _run(fixed, sqlite_url, Scripted([], then={"x": 0.5, "z": 1.5}))
+
+
+def test_a_stop_requested_in_the_ledger_stops_the_campaign_without_any_signal(sqlite_url: str) -> None:
+    """``selflab stop`` writes its request into the ledger: the controller reads
+    it there, so it works from any host and where POSIX signals do not exist
+    (here the campaign runs in a thread, where no signal handler can be set)."""
+    import threading
+    import time
+
+    from controller.ledger import NewEvent
+
+    cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "capacity": 2, "options": {"delay_s": 0.05}}],
+                           stop={"max_experiments": 400})
+    ledger, other = Ledger(sqlite_url), Ledger(sqlite_url)
+    campaign = Campaign(parse_config({**cfg, "ledger": sqlite_url}), ledger)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stop", asyncio.run(campaign.run())))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while sum(e.kind == "completed" for e in other.events("quad")) < 3:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    other.append([NewEvent(campaign="quad", kind="stop_requested", payload={"by": "ada", "origin": "the console"})])
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert result["stop"].reason == "emergency_stop" and result["stop"].detail == "emergency stop requested with ada"
+    state = CampaignState.replay("quad", other.events("quad"))
+    assert state.stopped == ("emergency_stop", "emergency stop requested with ada")
+    assert state.counts()["completed"] < 400 and state.counts()["dispatched"] == 0
+    assert all(e.error.startswith("emergency_stop") for e in state.with_status("abandoned"))
+    ledger.close()
+    other.close()

@@ -163,7 +163,7 @@ def test_selflab_stop_never_signals_a_program_driving_a_study(tmp_path: Path) ->
         stop = subprocess.run([str(Path(sys.executable).with_name("selflab")), "stop", "--ledger", url, "--campaign", "quad", "--wait", "2"],
                               capture_output=True, text=True, timeout=60)
         assert stop.returncode == 2, stop.stderr
-        assert f"driven by a Python Study (pid {holder.pid}" in stop.stderr and "nothing was signalled" in stop.stderr
+        assert f"driven by a Python Study (pid {holder.pid}" in stop.stderr and "nothing was requested" in stop.stderr
         time.sleep(0.5)
         assert holder.poll() is None, "the Study's process was signalled"
     finally:
