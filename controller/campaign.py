@@ -52,7 +52,7 @@ from controller.scheduler import (
 )
 from controller.study import Problem, Study, StudyError
 from instruments.errors import failure_kind
-from instruments.protocol import Timed
+from instruments.protocol import Pooled, Remembering, Timed
 from planners.protocol import PlanContext, Planner, Proposal, Recommendation, Recommender
 
 log = logging.getLogger("selflab")
@@ -254,11 +254,10 @@ class Campaign:
             log.info("%d stale experiment(s) of earlier stops are still owed a new run; requeued first", len(owed) - len(stale))
 
     async def _recovered_outcome(self, station: Station, params: dict[str, Any]) -> dict[str, float] | None:
-        ask = getattr(station.driver, "outcome_of", None)
-        if ask is None or not station.online:
+        if not isinstance(station.driver, Remembering) or not station.online:
             return None
         try:
-            result = await asyncio.wait_for(ask(dict(params)), timeout=station.config.timeout)
+            result = await asyncio.wait_for(station.driver.outcome_of(dict(params)), timeout=station.config.timeout)
             return None if result is None else check_outcomes(result, self.config.outcome_names, station.name,
                                                               parameters=self.config.space.names)
         except Exception as exc:  # an unreadable memory is no outcome: the experiment goes stale
@@ -813,7 +812,7 @@ def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 def pool_of(stations: list[Station]) -> list[dict[str, Any]] | None:
     """The measurable points of pool instruments (``candidates()``), or ``None``
     when no instrument restricts its inputs to a pool."""
-    pools = [s.driver.candidates() for s in stations if callable(getattr(s.driver, "candidates", None))]
+    pools = [s.driver.candidates() for s in stations if isinstance(s.driver, Pooled)]
     if not pools:
         return None
     seen: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}

@@ -22,7 +22,7 @@ from typing import Any
 
 from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig, build_planner, check_config
 from controller.expressions import Expression, ExpressionError, format_point
-from instruments.protocol import Describable, Limits, Timed, declared_inputs, declared_limits, limit_violations
+from instruments.protocol import Describable, Limits, Pooled, Readable, Timed, declared_inputs, declared_limits, limit_violations
 from instruments.registry import DriverError, build_driver
 from planners.protocol import Planner
 from planners.registry import planner_kinds
@@ -224,7 +224,7 @@ def build_fleet(config: LabConfig) -> list[Station]:
     by_name = {s.name: s for s in stations}
     for i, lock in enumerate(config.interlocks):
         station = by_name.get(lock.pause_when.instrument)
-        if station is not None and not callable(getattr(station.driver, "read", None)):
+        if station is not None and not isinstance(station.driver, Readable):
             faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when",
                                       message=f"instrument {brief(station.name)} has no read() method, so its readings cannot be watched while dispatch is paused"))
     outputs: set[str] = set()
@@ -311,7 +311,7 @@ def _check_costs(config: LabConfig, stations: list[Station]) -> list[ConfigFault
 def _pool(stations: list[Station]) -> list[tuple[int, dict[str, Any]]]:
     """The candidates of pool instruments (``candidates()``) with their
     positions, at most :data:`POOL_CHECKED` of them, evenly spaced."""
-    pool = [dict(p) for s in stations if callable(getattr(s.driver, "candidates", None)) for p in s.driver.candidates()]
+    pool = [dict(p) for s in stations if isinstance(s.driver, Pooled) for p in s.driver.candidates()]
     step = max(1, math.ceil(len(pool) / POOL_CHECKED))
     return list(enumerate(pool))[::step]
 

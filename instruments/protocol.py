@@ -96,6 +96,31 @@ def declared_inputs(instrument: object) -> tuple[str, ...] | None:
 
 
 @runtime_checkable
+class Readable(Protocol):
+    """An instrument whose readings can be polled between experiments (interlocks watch them)."""
+
+    async def read(self) -> Mapping[str, float]:
+        """The current readings, e.g. ``{"temperature": 81.2}``."""
+
+
+@runtime_checkable
+class Pooled(Protocol):
+    """An instrument that can only measure the points of a fixed pool (a dataset's rows)."""
+
+    def candidates(self) -> Sequence[Mapping[str, Any]]:
+        """Every point it can measure."""
+
+
+@runtime_checkable
+class Remembering(Protocol):
+    """An instrument that remembers outcomes, so that after a controller crash
+    an experiment it finished is recovered instead of going stale."""
+
+    async def outcome_of(self, params: Mapping[str, Any]) -> Mapping[str, float] | None:
+        """The outcome it measured for ``params``, or ``None`` when it has none."""
+
+
+@runtime_checkable
 class Timed(Protocol):
     """An instrument that declares how long an experiment takes (seconds)."""
 
