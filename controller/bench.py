@@ -482,20 +482,34 @@ def best_so_far(values: Sequence[float | None], direction: str) -> list[float | 
 
 
 def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool], problem: Problem | ProblemData) -> list[float]:
-    """Hypervolume of the feasible points among the first ``i`` after each evaluation ``i``.
+    """Hypervolume of the feasible points among the first ``i`` after each evaluation ``i``,
+    the corner at each objective's ``reference_point`` (see :func:`hypervolume_curve`)."""
+    problem = as_problem(problem)
+    if any(o.reference_point is None for o in problem.objectives):
+        raise BenchError(f"{problem.name}: every objective needs a reference_point for the hypervolume")
+    return hypervolume_curve(points, feasible, [o.direction for o in problem.objectives],
+                             [float(o.reference_point) for o in problem.objectives if o.reference_point is not None])
 
-    Objectives are turned into maximisation; the corner is each objective's
-    ``reference_point``. Uses botorch's exact ``Hypervolume``.
+
+def hypervolume_curve(points: Sequence[Sequence[float]], feasible: Sequence[bool], directions: Sequence[str],
+                      reference: Sequence[float]) -> list[float]:
+    """Hypervolume dominated by the feasible points among the first ``i``, after each ``i``.
+
+    ``points``: objective vectors in their own units; ``directions``: each
+    objective's ``maximize`` or ``minimize``; ``reference``: the corner, in the
+    objectives' units. Objectives are turned into maximisation and only
+    points better than the corner in every objective count. Uses botorch's
+    exact ``Hypervolume``.
+
+    >>> hypervolume_curve([[1.0, 1.0], [2.0, 0.5], [3.0, 3.0]], [True, True, False], ["maximize", "maximize"], [0.0, 0.0])
+    [1.0, 1.5, 1.5]
     """
     import torch
     from botorch.utils.multi_objective.hypervolume import Hypervolume
     from botorch.utils.multi_objective.pareto import is_non_dominated
 
-    problem = as_problem(problem)
-    sign = torch.tensor([1.0 if o.direction == "maximize" else -1.0 for o in problem.objectives], dtype=torch.float64)
-    if any(o.reference_point is None for o in problem.objectives):
-        raise BenchError(f"{problem.name}: every objective needs a reference_point for the hypervolume")
-    ref = sign * torch.tensor([o.reference_point for o in problem.objectives], dtype=torch.float64)
+    sign = torch.tensor([1.0 if d == "maximize" else -1.0 for d in directions], dtype=torch.float64)
+    ref = sign * torch.tensor(list(reference), dtype=torch.float64)
     hv = Hypervolume(ref_point=ref)
     kept: list[list[float]] = []
     out: list[float] = []
@@ -506,6 +520,12 @@ def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool
         y = y[(y > ref).all(dim=-1)]
         out.append(float(hv.compute(y[is_non_dominated(y)])) if len(y) else 0.0)
     return out
+
+
+def regret_trace(problem: Problem | ProblemData, trace: Sequence[float | None]) -> list[float | None]:
+    """The regret (distance from the problem's optimum) of each value of a best-so-far ``trace``."""
+    problem = as_problem(problem)
+    return [_regret(problem, v) for v in trace]
 
 
 def top_found_trace(params: Sequence[dict[str, Any]], top: Sequence[dict[str, Any]]) -> list[float]:

@@ -13,8 +13,9 @@ campaign (:mod:`controller.bench`). ``--options`` gives one planner its
 in the JSON as ``options``). ``--budget`` caps experiments,
 ``--cost-budget`` cost units (give either or both). Prints one summary line
 per planner; ``--json`` writes the results (one object, or an array for
-several planners). ``--plot`` draws the best-so-far medians with
-interquartile bands against evaluations, or, for a multi-fidelity problem,
+several planners). ``--plot`` draws the regret of the best so far (median
+and interquartile band, log scale; the best value where the optimum is
+unknown) against evaluations, or, for a multi-fidelity problem,
 the recommendation regret against cumulative cost. A live progress bar shows
 on a terminal. Bad input: one line, exit 2.
 """
@@ -25,9 +26,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, run_bench
+from controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, regret_trace, run_bench
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -65,7 +69,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch", type=_positive, default=1, metavar="q", help="experiments in flight at once (default 1)")
     p.add_argument("--options", metavar="JSON", help="the planner's options, a JSON object (one planner only), e.g. '{\"kernel\": \"rbf\"}'")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="draw best so far against evaluations")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the regret of the best so far against evaluations (log scale)")
     p.add_argument("--objective", metavar="COLUMN", help="pool:PATH.csv only: the objective column")
     p.add_argument("--direction", choices=("maximize", "minimize"), help="pool:PATH.csv only (default maximize)")
     p.set_defaults(handler=handle)
@@ -132,15 +136,26 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _plot(problem: Problem, results: list[BenchResult], path: str) -> Path:
-    """Best so far against evaluations; recommendation regret against cost for multi-fidelity problems."""
+    from controller.plots import save
+
+    return save(bench_plot(problem, results), path)
+
+
+def bench_plot(problem: Problem, results: list[BenchResult]) -> Figure:
+    """The ``--plot`` figure: regret of the best so far against evaluations (log
+    scale; the best value itself where the optimum is unknown), or for a
+    multi-fidelity problem the recommendation's regret against cost."""
     from controller.plots import bench_figure, cost_regret_figure
 
     title = f"{problem.name}: median and IQR over {results[0].seeds} seeds"
     if problem.multi_fidelity and problem.optimum is not None:
-        return cost_regret_figure({r.planner: regret_against_cost(r) for r in results}, path, title=title, ylabel=f"regret of the recommended {problem.objectives[0].name} (fidelity 1)")
-    label = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
-    series = {r.planner: [run.trace for run in r.runs] for r in results}
-    return bench_figure(series, path, title=title, ylabel=label, optimum=problem.optimum)
+        return cost_regret_figure({r.planner: regret_against_cost(r) for r in results}, title=title,
+                                  ylabel=f"regret of the recommended {problem.objectives[0].name} (fidelity 1)")
+    metric = "hypervolume" if problem.metric == "hypervolume" else f"best {problem.objectives[0].name}"
+    if problem.optimum is None:
+        return bench_figure({r.planner: [run.trace for run in r.runs] for r in results}, title=title, ylabel=metric)
+    series = {r.planner: [regret_trace(problem, run.trace) for run in r.runs] for r in results}
+    return bench_figure(series, title=title, ylabel=f"regret of the {metric} (log scale)", log=True)
 
 
 def _summary(r: BenchResult) -> str:

@@ -35,6 +35,7 @@ from controller.execution import STOP_TIMEOUT_S, check_outcomes, stop_instrument
 from controller.executors import Executor, Flight, LocalExecutor, RemoteExecutor, waiting_for_workers
 from controller.fleet import Station, build_fleet, judged_fidelity
 from controller.interlocks import InterlockState
+from controller.progress import ShowsActivity
 from controller.ledger import Event, LeaseLost, Ledger, NewEvent
 from controller.projection import CampaignState
 from controller.scheduler import (
@@ -149,6 +150,7 @@ class Campaign:
                 await asyncio.gather(*watchers, return_exceptions=True)
             if self._abort:
                 assert self._stop is not None
+                self._doing(f"aborting {len(self.flights)} experiment(s) in flight")
                 await self._abort_flights(reason=self._stop.reason, message=self._stop.detail,
                                           every_instrument=self._stop.reason == "emergency_stop")
             self._drop_queue()
@@ -176,8 +178,8 @@ class Campaign:
                                   "this one recorded nothing more")
             log.error("campaign %s: %s", self.config.name, self._stop.detail)
             return self._stop
-        self.display.update(self.state, self.stations, note=f"stopped: {self._stop.detail or self._stop.reason}")
-        log.info("campaign %s stopped: %s", self.config.name, self._stop.detail or self._stop.reason)
+        self.display.update(self.state, self.stations)
+        log.debug("campaign %s stopped: %s", self.config.name, self._stop.detail or self._stop.reason)  # (the CLI says it once)
         return self._stop
 
     # --- start and resume -----------------------------------------------------------
@@ -272,7 +274,13 @@ class Campaign:
 
     # --- instruments ------------------------------------------------------------------
 
+    def _doing(self, text: str) -> None:
+        """Tell a live display what the controller is doing now."""
+        if isinstance(self.display, ShowsActivity):
+            self.display.activity(text)
+
     async def _connect_all(self) -> None:
+        self._doing(f"connecting to {sum(not s.config.remote for s in self.stations)} instrument(s)")
         events = []
         for station in self.stations:
             if station.config.remote:
@@ -312,6 +320,7 @@ class Campaign:
             if self._stop is None and self.interlocks.paused_by is None:
                 await self._fill_slots()
             if not self.flights and self.interlocks.paused_by is not None and self._stop is None:
+                self._doing(f"paused by interlock: {self.interlocks.paused_by.pause_when}")
                 await self._wait_for_wake(self.interlocks.paused_by.poll)
                 continue
             if self._stop is not None and any(f.remote for f in self.flights.values()):
@@ -327,6 +336,7 @@ class Campaign:
                                           f"the last: {self._last_refusal}")
                     break
                 continue
+            self._doing(self._waiting_note())
             finished = await self._next_done()
             for flight in finished:
                 self._record(flight)
@@ -425,6 +435,14 @@ class Campaign:
         if launches:
             self.display.update(self.state, self.stations)
 
+    def _waiting_note(self) -> str:
+        n = len(self.flights)
+        if self._stop is not None:
+            return f"stopping ({self._stop.reason}): waiting for {n} experiment(s) in flight"
+        if self.interlocks.paused_by is not None:
+            return f"paused by interlock: {self.interlocks.paused_by.pause_when}; waiting for {n} in flight"
+        return f"waiting for {n} experiment(s) in flight"
+
     def _refused(self, message: str) -> None:
         """Count a proposal that ended without being dispatched (reset by a dispatch)."""
         self._refusals += 1
@@ -458,6 +476,7 @@ class Campaign:
         the pool's unmeasured points), fitted off the event loop."""
         assert self.study is not None
         fidelities = fidelities_on_offer(self.stations, [a for _, a in self._queue.values()])
+        self._doing(f"proposing {n} (fitting {self.config.planner.kind})")
         try:
             if getattr(self.planner, "blocking", True):  # fit models off the loop: instruments keep running
                 return await asyncio.to_thread(self.study.propose, n, fidelities=fidelities, candidates=self._pool)
@@ -565,6 +584,7 @@ class Campaign:
             args = (self.config.space, self.config.objectives, observations)
             try:
                 if getattr(self.planner, "blocking", True):
+                    self._doing(f"recommending (fitting {self.config.planner.kind})")
                     recommendation = await asyncio.to_thread(self.planner.recommend, *args, context=context)
                 else:
                     recommendation = self.planner.recommend(*args, context=context)

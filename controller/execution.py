@@ -66,7 +66,7 @@ async def run_experiment(station: Station, params: dict[str, Any], eid: int, req
                     exc.args = (f"{exc} (after {attempt} attempts)",)
                 raise
             delay = policy.retry_backoff * 2 ** (attempt - 1) if retry_pause else 0.0
-            log.warning("experiment %d on %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
+            log.info("experiment %d on %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
                         eid, station.name, attempt, attempts, failure_kind(exc), exc, delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -1,9 +1,13 @@
 """Live progress for ``selflab run``, and logging a person can read at 3 a.m.
 
-On a terminal, a rich live panel shows done/total, the best so far and every
-instrument's state; log lines scroll above it. Off a terminal (a pipe, a
-service journal) only the log lines are written, one per event of note.
-``--quiet`` shows warnings and errors only.
+On a terminal, a rich live panel shows done/total, the best so far, every
+instrument's state and what the controller is doing now (fitting, waiting
+for instruments, paused by an interlock, stopping); log lines scroll above
+it. rich redraws the panel a few times a second from the latest update, so
+the last result is always shown and the panel stays live through a long
+model fit. Off a terminal (a pipe, a service journal) only the log lines are
+written, one per event of note, stamped to the second. ``--quiet`` shows
+warnings and errors only.
 """
 
 from __future__ import annotations
@@ -11,16 +15,34 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Protocol, runtime_checkable
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
 from controller.config import LabConfig
 from controller.fleet import Station, judged_fidelity
 from controller.projection import CampaignState
+
+
+TIME_FORMAT = "%H:%M:%S"
+"""Log time stamps on a terminal (to the second)."""
+DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""Log time stamps off a terminal (to the second)."""
+
+
+@runtime_checkable
+class ShowsActivity(Protocol):
+    """A display that can be told what the controller is doing now, e.g.
+    ``"proposing 4 (fitting bo)"`` or ``"waiting for 3 experiment(s) in flight"``;
+    ``""`` clears it. The text stays until the next call."""
+
+    def activity(self, text: str) -> None: ...
 
 
 def setup_logging(quiet: bool, debug: bool = False, console: Console | None = None) -> Console:
@@ -30,11 +52,11 @@ def setup_logging(quiet: bool, debug: bool = False, console: Console | None = No
     logger.handlers.clear()
     logger.propagate = False
     if console.is_terminal:
-        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, log_time_format="%H:%M:%S")
+        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, log_time_format=TIME_FORMAT)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", DATE_TIME_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     # Libraries' warnings (an optimizer restart, a jitter added to a Cholesky)
@@ -49,14 +71,25 @@ def setup_logging(quiet: bool, debug: bool = False, console: Console | None = No
 
 
 class LiveDisplay:
-    """A rich live view of one campaign; a no-op off a terminal."""
+    """A rich live view of one campaign; a no-op off a terminal.
+
+    :meth:`update` (the loop's thread) builds the panel from the campaign
+    state at once; rich's own refresh thread redraws the latest panel every
+    ``refresh_s`` seconds, so nothing is dropped and the elapsed times and the
+    activity line keep moving while the loop is busy. :meth:`activity` says
+    what the controller is doing (see :class:`ShowsActivity`).
+
+    Example::
+
+        with LiveDisplay(config, Console()) as display:
+            display.activity("proposing 4 (fitting bo)")
+            display.update(state, stations)
+    """
 
     def __init__(self, config: LabConfig, console: Console, refresh_s: float = 0.25) -> None:
         self.config = config
         self.console = console
         self.enabled = console.is_terminal
-        self.refresh_s = refresh_s
-        self._last = 0.0
         rules = config.stop
         self.total = rules.max_experiments or (int(rules.max_cost) if rules.max_cost else None)
         self.by_cost = rules.max_experiments is None and rules.max_cost is not None
@@ -69,8 +102,12 @@ class LiveDisplay:
             console=console,
         )
         self.task = self.progress.add_task(config.name, total=self.total, best="")
-        self.instruments = Table(show_header=True, header_style="bold", box=None)
-        self.live = Live(console=console, auto_refresh=False, transient=False) if self.enabled else None
+        self._body: tuple[RenderableType, ...] = ()
+        """The panel below the progress bar, as of the last update (replaced whole, never changed)."""
+        self._activity: tuple[str, float] | None = None
+        self._spinner = Spinner("dots")
+        self.live = Live(console=console, get_renderable=self.renderable, auto_refresh=True,
+                         refresh_per_second=1 / max(refresh_s, 0.05), transient=False) if self.enabled else None
 
     def __enter__(self) -> LiveDisplay:
         if self.live is not None:
@@ -78,16 +115,28 @@ class LiveDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._activity = None  # (the last frame shows how the campaign ended, not what it was doing)
         if self.live is not None:
             self.live.stop()
 
+    def activity(self, text: str) -> None:
+        """Show ``text`` as what the controller is doing now, with how long it has been at it."""
+        self._activity = (text, time.monotonic()) if text else None
+
+    def renderable(self) -> RenderableType:
+        """The panel as it stands: the latest update, and the activity with its elapsed time."""
+        parts: list[RenderableType] = [self.progress, *self._body]
+        activity = self._activity
+        if activity is not None:
+            text, since = activity
+            self._spinner.update(text=Text(f"{text} ({int(time.monotonic() - since)} s)"))
+            parts.append(self._spinner)
+        return Group(*parts)
+
     def update(self, state: CampaignState, stations: list[Station], note: str = "") -> None:
+        """Take in the campaign's state; the next redraw shows it."""
         if self.live is None:
             return
-        now = time.monotonic()
-        if now - self._last < self.refresh_s and not note:
-            return
-        self._last = now
         counts = state.counts()
         done = state.cost_spent if self.by_cost else counts["completed"]
         objective = self.config.objectives[0]
@@ -111,9 +160,4 @@ class LiveDisplay:
             )
         failed = counts["failed"] + counts["abandoned"] + counts["stale"]
         summary = f"completed {counts['completed']}  failed {counts['failed']}  abandoned {counts['abandoned']}  stale {counts['stale']}" if failed else ""
-        parts = [self.progress, table]
-        if summary:
-            parts.append(summary)  # type: ignore[arg-type]
-        if note:
-            parts.append(note)  # type: ignore[arg-type]
-        self.live.update(Group(*parts), refresh=True)
+        self._body = (table, *(Text(line) for line in (summary, note) if line))

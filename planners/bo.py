@@ -49,6 +49,14 @@ outcome (``"kernel"``) and its lengthscale prior (``"lengthscale_prior"``:
 The planner is stateless by contract; it only caches the last fit's
 hyperparameters (per outcome) to warm-start the next one.
 
+Its model can be looked at (:class:`~planners.protocol.Predictor`, what
+``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
+the model ``propose`` fits (target-fidelity data, the objective's warp, a
+pool's rank scale) at any points, in the outcomes' own units, and
+:meth:`BOPlanner.leave_one_out` its closed-form leave-one-out predictions
+(:func:`planners.surrogate.loo_predictive`, the formula ``kernel: auto``
+scores its fits with).
+
 Example (config)::
 
     planner:
@@ -74,7 +82,7 @@ from planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from planners.encoding import Encoding
 from planners.optimize import maximize, too_close
 from planners.pool_scale import RankScale
-from planners.protocol import Observation, Pending, PlanContext, Proposal, Recommendation, parse_options
+from planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
 from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import (
     LengthscalePrior,
@@ -211,27 +219,15 @@ class BOPlanner:
         """
         if len(objectives) != 1:
             return None
-        prior = self._prior(context)
-        scale = self._pool_scale(space, observations, (), context)
-        if scale is not None:
-            ranked_observations, _, ranked_context = _on_scale(scale, observations, (), context)
-            found = self._recommend(scale.space, objectives, ranked_observations, ranked_context, prior)
-            return None if found is None else found.model_copy(update={"params": scale.original(found.params)})
-        return self._recommend(space, objectives, observations, context, prior)
-
-    def _recommend(
-        self, space: SearchSpace, objectives: Sequence[Objective], observations: Sequence[Observation], context: PlanContext,
-        prior: LengthscalePrior,
-    ) -> Recommendation | None:
-        encoding = Encoding(space, device=self.device)
-        outcomes = modelled_outcomes(objectives, context.constraints)
-        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
         points = [o.params for o in observations if o.fidelity == context.target_fidelity]
-        if data.n < 2 or not points:
-            return None
         try:
+            fitted = self._model(space, objectives, observations, context)
+            if fitted is None or not points:
+                return None
+            surrogate, scale = fitted
+            on_scale = points if scale is None else scale.forward_all(points)
             with numerics(self.options.torch_threads):
-                predicted = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), prior).predict(points)
+                predicted = surrogate.predict(on_scale)
         except _NUMERIC_ERRORS:
             return None
         objective = objectives[0]
@@ -251,6 +247,58 @@ class BOPlanner:
             predicted={k: {"mean": float(m[best]), "std": float(sd[best])} for k, (m, sd) in predicted.items()},
             basis="best_predicted",
         )
+
+    def predict(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        points: Sequence[Point],
+        *,
+        context: PlanContext,
+    ) -> dict[str, Prediction]:
+        """The posterior of the model :meth:`propose` fits (target-fidelity data,
+        the objective's warp, the pool's rank scale) at ``points``, per modelled
+        outcome, in original units (:class:`~planners.protocol.Predictor`);
+        ``{}`` with fewer than two usable observations. Raises when the fit fails."""
+        fitted = self._model(space, objectives, observations, context)
+        if fitted is None:
+            return {}
+        surrogate, scale = fitted
+        on_scale = list(points) if scale is None else scale.forward_all(points)
+        return surrogate.prediction(surrogate.encoding.encode(on_scale), context.target_fidelity)
+
+    def leave_one_out(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> dict[str, LeaveOneOut]:
+        """Leave-one-out predictions of the model :meth:`propose` fits, at its
+        training points (:class:`~planners.protocol.Predictor`)."""
+        fitted = self._model(space, objectives, observations, context)
+        return {} if fitted is None else fitted[0].leave_one_out(context.target_fidelity)
+
+    def _model(
+        self, space: SearchSpace, objectives: Sequence[Objective], observations: Sequence[Observation], context: PlanContext
+    ) -> tuple[Surrogate, RankScale | None] | None:
+        """The fitted model of the observations at the target fidelity, as
+        :meth:`propose` fits it, and the pool's rank scale it works on (``None``
+        without a pool); ``None`` with fewer than two usable observations."""
+        prior = self._prior(context)
+        scale = self._pool_scale(space, observations, (), context)
+        if scale is not None:
+            observations, _, context = _on_scale(scale, observations, (), context)
+            space = scale.space
+        encoding = Encoding(space, device=self.device)
+        outcomes = modelled_outcomes(objectives, context.constraints)
+        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
+        if data.n < 2:
+            return None
+        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+            return self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), prior), scale
 
     def _pool_scale(
         self, space: SearchSpace, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext

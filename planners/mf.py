@@ -66,6 +66,12 @@ Built from the same parts as :class:`~planners.bo.BOPlanner`:
   (the best cost-aware value found at each fidelity tried) and
   ``target_share_rule``; ``predicted`` is the posterior at the proposed point
   and fidelity.
+- **Showing the model** (:class:`~planners.protocol.Predictor`, for
+  ``selflab report``): :meth:`MFPlanner.predict` is this GP's posterior at the
+  target fidelity, :meth:`MFPlanner.leave_one_out` its leave-one-out
+  predictions of every observation at its own fidelity; where
+  :meth:`MFPlanner.recommend` hands over to the :class:`~planners.bo.BOPlanner`,
+  so do they.
 - **Outside multi-fidelity** (one fidelity on offer, several objectives, or
   outcome constraints): the planner delegates to a :class:`~planners.bo.BOPlanner`
   with the same optimizer options, which models the target fidelity only.
@@ -94,8 +100,8 @@ from planners.baselines import SobolPlanner, offered_fidelity
 from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
 from planners.encoding import Encoding
 from planners.optimize import maximize, maximize_by_level, too_close
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal, Recommendation, parse_options
-from planners.space import Objective, SearchSpace
+from planners.protocol import FidelityOption, LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
+from planners.space import Objective, Point, SearchSpace
 from planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
 
 _GUARD_CANDIDATES = 512
@@ -181,18 +187,17 @@ class MFPlanner:
         is a model; several objectives, constraints, or only target-fidelity
         data: :meth:`BOPlanner.recommend`.
         """
-        if len(objectives) != 1 or context.constraints or all(o.fidelity == context.target_fidelity for o in observations):
+        if self._single_fidelity(objectives, observations, context):
             return self._bo.recommend(space, objectives, observations, context=context)
         encoding = Encoding(space, device=self.device)
         objective = objectives[0]
-        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
-        if data.n < 2:
-            return None
         target = context.target_fidelity
         o = self.options
         try:
             with numerics(o.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._fitter.fit(encoding, [objective.name], data)
+                surrogate = self._model(encoding, objective, observations)
+                if surrogate is None:
+                    return None
                 x, _ = _best_at_target(surrogate, objective, target, o.recommend_over == "space", o.num_restarts, o.raw_samples)
                 mean, std = surrogate.stats(x[None])
         except _NUMERIC_ERRORS:
@@ -203,6 +208,60 @@ class MFPlanner:
             predicted={objective.name: {"mean": float(mean[0, 0]), "std": float(std[0, 0])}},
             basis="best_predicted",
         )
+
+    def predict(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        points: Sequence[Point],
+        *,
+        context: PlanContext,
+    ) -> dict[str, Prediction]:
+        """The posterior at ``points`` and ``context.target_fidelity`` of the GP
+        over every fidelity that :meth:`recommend` and :meth:`propose` fit
+        (:class:`~planners.protocol.Predictor`); where this planner models the
+        target fidelity alone (see :meth:`recommend`), :meth:`BOPlanner.predict`."""
+        if self._single_fidelity(objectives, observations, context):
+            return self._bo.predict(space, objectives, observations, points, context=context)
+        encoding = Encoding(space, device=self.device)
+        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+            surrogate = self._model(encoding, objectives[0], observations)
+        if surrogate is None:
+            return {}
+        return surrogate.prediction(_augment(encoding, points, [context.target_fidelity] * len(points)), context.target_fidelity)
+
+    def leave_one_out(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> dict[str, LeaveOneOut]:
+        """Leave-one-out predictions of that GP at its training points, each at
+        its own fidelity (:class:`~planners.protocol.Predictor`)."""
+        if self._single_fidelity(objectives, observations, context):
+            return self._bo.leave_one_out(space, objectives, observations, context=context)
+        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+            surrogate = self._model(Encoding(space, device=self.device), objectives[0], observations)
+        return {} if surrogate is None else surrogate.leave_one_out(context.target_fidelity)
+
+    @staticmethod
+    def _single_fidelity(objectives: Sequence[Objective], observations: Sequence[Observation], context: PlanContext) -> bool:
+        """Whether the recommendation (and the model shown) is the :class:`BOPlanner`'s
+        of the target fidelity alone: several objectives, outcome constraints, or
+        every observation at the target fidelity."""
+        return len(objectives) != 1 or bool(context.constraints) or all(o.fidelity == context.target_fidelity for o in observations)
+
+    def _model(self, encoding: Encoding, objective: Objective, observations: Sequence[Observation]) -> Surrogate | None:
+        """The GP over every fidelity (fidelity the last input column) fitted to
+        ``objective``, as :meth:`propose` fits it; ``None`` with fewer than two
+        usable observations. Callers hold ``numerics`` and the seed of ``(seed, step)``."""
+        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
+        if data.n < 2:
+            return None
+        return self._fitter.fit(encoding, [objective.name], data)
 
     def _mf(
         self,

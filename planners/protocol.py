@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planners.space import Objective, OutcomeConstraint, Point, SearchSpace
@@ -126,6 +128,100 @@ class Recommender(Protocol):
         context: PlanContext,
     ) -> Recommendation | None:
         """The best predicted point at ``context.target_fidelity``, or ``None``."""
+        ...
+
+
+INTERVAL_Z = 1.959963984540054
+"""Half-width, in standard deviations, of the central 95 % interval of a :class:`Prediction`."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A planner model's posterior of one outcome at ``n`` points, in the outcome's own units.
+
+    ``mean``, ``std``, ``lower``, ``upper``: arrays of shape ``(n,)``. ``lower``
+    and ``upper`` bound the central 95 % interval (mean ± 1.96 sd on the scale
+    the model works on, mapped back to the outcome's units). For an outcome
+    modelled on a warped scale (see :mod:`planners.warp`) ``mean`` is the
+    posterior median and ``std`` its delta-method spread, and the interval is
+    exact (a monotone warp maps quantiles to quantiles); otherwise
+    ``lower = mean - 1.96 std``. ``fidelity``: the fidelity of each point (the
+    model's input), or of the predictions asked for.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    fidelity: np.ndarray
+    median: bool = False
+    """Whether ``mean`` is the posterior median (an outcome modelled on a warped scale)."""
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Leave-one-out predictions of a planner model at its own training points.
+
+    ``observed``: the measured values (``(n,)``, the outcome's units); the
+    :class:`Prediction` of each from the model conditioned on all the others
+    (same hyperparameters), observation noise included, so that the 95 %
+    interval should hold about 95 % of ``observed``.
+    """
+
+    observed: np.ndarray
+    predicted: Prediction
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of ``observed`` inside ``[lower, upper]`` (NaN with no points)."""
+        return interval_coverage(self.observed, self.predicted.lower, self.predicted.upper)
+
+
+def interval_coverage(observed: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Fraction of ``observed`` inside ``[lower, upper]`` (bounds included); NaN when empty.
+
+    >>> interval_coverage(np.array([0.0, 1.0, 5.0]), np.array([-1.0, 1.0, 0.0]), np.array([1.0, 2.0, 4.0]))
+    0.6666666666666666
+    """
+    observed = np.asarray(observed, dtype=float)
+    if observed.size == 0:
+        return math.nan
+    return float(np.mean((observed >= np.asarray(lower, dtype=float)) & (observed <= np.asarray(upper, dtype=float))))
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A planner that can show its fitted model (optional): the one it proposes with.
+
+    Both methods fit (or reuse) exactly the model ``propose`` would fit on
+    these data and this context (the same fidelities, warps, pool scale and
+    hyperparameter fit), and answer in the outcomes' own units, per modelled
+    outcome (objectives, then constrained outcomes). They return ``{}`` when
+    the planner would not model these data yet (too few observations), and
+    raise when the fit fails.
+    """
+
+    def predict(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        points: Sequence[Point],
+        *,
+        context: PlanContext,
+    ) -> dict[str, Prediction]:
+        """The posterior (no observation noise) at ``points``, at ``context.target_fidelity``."""
+        ...
+
+    def leave_one_out(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        observations: Sequence[Observation],
+        *,
+        context: PlanContext,
+    ) -> dict[str, LeaveOneOut]:
+        """Each training point predicted from all the others (observation noise included)."""
         ...
 
 

@@ -67,7 +67,7 @@ from gpytorch.priors import GammaPrior
 from torch import Tensor
 
 from planners.encoding import Encoding
-from planners.protocol import Observation
+from planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
 from planners.warp import Warp
 from planners.space import Objective, OutcomeConstraint, SearchSpace
 
@@ -219,6 +219,54 @@ class Surrogate:
         with numerics():
             mean, std = self.stats(self.encoding.encode(points))
         return {name: (mean[:, j].cpu().numpy(), std[:, j].cpu().numpy()) for j, name in enumerate(self.outcomes)}
+
+    def prediction(self, X: Tensor, fidelity: float) -> dict[str, Prediction]:
+        """The posterior at encoded rows ``X`` (``n x d``, or ``n x (d + 1)`` with
+        the fidelity last), per outcome, as :class:`~planners.protocol.Prediction`
+        (no observation noise; ``fidelity``: that of rows without a fidelity column)."""
+        with numerics(threads=None), torch.no_grad():
+            posterior = self.model.posterior(X)
+            mean, std = posterior.mean, posterior.variance.clamp_min(0).sqrt()
+        fidelities = self._fidelities(X, fidelity)
+        return {name: self._in_units(j, mean[:, j], std[:, j], fidelities) for j, name in enumerate(self.outcomes)}
+
+    def leave_one_out(self, fidelity: float) -> dict[str, LeaveOneOut]:
+        """Each training observation predicted by the model conditioned on all
+        the others (same hyperparameters, observation noise included; closed
+        form, :func:`loo_predictive`), per outcome, in the outcome's units."""
+        models = list(self.model.models) if isinstance(self.model, ModelListGP) else [self.model]
+        fidelities = self._fidelities(self.data.X, fidelity)
+        out: dict[str, LeaveOneOut] = {}
+        for j, (name, model) in enumerate(zip(self.outcomes, models)):
+            with numerics(threads=None):
+                _, mean, var = loo_predictive(model)
+            mean, var = model.outcome_transform.untransform(mean.unsqueeze(-1), var.unsqueeze(-1))
+            observed = self.data.Y[:, j]
+            warp = self.warps[j] if j < len(self.warps) else None
+            if warp is not None:
+                observed = warp.inverse(observed)
+            out[name] = LeaveOneOut(observed=observed.detach().cpu().numpy(),
+                                    predicted=self._in_units(j, mean[:, 0], var[:, 0].clamp_min(0).sqrt(), fidelities))
+        return out
+
+    def _fidelities(self, X: Tensor, fidelity: float) -> np.ndarray:
+        if X.shape[-1] > self.encoding.dim:
+            return X[:, -1].detach().cpu().numpy().astype(float)
+        return np.full(X.shape[0], float(fidelity))
+
+    def _in_units(self, j: int, mean: Tensor, std: Tensor, fidelities: np.ndarray) -> Prediction:
+        """Outcome ``j``'s mean and std on the model's scale -> a Prediction in its own units."""
+        lower, upper = mean - INTERVAL_Z * std, mean + INTERVAL_Z * std
+        warp = self.warps[j] if j < len(self.warps) else None
+        if warp is not None:
+            lower, upper = warp.inverse(lower), warp.inverse(upper)
+            mean, std = warp.untransform(mean, std)
+
+        def numpy(t: Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(float)
+
+        return Prediction(mean=numpy(mean), std=numpy(std), lower=numpy(lower), upper=numpy(upper), fidelity=fidelities,
+                          median=warp is not None)
 
 
 @dataclass
@@ -471,23 +519,35 @@ def modelled_outcomes(objectives: Sequence[Objective], constraints: Sequence[Out
     return names + sorted({c.outcome for c in constraints} - set(names))
 
 
-def loo_log_density(model: Model) -> float:
-    """Summed leave-one-out log predictive density of a fitted exact GP's
-    training targets (on its standardized scale, observation noise included),
-    in closed form from one inverse of the training covariance."""
+def loo_predictive(model: Model) -> tuple[Tensor, Tensor, Tensor]:
+    """Leave-one-out predictions of a fitted exact single-output GP at its
+    training points: ``(targets, mean, variance)``, each ``(n,)``, on its
+    standardized scale, observation noise included. In closed form from one
+    inverse of the training covariance ``K`` (hyperparameters held):
+    ``mean_i = y_i - [K^-1 r]_i / [K^-1]_ii`` (``r``: residuals from the prior
+    mean), ``variance_i = 1 / [K^-1]_ii`` (Rasmussen and Williams, eq. 5.12)."""
     model.train()
     try:
         with torch.no_grad():
             prior = model.likelihood(model(*model.train_inputs), model.train_inputs)
             K = prior.covariance_matrix
-            residual = (model.train_targets - prior.mean).unsqueeze(-1)
+            targets = model.train_targets
+            residual = (targets - prior.mean).unsqueeze(-1)
             K_inv = torch.cholesky_inverse(torch.linalg.cholesky(K))
             precision = torch.diagonal(K_inv, dim1=-2, dim2=-1)
             loo_error = (K_inv @ residual).squeeze(-1) / precision
-            density = 0.5 * (precision.log() - math.log(2 * math.pi) - loo_error**2 * precision)
-        return float(density.sum())
+        return targets, targets - loo_error, 1 / precision
     finally:
         model.eval()
+
+
+def loo_log_density(model: Model) -> float:
+    """Summed leave-one-out log predictive density of a fitted exact GP's
+    training targets (on its standardized scale, observation noise included;
+    see :func:`loo_predictive`)."""
+    targets, mean, variance = loo_predictive(model)
+    density = 0.5 * (-variance.log() - math.log(2 * math.pi) - (targets - mean) ** 2 / variance)
+    return float(density.sum())
 
 
 def _hyperparameters(model: Model) -> dict[str, Tensor]:

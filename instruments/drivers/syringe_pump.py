@@ -66,7 +66,7 @@ class PumpClient(AsciiClient):
             await self.ok(f"RATE {rate_ml_min:.4f}")
             await self.ok(f"VOL {volume_ml:.4f}")
             await self.ok("RUN")
-            log.info("%s: dispensing %.3f mL at %.3f mL/min", self.label, volume_ml, rate_ml_min)
+            log.debug("%s: dispensing %.3f mL at %.3f mL/min", self.label, volume_ml, rate_ml_min)
             while True:
                 state, dispensed = await self.status()
                 if state == "IDLE":

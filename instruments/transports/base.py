@@ -16,6 +16,13 @@ three small hooks; :class:`LineTransport` adds the policy on top:
   sent once: a lost reply does not mean it was not done;
 * a lost link is reopened before the next command, with the same backoff.
 
+Retries are summarized, not logged one by one (the details are at DEBUG): the
+first query that needed a retry and then got its answer is one WARNING line;
+the retried queries that follow are counted, and the count is one WARNING
+line a minute (``hotplate: 7 retried queries in the last 60 s, all recovered
+(timeout 4, bad_response 3)``) and one more at :meth:`LineTransport.close`.
+A query whose retries all fail raises; its caller reports the failure.
+
 Every frame is logged at DEBUG on the logger ``selflab.transport`` as
 ``<port> -> b'TEMP?\\r\\n'`` (sent) or ``<port> <- b'85.20\\r\\n'``
 (received); each record carries ``port``, ``direction`` (``"send"`` or
@@ -34,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import logging
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Literal, TypeVar
 
@@ -42,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout
 
-__all__ = ["LineSettings", "LineTransport", "log_frame", "TRANSPORT_LOGGER"]
+__all__ = ["LineSettings", "LineTransport", "RetrySummary", "log_frame", "TRANSPORT_LOGGER", "SUMMARY_EVERY_S"]
 
 T = TypeVar("T")
 
@@ -52,6 +61,9 @@ TRANSPORT_LOGGER = "selflab.transport"
 log = logging.getLogger(TRANSPORT_LOGGER)
 
 _RETRYABLE = (InstrumentTimeout, BadResponse, InstrumentDisconnected)
+
+SUMMARY_EVERY_S = 60.0
+"""Seconds between two WARNING summaries of one link's retried queries."""
 
 
 def log_frame(port: str, direction: Literal["send", "receive", "discard"], data: bytes | str) -> None:
@@ -104,6 +116,78 @@ class LineSettings(BaseModel):
         return float(min(self.backoff_s * 2**attempt, self.backoff_max_s))
 
 
+class RetrySummary:
+    """One link's retried queries, logged as a few summary lines rather than a flood.
+
+    The first retried query that recovers after a quiet spell is logged at
+    WARNING with its last error; every retried query (details at DEBUG) is
+    counted. Once ``every_s`` seconds have passed since the first, the next
+    retried query logs the count at WARNING, e.g. ``/dev/ttyUSB0: 7 retried
+    queries in the last 60 s, all recovered (timeout 4, bad_response 3)``;
+    so do a quiet spell of ``every_s`` (after which the next recovery is
+    detailed again) and :meth:`close`. A count that says no more than the
+    detailed line is not logged.
+
+    Example::
+
+        summary = RetrySummary("/dev/ttyUSB0")
+        summary.retried("TEMP?", [InstrumentTimeout("no reply")], recovered=True, allowed=2)   # WARNING
+        summary.retried("TEMP?", [InstrumentTimeout("no reply")], recovered=True, allowed=2)   # DEBUG
+        summary.close()   # WARNING: 2 retried queries in the last 1 s, all recovered (timeout 2)
+    """
+
+    def __init__(self, name: str, every_s: float = SUMMARY_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.every_s = every_s
+        self._clock = clock
+        self._since: float | None = None  # start of the spell being counted; None: quiet
+        self._last = 0.0  # the last retried query
+        self._shown = 0  # of the counted queries, those logged in detail at WARNING
+        self._recovered = 0
+        self._failed = 0
+        self._kinds: Counter[str] = Counter()
+
+    def retried(self, command: str, errors: Sequence[InstrumentError], recovered: bool, allowed: int) -> None:
+        """Record one query that failed ``len(errors)`` times, out of ``allowed``
+        retries (``recovered``: and then got its answer)."""
+        now = self._clock()
+        if self._since is not None and now - self._last >= self.every_s:  # after a quiet spell: start over
+            self._flush(now)
+            self._since = None
+        elif self._since is not None and now - self._since >= self.every_s:
+            self._flush(now)
+            self._since = now
+        last = errors[-1]
+        outcome = f"answered on retry {len(errors)} of {allowed}" if recovered else f"failed after {len(errors)} attempts"
+        line = f"{last} [{last.kind}]; {command!r} {outcome}"
+        if self._since is None and recovered:
+            log.warning("%s (further retried queries on %s: one summary every %g s)", line, self.name, self.every_s)
+            self._shown += 1
+        else:
+            log.debug("%s", line)
+        self._since = now if self._since is None else self._since
+        self._last = now
+        self._recovered += recovered
+        self._failed += not recovered
+        self._kinds.update(e.kind for e in errors)
+
+    def close(self) -> None:
+        """Log what is counted and not yet said; the next recovery is detailed again."""
+        self._flush(self._clock())
+        self._since = None
+
+    def _flush(self, now: float) -> None:
+        total = self._recovered + self._failed
+        if total > self._shown:
+            assert self._since is not None
+            outcome = "all recovered" if not self._failed else f"{self._recovered} recovered, {self._failed} failed"
+            kinds = ", ".join(f"{kind} {n}" for kind, n in self._kinds.most_common())
+            log.warning("%s: %d retried quer%s in the last %.0f s, %s (%s)", self.name, total, "y" if total == 1 else "ies",
+                        max(now - self._since, 1.0), outcome, kinds)
+        self._recovered = self._failed = self._shown = 0
+        self._kinds.clear()
+
+
 class LineTransport:
     """Retries, reconnection and the one-at-a-time lock around a concrete link.
 
@@ -119,6 +203,8 @@ class LineTransport:
         """Port or resource name, used in every message."""
         self._lock = asyncio.Lock()
         self._wanted = False  # open() was called and close() was not
+        self.retries = RetrySummary(name)
+        """This link's retried queries, summarized in the log."""
 
     async def __aenter__(self) -> LineTransport:
         await self.open()
@@ -147,6 +233,7 @@ class LineTransport:
         """Close the link; safe to call twice, or before :meth:`open`."""
         self._wanted = False
         self._close_link()
+        self.retries.close()
 
     async def query(
         self,
@@ -173,6 +260,7 @@ class LineTransport:
         """
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.settings.retries if idempotent else 0)
+        errors: list[InstrumentError] = []
         async with self._lock:
             for attempt in range(attempts):
                 try:
@@ -181,15 +269,22 @@ class LineTransport:
                     if not self._link_is_up():
                         await self._reopen()
                     reply = await self._exchange(command, timeout)
-                    return _parse(parse, reply, self.name, command)
+                    value = _parse(parse, reply, self.name, command)
                 except _RETRYABLE as exc:
                     if isinstance(exc, InstrumentDisconnected):
                         self._close_link()
                     if attempt + 1 >= attempts or not self._wanted:
+                        if errors:
+                            self.retries.retried(command, [*errors, exc], recovered=False, allowed=attempts - 1)
                         raise
+                    errors.append(exc)
                     delay = self.settings.delay(attempt)
-                    log.warning("%s [%s]; retry %d of %d in %.2f s", exc, exc.kind, attempt + 1, attempts - 1, delay)
+                    log.debug("%s [%s]; retry %d of %d in %.2f s", exc, exc.kind, attempt + 1, attempts - 1, delay)
                     await asyncio.sleep(delay)
+                else:
+                    if errors:
+                        self.retries.retried(command, errors, recovered=True, allowed=attempts - 1)
+                    return value
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reopen(self) -> None:
@@ -198,13 +293,13 @@ class LineTransport:
         for attempt in range(tries):
             try:
                 await self._open_link()
-                log.info("%s: link open", self.name)
+                log.debug("%s: link open", self.name)
                 return
             except InstrumentDisconnected as exc:
                 if attempt + 1 >= tries:
                     raise
                 delay = self.settings.delay(attempt)
-                log.warning("%s; retry %d of %d in %.2f s", exc, attempt + 1, tries - 1, delay)
+                log.debug("%s; retry %d of %d in %.2f s", exc, attempt + 1, tries - 1, delay)
                 await asyncio.sleep(delay)
 
     # --- hooks ------------------------------------------------------------------
