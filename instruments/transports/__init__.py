@@ -22,10 +22,11 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 from pydantic import Field, TypeAdapter
 
 from instruments.transports.base import TRANSPORT_LOGGER, LineSettings, LineTransport, log_frame
-from instruments.transports.serial_port import SerialSettings, SerialTransport
+from instruments.transports.serial_port import READ_POLL_S, SerialSettings, SerialTransport
 from instruments.transports.visa import VisaSettings, VisaTransport
 
 __all__ = [
+    "READ_POLL_S",
     "TRANSPORT_LOGGER",
     "LineSettings",
     "LineTransport",

@@ -15,10 +15,12 @@ import os
 import signal
 import sys
 
+from simulators.emulators.ptyport import PtyUnavailable, require_ptys
 from simulators.emulators.server import EmulatorConfig, serve
 
 
 async def _main(config: EmulatorConfig) -> None:
+    require_ptys()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -38,9 +40,13 @@ async def _main(config: EmulatorConfig) -> None:
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("SELFLAB_EMULATOR_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     config = EmulatorConfig.model_validate_json(sys.argv[1])
-    asyncio.run(_main(config))
+    try:
+        asyncio.run(_main(config))
+    except PtyUnavailable as exc:  # before the loop needs add_reader, which Windows' loop lacks too
+        logging.getLogger("selflab.emulator").error("%s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

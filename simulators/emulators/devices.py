@@ -22,10 +22,27 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from simulators.emulators.physics import FlowWorld, absorbance_at
 
-__all__ = ["DEVICES", "Device", "HotplateDevice", "PumpDevice", "SpectrometerDevice"]
+__all__ = ["DEVICES", "Device", "HotplateDevice", "LineDevice", "PumpDevice", "SpectrometerDevice"]
+
+
+@runtime_checkable
+class LineDevice(Protocol):
+    """What :class:`~simulators.emulators.server.DeviceServer` serves: the
+    bundled devices here, and devices described in a file
+    (:class:`~simulators.emulators.filedevice.FileDevice`)."""
+
+    name: str
+    """Names the port."""
+
+    def handle(self, line: str) -> str | None:
+        """The reply to one command line (without terminators); ``None``: no reply."""
+
+    def reset(self) -> None:
+        """Power-on state (after a reboot)."""
 
 
 class _Refusal(Exception):

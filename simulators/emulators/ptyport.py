@@ -10,6 +10,10 @@ The emulator keeps its own handle on the slave end open while the port is
 up: without it, the master side reports a hang-up whenever no client has the
 port open. Both ends are raw (no echo, no CR/LF translation).
 
+Pseudo-terminals are POSIX (Linux, macOS): on Windows this module imports,
+and :meth:`PtyPort.open` raises :class:`PtyUnavailable` (see
+:func:`ptys_available`).
+
 Example::
 
     port = PtyPort(Path("/tmp/pump"))
@@ -21,10 +25,30 @@ Example::
 from __future__ import annotations
 
 import os
-import tty
 from pathlib import Path
 
-__all__ = ["PtyPort"]
+try:
+    import tty
+except ImportError:  # no termios (Windows): no pseudo-terminals either
+    tty = None  # type: ignore[assignment]
+
+__all__ = ["PtyPort", "PtyUnavailable", "ptys_available", "require_ptys"]
+
+
+class PtyUnavailable(OSError):
+    """This platform has no pseudo-terminals (Windows), so no emulated port can be served."""
+
+
+def ptys_available() -> bool:
+    """Whether this platform can serve emulated ports (``os.openpty`` and ``tty``)."""
+    return tty is not None and hasattr(os, "openpty")
+
+
+def require_ptys() -> None:
+    """Raise :class:`PtyUnavailable` unless :func:`ptys_available`."""
+    if not ptys_available():
+        raise PtyUnavailable("emulated devices are served on pseudo-terminals, which this platform lacks "
+                             "(Linux and macOS have them; on Windows, run selflab under WSL)")
 
 
 class PtyPort:
@@ -42,7 +66,13 @@ class PtyPort:
         return self.master >= 0
 
     def open(self) -> str:
-        """Create the pty and point :attr:`link` at it; returns the tty name."""
+        """Create the pty and point :attr:`link` at it; returns the tty name.
+
+        Raises:
+            PtyUnavailable: the platform has no pseudo-terminals.
+        """
+        require_ptys()
+        assert tty is not None
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)
         os.set_blocking(self.master, False)

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from simulators.emulators.devices import DEVICES, Device
+from simulators.emulators.devices import DEVICES, LineDevice
+from simulators.emulators.filedevice import load_device_file
 from simulators.emulators.faults import FaultInjector, FaultKind, FaultPlan
 from simulators.emulators.physics import FlowWorld
 from simulators.emulators.ptyport import PtyPort
@@ -48,6 +49,9 @@ class EmulatorConfig(BaseModel):
 
     Attributes:
         devices: devices to serve; they share one :class:`FlowWorld`.
+        device_file: instead of ``devices``, serve the serial devices of this
+            pyvisa-sim device file (:mod:`~simulators.emulators.filedevice`);
+            ``time_scale`` and ``noise`` do not apply to them.
         seed: seeds sensor noise and fault draws (per device).
         time_scale: emulated seconds per real second (600: a minute takes 0.1 s).
         faults: the fault plan, applied to every device.
@@ -59,7 +63,8 @@ class EmulatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    devices: list[DeviceName] = Field(min_length=1)
+    devices: list[DeviceName] = Field(default_factory=list)
+    device_file: str | None = Field(default=None, min_length=1)
     seed: int = Field(default=0, ge=0)
     time_scale: float = Field(default=1.0, gt=0)
     faults: FaultPlan = Field(default_factory=FaultPlan)
@@ -74,11 +79,17 @@ class EmulatorConfig(BaseModel):
             raise ValueError(f"devices must be unique, got {devices}")
         return devices
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EmulatorConfig:
+        if bool(self.devices) == (self.device_file is not None):
+            raise ValueError("give either devices (at least one) or device_file")
+        return self
+
 
 class DeviceServer:
     """One device on one pty: framing, replies and faults."""
 
-    def __init__(self, device: Device, port: PtyPort, injector: FaultInjector, termination: bytes) -> None:
+    def __init__(self, device: LineDevice, port: PtyPort, injector: FaultInjector, termination: bytes) -> None:
         self.device, self.port, self.injector = device, port, injector
         self._termination = termination
         self._buffer = bytearray()
@@ -138,6 +149,8 @@ class DeviceServer:
             return
         reply = self.device.handle(line)
         log.debug("%s: %r -> %r", name, line, reply)
+        if reply is None:  # a command the device never answers
+            return
         self.port.write(_damage(reply, fault, self._termination, self.injector))
 
     def _unplug(self, fault: FaultKind) -> None:
@@ -169,18 +182,20 @@ async def serve(
     """Serve ``config.devices`` until ``stop`` is set.
 
     ``on_ready`` receives device name -> port link path once every port is up.
+
+    Raises:
+        DeviceFileError: ``config.device_file`` cannot be served.
+        PtyUnavailable: the platform has no pseudo-terminals (Windows).
     """
+    devices = _devices(config)
     made_dir = config.link_dir is None
     link_dir = Path(tempfile.mkdtemp(prefix="selflab-emu-")) if made_dir else Path(config.link_dir or "")
     link_dir.mkdir(parents=True, exist_ok=True)
-    world = FlowWorld(time_scale=config.time_scale)
     servers: list[DeviceServer] = []
-    termination = config.reply_termination.encode()
     try:
-        for name in config.devices:
-            device = DEVICES[name](world, seed=config.seed, drift_per_min=config.faults.drift_per_min, noise=config.noise)
-            injector = FaultInjector(config.faults, seed=config.seed, device=name)
-            server = DeviceServer(device, PtyPort(link_dir / name), injector, termination)
+        for device, termination in devices:
+            injector = FaultInjector(config.faults, seed=config.seed, device=device.name)
+            server = DeviceServer(device, PtyPort(link_dir / device.name), injector, termination)
             server.start()
             servers.append(server)
         on_ready({s.device.name: str(s.port.link) for s in servers})
@@ -191,3 +206,13 @@ async def serve(
         if made_dir:
             shutil.rmtree(link_dir, ignore_errors=True)
         log.info("emulator stopped; %d fault(s) injected", sum(s.injector.fired for s in servers))
+
+
+def _devices(config: EmulatorConfig) -> list[tuple[LineDevice, bytes]]:
+    """The devices to serve, each with the line ending of its replies."""
+    if config.device_file is not None:
+        return [(device, device.termination) for device in load_device_file(config.device_file)]
+    world = FlowWorld(time_scale=config.time_scale)
+    termination = config.reply_termination.encode()
+    return [(DEVICES[name](world, seed=config.seed, drift_per_min=config.faults.drift_per_min, noise=config.noise), termination)
+            for name in config.devices]
