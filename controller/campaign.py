@@ -117,6 +117,8 @@ class Campaign:
         self._workers = RemoteExecutor(ledger, config.name, config.stale_policy == "requeue")
         self._last_refusal = ""
         self.study: Study | None = None
+        self._fallback_signals: dict[int, Any] = {}
+        """Signals handled with ``signal.signal`` where the loop cannot (number -> the handler it replaced)."""
         """The campaign's record (ask/tell over the ledger), open while it runs."""
 
     # --- the public entry point ---------------------------------------------------
@@ -704,18 +706,32 @@ class Campaign:
         return handlers + ([(usr1, self._on_emergency_stop)] if usr1 is not None else [])
 
     def _install_signals(self) -> None:
+        """Handle Ctrl-C, SIGTERM (and SIGUSR1) on the loop. Where the loop
+        cannot (Windows' proactor loop), plain ``signal.signal`` handlers hand
+        the signal to the loop, so Ctrl-C still stops gracefully; off the main
+        thread there are no signals at all (stop requests still come through
+        the ledger)."""
         loop = asyncio.get_running_loop()
-        try:
-            for number, handler in self._signals():
+        for number, handler in self._signals():
+            try:
                 loop.add_signal_handler(number, handler)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
-            pass
+            except NotImplementedError:
+                try:
+                    self._fallback_signals[number] = signal.signal(
+                        number, lambda _n, _f, handler=handler: loop.call_soon_threadsafe(handler))
+                except ValueError:  # not the main thread
+                    return
+            except (RuntimeError, ValueError):  # not the main thread, or no such signal here
+                return
 
     def _remove_signals(self) -> None:
         try:
             loop = asyncio.get_running_loop()
             for number, _ in self._signals():
-                loop.remove_signal_handler(number)
+                if number in self._fallback_signals:
+                    signal.signal(number, self._fallback_signals[number])
+                else:
+                    loop.remove_signal_handler(number)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
 

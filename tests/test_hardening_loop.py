@@ -172,3 +172,37 @@ def test_a_stop_requested_in_the_ledger_stops_the_campaign_without_any_signal(sq
     assert all(e.error.startswith("emergency_stop") for e in state.with_status("abandoned"))
     ledger.close()
     other.close()
+
+
+def test_ctrl_c_stops_gracefully_where_the_loop_cannot_handle_signals(tmp_path: Any) -> None:
+    """On Windows the event loop has no ``add_signal_handler``: Ctrl-C must
+    still stop the campaign gracefully (recorded, resumable), not kill it
+    with a KeyboardInterrupt. The loop's missing capability is injected."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    url = f"sqlite:///{tmp_path / 'ctrlc.sqlite'}"
+    script = f"""
+import asyncio, os, signal, threading
+def refuse(self, *args, **kwargs):
+    raise NotImplementedError("no add_signal_handler on this loop")
+asyncio.SelectorEventLoop.add_signal_handler = refuse
+from conftest import quadratic_config
+from controller.campaign import Campaign
+from controller.config import parse_config
+from controller.ledger import Ledger
+cfg = quadratic_config(instruments=[{{"name": "q1", "driver": "labdrivers:Quadratic", "options": {{"delay_s": 0.05}}}}],
+                       stop={{"max_experiments": 10000}}, ledger={url!r})
+threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+stop = asyncio.run(Campaign(parse_config(cfg), Ledger({url!r})).run())
+print(stop.reason)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "tests", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "interrupted", out.stderr[-2000:]
+    ledger = Ledger(url)
+    state = CampaignState.replay("quad", ledger.events("quad"))
+    ledger.close()
+    assert state.stopped == ("interrupted", "stopped by Ctrl-C (SIGINT)")
+    assert state.counts()["dispatched"] == 0 and state.counts()["completed"] > 0
