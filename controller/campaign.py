@@ -55,6 +55,7 @@ from controller.study import Problem, Study, StudyError
 from instruments.errors import failure_kind
 from instruments.protocol import Pooled, Remembering, Timed
 from planners.protocol import PlanContext, Planner, Proposal, Recommendation, Recommender
+from planners.space import point_key
 
 log = logging.getLogger("selflab")
 
@@ -581,8 +582,8 @@ class Campaign:
                                   constraints=tuple(self.config.constraints), target_fidelity=self.config.target_fidelity)
             observations = self.study.observations() if self.study is not None else []
             if self._pool is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
-                measured = {_key(o.params) for o in observations}
-                context = context.model_copy(update={"candidates": tuple(p for p in self._pool if _key(p) not in measured)})
+                measured = {point_key(o.params) for o in observations}
+                context = context.model_copy(update={"candidates": tuple(p for p in self._pool if point_key(p) not in measured)})
             args = (self.config.space, self.config.objectives, observations)
             try:
                 if getattr(self.planner, "blocking", True):
@@ -841,10 +842,6 @@ class Campaign:
         return self.study.record(events, work or ())
 
 
-def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(params.items()))
-
-
 def pool_of(stations: list[Station]) -> list[dict[str, Any]] | None:
     """The measurable points of pool instruments (``candidates()``), or ``None``
     when no instrument restricts its inputs to a pool."""
@@ -854,7 +851,7 @@ def pool_of(stations: list[Station]) -> list[dict[str, Any]] | None:
     seen: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
     for pool in pools:
         for point in pool:
-            seen.setdefault(_key(point), dict(point))
+            seen.setdefault(point_key(point), dict(point))
     return list(seen.values())
 
 

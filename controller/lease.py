@@ -149,12 +149,6 @@ def release(ledger: Ledger, campaign: str, epoch: int) -> None:
         conn.execute(sa.update(LEASES).where(LEASES.c.campaign == campaign, LEASES.c.epoch == epoch).values(released=True))
 
 
-def holder(ledger: Ledger, campaign: str) -> Holder | None:
-    """The campaign's lease as recorded (live or not), or ``None`` when never taken."""
-    with ledger.engine.connect() as conn:
-        return _read(conn, campaign)
-
-
 def active_holder(ledger: Ledger, campaign: str) -> Holder | None:
     """The live holder of ``campaign``'s lease, or ``None`` when nobody runs it."""
     with ledger.engine.connect() as conn:

@@ -60,7 +60,7 @@ from planners.protocol import (
     Recommendation,
     Recommender,
 )
-from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief
+from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief, point_key
 
 
 StartHook = Callable[[sa.Connection, CampaignState, datetime], list[Event]]
@@ -415,9 +415,9 @@ class Study:
         if fidelities is not None:
             context = context.model_copy(update={"fidelities": tuple(fidelities)})
         if candidates is not None:
-            used = {_key(e.params) for e in self.state.with_status("completed", "proposed", "dispatched")}
-            used |= {_key(e.params) for e in self.state.avoided()}
-            context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if _key(p) not in used)})
+            used = {point_key(e.params) for e in self.state.with_status("completed", "proposed", "dispatched")}
+            used |= {point_key(e.params) for e in self.state.avoided()}
+            context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in used)})
         return context
 
     @property
@@ -528,10 +528,6 @@ class Study:
             return clean_readings(outcomes, self.problem.outcome_names, source, parameters=self.problem.space.names)
         except ReadingError as exc:
             raise StudyError(str(exc)) from None
-
-
-def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(params.items()))
 
 
 __all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "package_version", "started_payload"]

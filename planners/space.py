@@ -32,6 +32,12 @@ from pydantic_core import CoreSchema
 Value = float | int | str
 Point = dict[str, Value]
 
+
+def point_key(point: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A hashable key of a point, the same whatever the order of its names
+    (to tell measured or pending points apart from a pool's)."""
+    return tuple(sorted(point.items()))
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A configured number: NaN and infinities are refused (pydantic error type
 ``finite_number``). Every float a config sets is one of these."""
