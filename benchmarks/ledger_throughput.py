@@ -51,7 +51,7 @@ def _config(n: int, ledger: str, remote: bool, capacity: int) -> dict[str, Any]:
 
 def _span(ledger_url: str) -> tuple[int, int, float]:
     """(events, completed, seconds from first dispatch to last completion)."""
-    from controller.ledger import Ledger
+    from selflab.controller.ledger import Ledger
 
     ledger = Ledger(ledger_url, create=False)
     events = ledger.events("throughput")

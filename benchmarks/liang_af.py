@@ -6,7 +6,7 @@ For each dataset (``p3ht``, ``perovskite``, ``autoam``: measured pools, one
 experiment at a time, replicates averaged), ``random`` runs through the whole
 pool and the planner up to ``--budget`` experiments (default: the whole pool
 too), ``--seeds`` real
-campaigns each (:func:`controller.bench.run_bench`). For both, the fraction of
+campaigns each (:func:`selflab.controller.bench.run_bench`). For both, the fraction of
 the top-5 % rows found is averaged over seeds after each evaluation, and
 ``evaluations`` is the first evaluation at which that average reaches 0.8
 (Liang et al.'s protocol). AF(0.8) = random's evaluations / the planner's.
@@ -30,8 +30,8 @@ import time
 import warnings
 from typing import Any
 
-from controller.bench import get_problem, run_bench
-from simulators.pool import PoolInstrument
+from selflab.controller.bench import get_problem, run_bench
+from selflab.simulators.pool import PoolInstrument
 
 DATASETS = ("p3ht", "perovskite", "autoam")
 

@@ -6,7 +6,7 @@
 
 For each planner in the files: the least cumulative cost at which the median
 (over seeds) regret of the recommendation at the target fidelity is at most
-``--threshold`` (:func:`controller.bench.cost_to_regret`), the same per seed,
+``--threshold`` (:func:`selflab.controller.bench.cost_to_regret`), the same per seed,
 and the median cost share of each fidelity. With two or more planners, the
 ratio of each planner's cost to the last one's (the baseline, e.g. ``bo`` at
 the target fidelity only). Target (issue 4): ``mf`` / ``bo`` <= 0.5 on
@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from controller.bench import BenchResult, cost_to_regret, regret_against_cost
+from selflab.controller.bench import BenchResult, cost_to_regret, regret_against_cost
 
 
 def load(paths: list[str]) -> list[BenchResult]:
@@ -79,7 +79,7 @@ def main() -> None:
             for r in results[:-1]
         }
     if args.plot:
-        from controller.plots import cost_regret_figure
+        from selflab.controller.plots import cost_regret_figure
 
         cost_regret_figure({r.planner: regret_against_cost(r) for r in results}, args.plot, title=f"{results[0].problem}: median and IQR over {results[0].seeds} seeds",
                            ylabel="regret of the recommendation (target fidelity)")

@@ -45,10 +45,10 @@ from botorch.test_functions.multi_fidelity import AugmentedHartmann
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from planners.acquisition import fidelity_cost_model
-from planners.mf import MFPlanner
-from planners.protocol import FidelityOption, Observation, PlanContext
-from planners.space import FloatParameter, Objective, SearchSpace
+from selflab.planners.acquisition import fidelity_cost_model
+from selflab.planners.mf import MFPlanner
+from selflab.planners.protocol import FidelityOption, Observation, PlanContext
+from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
 LEVELS = (0.5, 0.75, 1.0)
 COSTS = (0.1, 0.3, 1.0)

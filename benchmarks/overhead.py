@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.campaign import Campaign
-from controller.config import parse_config
-from controller.ledger import Ledger
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
 
 
 class Timed:

@@ -39,9 +39,9 @@ from botorch.test_functions import Hartmann
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from planners.bo import BOPlanner
-from planners.protocol import Observation, PlanContext
-from planners.space import FloatParameter, Objective, SearchSpace
+from selflab.planners.bo import BOPlanner
+from selflab.planners.protocol import Observation, PlanContext
+from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
 
 def hartmann_like(dim: int, seed: int = 0) -> Callable[[Tensor], Tensor]:

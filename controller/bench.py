@@ -1,6 +1,6 @@
 """Benchmark planners on problems: one real campaign per seed, read back from its ledger.
 
-Each seed runs :class:`controller.campaign.Campaign` on a temporary SQLite
+Each seed runs :class:`selflab.controller.campaign.Campaign` on a temporary SQLite
 ledger with the simulated clock: the problem's instrument (noise-free, with
 ``capacity = batch`` slots, so the controller keeps ``batch`` experiments in
 flight) and the planner, seeded with the seed. The run is then summarised from
@@ -37,7 +37,7 @@ value divided by a planner's.
 
 Problems come from catalogues found through the entry-point group
 ``selflab.problems`` (:func:`get_problem`; selflab's own is
-:func:`simulators.problems.get_problem`), as plain data in the lab config's
+:func:`selflab.simulators.problems.get_problem`), as plain data in the lab config's
 shape; :class:`Problem` turns that data into the planners' models, so the
 controller never imports a simulator.
 
@@ -63,12 +63,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.campaign import Campaign
-from controller.config import LabConfig, parse_config
-from controller.fleet import Station
-from controller.ledger import Event, Ledger
-from controller.projection import CampaignState
-from planners.space import Objective, OutcomeConstraint, Parameter, Point
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import LabConfig, parse_config
+from selflab.controller.fleet import Station
+from selflab.controller.ledger import Event, Ledger
+from selflab.controller.projection import CampaignState
+from selflab.planners.space import Objective, OutcomeConstraint, Parameter, Point
 
 PROBLEM_GROUP = "selflab.problems"
 """Entry-point group of benchmark-problem catalogues. Each entry point loads a
@@ -143,7 +143,7 @@ class Problem(BaseModel):
 class ProblemData(Protocol):
     """A problem as a catalogue describes it: :class:`Problem`'s fields as
     attributes, with parameters, objectives, constraints and levels as plain
-    data in the lab config's shape (e.g. :class:`simulators.problems.Problem`)."""
+    data in the lab config's shape (e.g. :class:`selflab.simulators.problems.Problem`)."""
 
     @property
     def name(self) -> str: ...
@@ -425,7 +425,7 @@ def recommendation_trace(problem: Problem | ProblemData, events: Sequence[Event]
 
 def true_values(problem: Problem | ProblemData, points: Sequence[dict[str, Any]]) -> list[float]:
     """The first objective at ``points`` on the problem's (noise-free, fidelity-1) instrument."""
-    from instruments.registry import build_driver
+    from selflab.instruments.registry import build_driver
 
     problem = as_problem(problem)
 

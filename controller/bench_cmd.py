@@ -5,10 +5,10 @@ Usage::
     selflab bench --problem P --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
                   [--options JSON] [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
 
-Problems: those of the installed catalogues (:func:`controller.bench.get_problem`;
-selflab's own: :mod:`simulators.problems`, ``pool:PATH.csv`` with
+Problems: those of the installed catalogues (:func:`selflab.controller.bench.get_problem`;
+selflab's own: :mod:`selflab.simulators.problems`, ``pool:PATH.csv`` with
 ``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
-campaign (:mod:`controller.bench`). ``--options`` gives one planner its
+campaign (:mod:`selflab.controller.bench`). ``--options`` gives one planner its
 ``planner.options`` (a JSON object, e.g. ``'{"kernel": "rbf"}'``; recorded
 in the JSON as ``options``). ``--budget`` caps experiments,
 ``--cost-budget`` cost units (give either or both). Prints one summary line
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, regret_trace, run_bench
+from selflab.controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, regret_trace, run_bench
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,8 +82,8 @@ def _fail(message: str) -> int:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the benchmark; the exit code."""
-    from controller.progress import setup_logging
-    from planners.registry import make_planner
+    from selflab.controller.progress import setup_logging
+    from selflab.planners.registry import make_planner
 
     if args.budget is None and args.cost_budget is None:
         return _fail("give --budget N (experiments), --cost-budget C (cost units), or both")
@@ -136,7 +136,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _plot(problem: Problem, results: list[BenchResult], path: str) -> Path:
-    from controller.plots import save
+    from selflab.controller.plots import save
 
     return save(bench_plot(problem, results), path)
 
@@ -145,7 +145,7 @@ def bench_plot(problem: Problem, results: list[BenchResult]) -> Figure:
     """The ``--plot`` figure: regret of the best so far against evaluations (log
     scale; the best value itself where the optimum is unknown), or for a
     multi-fidelity problem the recommendation's regret against cost."""
-    from controller.plots import bench_figure, cost_regret_figure
+    from selflab.controller.plots import bench_figure, cost_regret_figure
 
     title = f"{problem.name}: median and IQR over {results[0].seeds} seeds"
     if problem.multi_fidelity and problem.optimum is not None:

@@ -27,18 +27,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import lease, workqueue
-from controller.clock import Clock, SimClock, WallClock
-from controller.config import Interlock, LabConfig, build_planner
-from controller.events import TERMINAL_KINDS
-from controller.execution import STOP_TIMEOUT_S, check_outcomes, stop_instrument
-from controller.executors import Executor, Flight, LocalExecutor, RemoteExecutor, waiting_for_workers
-from controller.fleet import Station, build_fleet, judged_fidelity
-from controller.interlocks import InterlockState
-from controller.progress import ShowsActivity
-from controller.ledger import Event, LeaseLost, Ledger, NewEvent
-from controller.projection import CampaignState
-from controller.scheduler import (
+from selflab.controller import lease, workqueue
+from selflab.controller.clock import Clock, SimClock, WallClock
+from selflab.controller.config import Interlock, LabConfig, build_planner
+from selflab.controller.events import TERMINAL_KINDS
+from selflab.controller.execution import STOP_TIMEOUT_S, check_outcomes, stop_instrument
+from selflab.controller.executors import Executor, Flight, LocalExecutor, RemoteExecutor, waiting_for_workers
+from selflab.controller.fleet import Station, build_fleet, judged_fidelity
+from selflab.controller.interlocks import InterlockState
+from selflab.controller.progress import ShowsActivity
+from selflab.controller.ledger import Event, LeaseLost, Ledger, NewEvent
+from selflab.controller.projection import CampaignState
+from selflab.controller.scheduler import (
     Progress,
     Route,
     StopInfo,
@@ -51,11 +51,11 @@ from controller.scheduler import (
     stop_rule,
     usable_stations,
 )
-from controller.study import Problem, Study, StudyError
-from instruments.errors import failure_kind
-from instruments.protocol import Pooled, Remembering, Timed
-from planners.protocol import PlanContext, Planner, Proposal, Recommendation, Recommender
-from planners.space import point_key
+from selflab.controller.study import Problem, Study, StudyError
+from selflab.instruments.errors import failure_kind
+from selflab.instruments.protocol import Pooled, Remembering, Timed
+from selflab.planners.protocol import PlanContext, Planner, Proposal, Recommendation, Recommender
+from selflab.planners.space import point_key
 
 log = logging.getLogger("selflab")
 
@@ -67,11 +67,11 @@ gives up, rather than fill the ledger with proposals that never run."""
 
 CampaignError = StudyError
 """The campaign cannot start or go on; the message says what to do (a
-:class:`controller.study.StudyError`: one error for both doors)."""
+:class:`selflab.controller.study.StudyError`: one error for both doors)."""
 
 
 class Display(Protocol):
-    """What the loop tells a live progress view (see :mod:`controller.progress`)."""
+    """What the loop tells a live progress view (see :mod:`selflab.controller.progress`)."""
 
     def update(self, state: CampaignState, stations: list[Station], note: str = "") -> None: ...
 
@@ -127,10 +127,10 @@ class Campaign:
     async def run(self, lease_ttl_s: float = lease.LEASE_TTL_S) -> StopInfo:
         """Run until a stop rule holds, the user interrupts, or nothing can run.
 
-        Raises :class:`controller.ledger.LedgerError` when another controller
+        Raises :class:`selflab.controller.ledger.LedgerError` when another controller
         runs the campaign. Returns ``StopInfo("lease_lost")``, having aborted
         its experiments without recording anything more, when another
-        controller takes the campaign over (see :mod:`controller.lease`).
+        controller takes the campaign over (see :mod:`selflab.controller.lease`).
         """
         study = self._open_study(lease_ttl_s)
         try:

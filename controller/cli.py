@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 from pathlib import Path
 
-from controller.config import ConfigError, LabConfig, load_config
-from controller.ledger import Ledger, LedgerError, sqlite_path
+from selflab.controller.config import ConfigError, LabConfig, load_config
+from selflab.controller.ledger import Ledger, LedgerError, sqlite_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "emergency_stop": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_MODULES = ("controller.bench_cmd", "controller.report_cmd", "simulators.emulate_cmd")
+COMMAND_MODULES = ("selflab.controller.bench_cmd", "selflab.controller.report_cmd", "selflab.simulators.emulate_cmd")
 """Modules that add subcommands: each has ``register(subparsers)``, which adds
 parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
 A module that is not there (yet) is skipped."""
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
-        from controller.campaign import CampaignError
+        from selflab.controller.campaign import CampaignError
 
         if isinstance(exc, CampaignError):
             print(f"selflab: {exc}", file=sys.stderr)
@@ -161,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if handler is not None:
         return int(handler(args))
     if args.command == "schema":
-        from controller.config import json_schema
+        from selflab.controller.config import json_schema
 
         print(json.dumps(json_schema(), indent=2))  # (with planner_options: planner.options of each planner kind)
         return EXIT_OK
@@ -170,8 +170,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "worker":
-        from controller.progress import setup_logging
-        from controller.worker import run_worker
+        from selflab.controller.progress import setup_logging
+        from selflab.controller.worker import run_worker
 
         config = load_config(args.config, ledger=args.ledger)
         setup_logging(quiet=args.quiet, debug=args.debug)
@@ -185,8 +185,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _drivers(args: argparse.Namespace) -> int:
-    from instruments.describe import describe_driver
-    from instruments.registry import DriverError, installed_drivers, resolve_driver
+    from selflab.instruments.describe import describe_driver
+    from selflab.instruments.registry import DriverError, installed_drivers, resolve_driver
 
     found = []
     for name, target in sorted(installed_drivers().items()):
@@ -213,8 +213,8 @@ def _drivers(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from controller.config import read_config
-    from controller.fleet import check_campaign
+    from selflab.controller.config import read_config
+    from selflab.controller.fleet import check_campaign
 
     config, stations, _ = check_campaign(read_config(args.config))  # (every fault at once, one line each)
     print(
@@ -226,10 +226,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from controller.campaign import Campaign
-    from controller.config import read_config
-    from controller.fleet import check_campaign
-    from controller.progress import LiveDisplay, setup_logging
+    from selflab.controller.campaign import Campaign
+    from selflab.controller.config import read_config
+    from selflab.controller.fleet import check_campaign
+    from selflab.controller.progress import LiveDisplay, setup_logging
 
     # every config fault (fields, fleet, planner options) at once, before the ledger is touched
     config, stations, planner = check_campaign(read_config(args.config, ledger=args.ledger))
@@ -281,7 +281,7 @@ def _check_resumable(config: LabConfig) -> None:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from controller.reports import format_status, load_state, status_dict, write_export
+    from selflab.controller.reports import format_status, load_state, status_dict, write_export
 
     if args.config is None and args.ledger is None:
         print(f"selflab {args.command}: give a CONFIG or --ledger URL", file=sys.stderr)
@@ -321,9 +321,9 @@ def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
     import socket
     import time
 
-    from controller.lease import active_holder
-    from controller.ledger import NewEvent
-    from controller.reports import format_status, load_state, status_dict
+    from selflab.controller.lease import active_holder
+    from selflab.controller.ledger import NewEvent
+    from selflab.controller.reports import format_status, load_state, status_dict
 
     holder = active_holder(ledger, state.campaign)
     started = [e for e in ledger.events(state.campaign) if e.kind == "campaign_started"]

@@ -2,7 +2,7 @@
 
 No parameter, objective or reading may take one of these names: config
 validation refuses such parameters and objectives, and
-:func:`controller.execution.check_outcomes` renames such readings.
+:func:`selflab.controller.execution.check_outcomes` renames such readings.
 """
 
 from __future__ import annotations

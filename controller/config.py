@@ -46,10 +46,10 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from controller.expressions import Expression
-from planners.protocol import OptionsError, Planner
-from planners.registry import make_planner, options_schemas, planner_kinds
-from planners.space import FiniteFloat, Objective, OutcomeConstraint, Parameter, SearchSpace, brief, or_one_line
+from selflab.controller.expressions import Expression
+from selflab.planners.protocol import OptionsError, Planner
+from selflab.planners.registry import make_planner, options_schemas, planner_kinds
+from selflab.planners.space import FiniteFloat, Objective, OutcomeConstraint, Parameter, SearchSpace, brief, or_one_line
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ISO_DURATION = TypeAdapter(datetime.timedelta)

@@ -51,10 +51,10 @@ class CampaignStarted(_Payload):
     ``host`` and ``pid`` it proves which process runs the campaign, since a pid
     is reused once its process exits (0: not recorded)."""
     epoch: int = 0
-    """The lease epoch the controller took (:mod:`controller.lease`); 0: before leases."""
+    """The lease epoch the controller took (:mod:`selflab.controller.lease`); 0: before leases."""
     controller: Literal["run", "study"] = "run"
     """``run``: the campaign loop (``selflab run``), which ``selflab stop`` may
-    signal; ``study``: a Python :class:`controller.study.Study`, which it must not."""
+    signal; ``study``: a Python :class:`selflab.controller.study.Study`, which it must not."""
 
 
 class CampaignStopped(_Payload):
@@ -62,7 +62,7 @@ class CampaignStopped(_Payload):
     """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
     ``max_wall_time``, ``target``, ``interrupted``, ``terminated``, ``emergency_stop``,
     ``no_instruments``, ``planner_error``, ``planner_exhausted``, ``refusals``,
-    ``error``, ``closed`` (a :class:`controller.study.Study` was closed)."""
+    ``error``, ``closed`` (a :class:`selflab.controller.study.Study` was closed)."""
     detail: str = ""
 
 
@@ -122,7 +122,7 @@ class Abandoned(_Payload):
 
 class Attached(_Payload):
     """An experiment a person or another tool chose and ran, recorded whole
-    (:meth:`controller.study.Study.attach`): it enters the ledger completed."""
+    (:meth:`selflab.controller.study.Study.attach`): it enters the ledger completed."""
 
     params: dict[str, float | int | str]
     outcomes: dict[str, float]
@@ -146,7 +146,7 @@ class StopRequested(_Payload):
 
 
 class Note(_Payload):
-    """A remark on the campaign (:meth:`controller.study.Study.note`)."""
+    """A remark on the campaign (:meth:`selflab.controller.study.Study.note`)."""
 
     text: str
     by: str = ""
@@ -157,7 +157,7 @@ class Stale(_Payload):
     requeue: bool = False
     """Its params are owed a new run (``stale_policy: requeue``): a ledger fact,
     so a controller that dies before running them again still owes them
-    after the next resume (:meth:`controller.projection.CampaignState.requeues_owed`)."""
+    after the next resume (:meth:`selflab.controller.projection.CampaignState.requeues_owed`)."""
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

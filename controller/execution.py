@@ -1,7 +1,7 @@
 """Running one experiment on one instrument: timeout, retries, checked readings.
 
-Shared by the campaign loop (:mod:`controller.campaign`) and by workers
-(:mod:`controller.worker`), so both apply the same per-instrument policy.
+Shared by the campaign loop (:mod:`selflab.controller.campaign`) and by workers
+(:mod:`selflab.controller.worker`), so both apply the same per-instrument policy.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from controller.fleet import Station
-from controller.readings import ReadingError, clean_readings
-from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, OutOfLimits, failure_kind
-from instruments.protocol import Stoppable
+from selflab.controller.fleet import Station
+from selflab.controller.readings import ReadingError, clean_readings
+from selflab.instruments.errors import BadResponse, InstrumentError, InstrumentTimeout, OutOfLimits, failure_kind
+from selflab.instruments.protocol import Stoppable
 
 log = logging.getLogger("selflab")
 
@@ -24,7 +24,7 @@ STOP_TIMEOUT_S = 10.0
 
 def check_outcomes(result: Any, required: list[str], instrument: str, *,
                    parameters: Collection[str] = (), recorded: bool = True) -> dict[str, float]:
-    """An instrument's readings checked by :func:`controller.readings.clean_readings`;
+    """An instrument's readings checked by :func:`selflab.controller.readings.clean_readings`;
     a fault is :class:`BadResponse`."""
     try:
         return clean_readings(result, required, instrument, parameters=parameters, recorded=recorded)

@@ -1,11 +1,11 @@
 """Executors: how one experiment runs once it is dispatched, behind one interface.
 
 * :class:`LocalExecutor` runs it here, on the instrument's driver, with the
-  instrument's timeout and retry policy (:func:`controller.execution.run_experiment`),
+  instrument's timeout and retry policy (:func:`selflab.controller.execution.run_experiment`),
   due at its declared duration on a simulated clock; its end is recorded by the
   campaign loop (:meth:`Executor.end`).
 * :class:`RemoteExecutor` queues it in the ledger's work queue for a
-  ``selflab worker`` on the instrument's host (:mod:`controller.workqueue`),
+  ``selflab worker`` on the instrument's host (:mod:`selflab.controller.workqueue`),
   which records its dispatch and its end; the loop learns of them by
   following the ledger (:meth:`RemoteExecutor.follow`), and marks stale the
   experiments of workers whose leases ran out.
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import workqueue
-from controller.events import TERMINAL_KINDS
-from controller.execution import run_experiment, stop_instrument
-from controller.fleet import Station
-from controller.ledger import Event, Ledger, NewEvent
-from instruments.errors import InstrumentError, failure_kind
+from selflab.controller import workqueue
+from selflab.controller.events import TERMINAL_KINDS
+from selflab.controller.execution import run_experiment, stop_instrument
+from selflab.controller.fleet import Station
+from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.instruments.errors import InstrumentError, failure_kind
 
 log = logging.getLogger("selflab")
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from planners.space import brief
+from selflab.planners.space import brief
 
 MAX_LENGTH = 1000
 """Characters an expression may have."""

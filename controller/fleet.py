@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig, build_planner, check_config
-from controller.expressions import Expression, ExpressionError, format_point
-from instruments.protocol import Describable, Limits, Pooled, Readable, Timed, declared_inputs, declared_limits, limit_violations
-from instruments.registry import DriverError, build_driver
-from planners.protocol import Planner
-from planners.registry import planner_kinds
-from planners.space import CategoricalParameter, brief
+from selflab.controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig, build_planner, check_config
+from selflab.controller.expressions import Expression, ExpressionError, format_point
+from selflab.instruments.protocol import Describable, Limits, Pooled, Readable, Timed, declared_inputs, declared_limits, limit_violations
+from selflab.instruments.registry import DriverError, build_driver
+from selflab.planners.protocol import Planner
+from selflab.planners.registry import planner_kinds
+from selflab.planners.space import CategoricalParameter, brief
 
 SOBOL_CHECKED = 16
 """First Sobol points of the campaign's seed at which a cost expression is checked."""
@@ -74,7 +74,7 @@ class Station:
     def cost_of(self, params: Mapping[str, Any]) -> float:
         """Cost units of the experiment with ``params`` on this instrument.
 
-        Raises :class:`~controller.expressions.ExpressionError` (a
+        Raises :class:`~selflab.controller.expressions.ExpressionError` (a
         ``ValueError``) when the cost expression cannot be computed for
         ``params`` (division by zero, log of a negative number, a missing or
         non-numeric parameter), is not finite, or is negative. The fleet
@@ -141,7 +141,7 @@ def _finite(x: object) -> bool:
 def check_campaign(data: Any) -> tuple[LabConfig, list[Station], Planner]:
     """The config, fleet and planner of already-parsed config ``data``, or
     :class:`ConfigError` with every fault found in one pass: the fields
-    (:func:`~controller.config.check_config`), then the fleet
+    (:func:`~selflab.controller.config.check_config`), then the fleet
     (:func:`build_fleet`) and the planner's options, checked on whatever part
     of the config validated. What ``selflab validate`` and ``selflab run``
     check before anything touches the ledger."""
@@ -322,8 +322,8 @@ def _cost_points(config: LabConfig, limits: Limits, pool: list[tuple[int, dict[s
     first Sobol points of the campaign's seed (the ``sobol`` planner's and
     ``bo``'s initial design), the pool candidates, and :func:`_space_sample`.
     Each is moved within ``limits``, where the instrument can be charged."""
-    from planners.baselines import SobolPlanner  # (imports scipy: only configs with a cost expression pay)
-    from planners.protocol import PlanContext
+    from selflab.planners.baselines import SobolPlanner  # (imports scipy: only configs with a cost expression pay)
+    from selflab.planners.protocol import PlanContext
 
     space = config.space
     points = [("the centre of the space, the bo planner's first point", space.from_unit([0.5] * space.dim))]

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller.config import Interlock
+from selflab.controller.config import Interlock
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ deleted lock file, a symlink or hard link to the SQLite file, a Postgres
 session cut by a pooler), either it is refused because the first one's lease
 is live, or it takes over a dead one's lease and the first, should it wake
 up, is fenced off before it can append or dispatch again
-(:class:`controller.ledger.LeaseLost`).
+(:class:`selflab.controller.ledger.LeaseLost`).
 
 A lease is live until it expires (``ttl_s`` after its last renewal) or is
 released. A holder on this host whose process is gone (or whose pid now
@@ -40,8 +40,8 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
-from controller.identity import is_same_process, process_started
-from controller.ledger import LEASES, Ledger, LedgerError
+from selflab.controller.identity import is_same_process, process_started
+from selflab.controller.ledger import LEASES, Ledger, LedgerError
 
 log = logging.getLogger("selflab")
 

@@ -2,13 +2,13 @@
 
 Events are inserted and never updated or deleted; database triggers refuse
 both. One ledger may hold several campaigns, told apart by name. An
-experiment's state is a projection of its events (:mod:`controller.projection`),
+experiment's state is a projection of its events (:mod:`selflab.controller.projection`),
 so resuming a campaign is a replay.
 
 SQLite runs in WAL mode, so ``selflab status`` and ``selflab export`` read
 while the campaign writes, and with ``synchronous=FULL``, so a committed
 event survives a power cut. One controller writes a campaign at a time:
-it holds the campaign's lease (:mod:`controller.lease`), and the database
+it holds the campaign's lease (:mod:`selflab.controller.lease`), and the database
 refuses its events once another controller has taken the lease over (the
 ``epoch`` column and the fencing trigger).
 
@@ -39,14 +39,14 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import JSON, Column, DateTime, Field, SQLModel
 
-from controller.events import KINDS, PAYLOADS
+from selflab.controller.events import KINDS, PAYLOADS
 
 SCHEMA_VERSION = 3
 """Bumped whenever the tables change; older ledgers are migrated on open.
 
 1: events and meta. 2: adds ``selflab_work``, the claimable queue of
 experiments for ``selflab worker`` processes. 3: adds ``selflab_leases`` (one
-controller per campaign, :mod:`controller.lease`) and the events' ``epoch``,
+controller per campaign, :mod:`selflab.controller.lease`) and the events' ``epoch``,
 which the database checks against the lease on every insert (fencing)."""
 
 
@@ -56,7 +56,7 @@ class LedgerError(Exception):
 
 class LeaseLost(LedgerError):
     """This process's appends were refused because another controller took
-    the campaign's lease (see :mod:`controller.lease`): it must stop."""
+    the campaign's lease (see :mod:`selflab.controller.lease`): it must stop."""
 
 
 LEASE_LOST_MESSAGE = "selflab lease lost"
@@ -115,7 +115,7 @@ class WorkRow(SQLModel, table=True):
 
 
 class LeaseRow(SQLModel, table=True):
-    """Who runs each campaign (mutable: one row per campaign, see :mod:`controller.lease`)."""
+    """Who runs each campaign (mutable: one row per campaign, see :mod:`selflab.controller.lease`)."""
 
     __tablename__ = "selflab_leases"
 
@@ -589,8 +589,8 @@ class Ledger:
 
     def writer_active(self, campaign: str) -> bool | None:
         """Whether a live controller holds ``campaign``'s lease now (see
-        :mod:`controller.lease`; ``None``: cannot tell)."""
-        from controller.lease import active_holder  # (lease builds on this module)
+        :mod:`selflab.controller.lease`; ``None``: cannot tell)."""
+        from selflab.controller.lease import active_holder  # (lease builds on this module)
 
         try:
             return active_holder(self, campaign) is not None

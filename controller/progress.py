@@ -25,9 +25,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from controller.config import LabConfig
-from controller.fleet import Station, judged_fidelity
-from controller.projection import CampaignState
+from selflab.controller.config import LabConfig
+from selflab.controller.fleet import Station, judged_fidelity
+from selflab.controller.projection import CampaignState
 
 
 TIME_FORMAT = "%H:%M:%S"

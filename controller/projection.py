@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.events import TERMINAL_KINDS
-from controller.ledger import Event
-from planners.space import Objective, OutcomeConstraint
+from selflab.controller.events import TERMINAL_KINDS
+from selflab.controller.ledger import Event
+from selflab.planners.space import Objective, OutcomeConstraint
 
 STATES = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
 

@@ -1,8 +1,8 @@
 """Checking readings: every real number type a driver or a person may give
 (int, float, numpy scalars, Decimal, Fraction; not bool), finite, with the
 outcomes that are required, and never named like an export column or a
-parameter. No asyncio and no instruments: :mod:`controller.study` uses it for
-``tell`` and ``attach``, :mod:`controller.execution` for instruments' results.
+parameter. No asyncio and no instruments: :mod:`selflab.controller.study` uses it for
+``tell`` and ``attach``, :mod:`selflab.controller.execution` for instruments' results.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.columns import EXPORT_COLUMNS, renamed_reading
+from selflab.controller.columns import EXPORT_COLUMNS, renamed_reading
 
 log = logging.getLogger("selflab")
 

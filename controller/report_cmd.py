@@ -16,7 +16,7 @@ Writes into DIR (and prints each path):
   hypervolume's reference point (each objective's ``reference_point``, else
   inferred as the planners infer it);
 * ``gp_slices_<objective>.png``: the planner's own model (the one that made
-  the proposals: :class:`planners.protocol.Predictor`, e.g. the ``mf``
+  the proposals: :class:`selflab.planners.protocol.Predictor`, e.g. the ``mf``
   planner's GP over every fidelity, at the target fidelity; a pool's rank
   scale and the objective's warp included) along each parameter through the
   recommended point (several objectives: the best feasible result of that
@@ -46,14 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from controller import plots
-from controller.bench import best_so_far, hypervolume_curve
-from controller.config import ConfigError, LabConfig, build_planner, load_config
-from controller.ledger import Ledger, LedgerError
-from controller.projection import CampaignState, ExperimentView
-from planners.protocol import Observation, PlanContext, Predictor, Recommendation, Recommender
-from planners.registry import make_planner
-from planners.space import CategoricalParameter, IntParameter, Objective, Parameter, Point
+from selflab.controller import plots
+from selflab.controller.bench import best_so_far, hypervolume_curve
+from selflab.controller.config import ConfigError, LabConfig, build_planner, load_config
+from selflab.controller.ledger import Ledger, LedgerError
+from selflab.controller.projection import CampaignState, ExperimentView
+from selflab.planners.protocol import Observation, PlanContext, Predictor, Recommendation, Recommender
+from selflab.planners.registry import make_planner
+from selflab.planners.space import CategoricalParameter, IntParameter, Objective, Parameter, Point
 
 MIN_RESULTS_FOR_GP = 3
 SLICE_POINTS = 60
@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Draw the figures; the exit code (bad config or ledger: the CLI's exit 2)."""
-    from controller.reports import load_state
+    from selflab.controller.reports import load_state
 
     if args.config is None and args.ledger is None:
         print("selflab report: give a CONFIG or --ledger URL", file=sys.stderr)
@@ -199,7 +199,7 @@ def front_of(state: CampaignState, config: LabConfig) -> plots.Front:
 
 def reference_point(objectives: Sequence[Objective], points: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """The hypervolume corner in the objectives' units: each objective's
-    ``reference_point``, else inferred as :func:`planners.acquisition.reference_point`
+    ``reference_point``, else inferred as :func:`selflab.planners.acquisition.reference_point`
     infers it (botorch's ``infer_reference_point`` over the Pareto front of the
     ``usable`` points, all of them when none is: the nadir less 10 % of the
     front's range)."""
@@ -254,8 +254,8 @@ def _key(params: Point) -> tuple[tuple[str, Any], ...]:
 def pool_of_config(config: LabConfig) -> list[Point] | None:
     """The pool of candidates the campaign's instruments offer (``None`` when
     none restricts its inputs to a pool); builds the drivers, connects none."""
-    from controller.campaign import pool_of
-    from controller.fleet import build_fleet
+    from selflab.controller.campaign import pool_of
+    from selflab.controller.fleet import build_fleet
 
     return pool_of(build_fleet(config))
 

@@ -13,10 +13,10 @@ import json
 from datetime import datetime
 from typing import IO, Any
 
-from controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
-from controller.ledger import Ledger, LedgerError
-from controller.projection import CampaignState
-from planners.space import Objective, OutcomeConstraint
+from selflab.controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
+from selflab.controller.ledger import Ledger, LedgerError
+from selflab.controller.projection import CampaignState
+from selflab.planners.space import Objective, OutcomeConstraint
 
 FIXED_HEAD = list(EXPORT_HEAD)
 FIXED_TAIL = list(EXPORT_TAIL)
@@ -182,7 +182,7 @@ def export_columns(state: CampaignState) -> tuple[list[str], list[str], dict[str
     Parameters and outcomes are named exactly as in the config; readings an
     instrument reported beyond those follow the config's outcomes. A reading
     named like a fixed column or a parameter (recorded before selflab renamed
-    such readings, see :func:`controller.execution.check_outcomes`) gets the
+    such readings, see :func:`selflab.controller.execution.check_outcomes`) gets the
     column ``reading_<name>``, so it never overwrites another column.
     """
     config = state.config or {}

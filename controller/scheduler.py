@@ -3,7 +3,7 @@ how many experiments to ask for, which instrument takes a proposal (or why
 none may), and the fidelities on offer.
 
 No I/O and no clocks: everything they look at is an argument, so each
-decision can be tested alone and replayed. :mod:`controller.campaign` calls
+decision can be tested alone and replayed. :mod:`selflab.controller.campaign` calls
 them with the live stations and the ledger's projection.
 
 Example::
@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.config import StopRules
-from controller.expressions import ExpressionError
-from controller.fleet import Station
-from planners.protocol import FidelityOption
-from planners.space import SearchSpace
+from selflab.controller.config import StopRules
+from selflab.controller.expressions import ExpressionError
+from selflab.controller.fleet import Station
+from selflab.planners.protocol import FidelityOption
+from selflab.planners.space import SearchSpace
 
 COST_SLACK = 1e-12
 """Budget comparisons allow this much rounding."""

@@ -4,18 +4,18 @@ A :class:`Study` is how a notebook, a robot script or a person drives a
 campaign: ``ask`` for experiments, run them however you like, ``tell`` (or
 ``fail``, or ``abandon``) what happened. Every action is an event in the
 ledger, appended at once, and what the study knows is the projection of
-those events (:mod:`controller.projection`): close the notebook, reopen the
+those events (:mod:`selflab.controller.projection`): close the notebook, reopen the
 study with ``resume=True`` and it carries on where the ledger says. A study
-holds its campaign's lease (:mod:`controller.lease`) while it is open, so no
+holds its campaign's lease (:mod:`selflab.controller.lease`) while it is open, so no
 other controller (``selflab run``, another notebook) drives the campaign at
 the same time. No asyncio and no instruments here.
 
 Example (a study built from Python objects alone)::
 
-    from controller.ledger import Ledger
-    from controller.study import Study
-    from planners.baselines import SobolPlanner
-    from planners.space import FloatParameter, Objective, SearchSpace
+    from selflab.controller.ledger import Ledger
+    from selflab.controller.study import Study
+    from selflab.planners.baselines import SobolPlanner
+    from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
     space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)])
     with Study.create("demo", space, [Objective(name="y", direction="maximize")],
@@ -43,14 +43,14 @@ from pydantic import BaseModel, ConfigDict
 
 import sqlalchemy as sa
 
-from controller import lease
-from controller.clock import Clock, SimClock, WallClock
-from controller.config import LabConfig, build_planner, load_config, parse_config
-from controller.identity import process_started
-from controller.ledger import Event, Ledger, NewEvent
-from controller.projection import CampaignState, ExperimentView
-from controller.readings import ReadingError, clean_readings
-from planners.protocol import (
+from selflab.controller import lease
+from selflab.controller.clock import Clock, SimClock, WallClock
+from selflab.controller.config import LabConfig, build_planner, load_config, parse_config
+from selflab.controller.identity import process_started
+from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.projection import CampaignState, ExperimentView
+from selflab.controller.readings import ReadingError, clean_readings
+from selflab.planners.protocol import (
     FidelityOption,
     Observation,
     Pending,
@@ -60,7 +60,7 @@ from planners.protocol import (
     Recommendation,
     Recommender,
 )
-from planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief, point_key
+from selflab.planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief, point_key
 
 
 StartHook = Callable[[sa.Connection, CampaignState, datetime], list[Event]]
@@ -188,8 +188,8 @@ class Study:
              planner: Planner | None = None, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> Study:
         """The study of a campaign config (a :class:`LabConfig`, its dict, or a
         YAML path). ``ledger`` defaults to the config's; ``planner`` to the
-        config's planner. Raises :class:`controller.config.ConfigError` for a
-        bad config, :class:`controller.ledger.LedgerError` when another
+        config's planner. Raises :class:`selflab.controller.config.ConfigError` for a
+        bad config, :class:`selflab.controller.ledger.LedgerError` when another
         controller runs the campaign, and :class:`StudyError` when the
         ledger's campaign cannot be carried on (``resume`` not given, or a
         changed problem)."""
@@ -226,7 +226,7 @@ class Study:
         Trials asked before and not yet told stay open (their experiments may
         still be running in the lab) unless ``on_start`` settles them.
         Raises :class:`StudyError` (and takes nothing) when the campaign cannot
-        start or resume, :class:`controller.ledger.LedgerError` when another
+        start or resume, :class:`selflab.controller.ledger.LedgerError` when another
         controller runs it.
         """
         name = self.problem.name

@@ -2,9 +2,9 @@
 
 A worker builds and connects only the instruments it hosts (``remote: true``
 in the config, chosen with ``--instruments``), claims their queued
-experiments from the shared Postgres ledger (:mod:`controller.workqueue`),
+experiments from the shared Postgres ledger (:mod:`selflab.controller.workqueue`),
 runs them with the instrument's timeout and retry policy
-(:mod:`controller.execution`), renews its leases with heartbeats, and records
+(:mod:`selflab.controller.execution`), renews its leases with heartbeats, and records
 each end in the same transaction that marks its claim done. It exits when the
 campaign has stopped and it has nothing left in hand. Kill it at any moment:
 its leases run out, the planner marks its experiments stale and requeues them.
@@ -23,12 +23,12 @@ import os
 import signal
 import socket
 
-from controller import workqueue
-from controller.config import ConfigError, ConfigFault, LabConfig
-from controller.execution import run_experiment, stop_instrument
-from controller.fleet import Station, build_fleet
-from controller.ledger import Ledger, NewEvent
-from instruments.errors import InstrumentError, failure_kind
+from selflab.controller import workqueue
+from selflab.controller.config import ConfigError, ConfigFault, LabConfig
+from selflab.controller.execution import run_experiment, stop_instrument
+from selflab.controller.fleet import Station, build_fleet
+from selflab.controller.ledger import Ledger, NewEvent
+from selflab.instruments.errors import InstrumentError, failure_kind
 
 log = logging.getLogger("selflab")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from controller.ledger import WORK, Event, Ledger, NewEvent
+from selflab.controller.ledger import WORK, Event, Ledger, NewEvent
 
 
 @dataclass(frozen=True)

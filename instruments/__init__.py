@@ -1,13 +1,13 @@
 """Instruments: the protocol, the failure hierarchy and the driver registry."""
 
-from instruments.errors import (
+from selflab.instruments.errors import (
     BadResponse,
     InstrumentDisconnected,
     InstrumentError,
     InstrumentTimeout,
     OutOfLimits,
 )
-from instruments.protocol import Instrument, Limits, declared_limits, limit_violations
+from selflab.instruments.protocol import Instrument, Limits, declared_limits, limit_violations
 
 __all__ = [
     "BadResponse",

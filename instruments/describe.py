@@ -14,7 +14,7 @@ The result is plain JSON data.
 
 Example::
 
-    >>> from simulators.benchmarks import BraninInstrument
+    >>> from selflab.simulators.benchmarks import BraninInstrument
     >>> info = describe_driver(BraninInstrument)
     >>> info["limits"]
     {'x1': [-5.0, 10.0], 'x2': [0.0, 15.0]}
@@ -29,7 +29,7 @@ import types
 import typing
 from typing import Any
 
-from instruments.protocol import declared_inputs, declared_limits
+from selflab.instruments.protocol import declared_inputs, declared_limits
 
 __all__ = ["describe_driver"]
 

@@ -29,7 +29,7 @@ EMULATOR_GROUP = "selflab.emulators"
 """Device emulators for drivers run with ``emulate: true``: entry point name =
 the device name (``pump``...), value = ``package:ConfigModel``, the pydantic
 model of the emulator's options; ``python -m package '<config JSON>'`` serves
-it (see :class:`~instruments.drivers.emulated.EmulatorProcess`)."""
+it (see :class:`~selflab.instruments.drivers.emulated.EmulatorProcess`)."""
 
 REQUIRED_METHODS = ("connect", "run", "close")
 

@@ -2,7 +2,7 @@
 
 Run it from your own pytest tests::
 
-    from instruments.testing import check_instrument
+    from selflab.instruments.testing import check_instrument
 
     def test_my_pump_conforms():
         check_instrument(lambda: MyPump("/dev/ttyUSB0"), {"flow_rate": 1.0, "volume": 2.0})
@@ -33,7 +33,7 @@ faults                     for each ``faults[Error] = factory``: ``run()`` raise
 =========================  ===============================================================
 
 *Sends nothing* is seen by a traffic spy: every frame a selflab transport
-sends is logged on ``selflab.transport`` (:mod:`instruments.transports`), and
+sends is logged on ``selflab.transport`` (:mod:`selflab.instruments.transports`), and
 the kit counts them. A driver with its own I/O passes ``sent_bytes``, a
 function of the instrument returning how many bytes it has sent so far (or
 how many commands its device has seen). An instrument with neither (a
@@ -42,7 +42,7 @@ simulator) sends nothing by construction; the report says so.
 ``faults`` maps an expected error to a factory of an instrument whose device
 misbehaves, e.g. ``{BadResponse: garbling, InstrumentTimeout: silent,
 InstrumentDisconnected: unplugged}``; the bundled emulators provide such
-devices (:class:`simulators.emulators.FaultPlan`).
+devices (:class:`selflab.simulators.emulators.FaultPlan`).
 
 :func:`check_instrument` raises :class:`ConformanceError` listing every
 failed check; it returns a :class:`ConformanceReport` otherwise. Inside a
@@ -59,9 +59,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from instruments.errors import InstrumentDisconnected, InstrumentError, OutOfLimits
-from instruments.protocol import Stoppable, declared_limits
-from instruments.transports import TRANSPORT_LOGGER
+from selflab.instruments.errors import InstrumentDisconnected, InstrumentError, OutOfLimits
+from selflab.instruments.protocol import Stoppable, declared_limits
+from selflab.instruments.transports import TRANSPORT_LOGGER
 
 __all__ = ["ConformanceError", "ConformanceReport", "TrafficSpy", "acheck_instrument", "check_instrument",
            "out_of_limits_requests"]

@@ -1,8 +1,8 @@
 """Planners: the protocol, the search space, baselines and the registry."""
 
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
-from planners.registry import make_planner, planner_kinds
-from planners.space import (
+from selflab.planners.protocol import FidelityOption, Observation, Pending, PlanContext, Planner, Proposal, Recommendation, Recommender
+from selflab.planners.registry import make_planner, planner_kinds
+from selflab.planners.space import (
     CategoricalParameter,
     FloatParameter,
     IntParameter,

@@ -1,4 +1,4 @@
-"""Acquisition functions over a fitted :class:`~planners.surrogate.Surrogate`.
+"""Acquisition functions over a fitted :class:`~selflab.planners.surrogate.Surrogate`.
 
 The surrogate's outputs are in original units, in the order
 ``[objective_1, ..., objective_k, constrained outcomes...]``. Here every
@@ -63,8 +63,8 @@ from botorch.utils.multi_objective.scalarization import get_chebyshev_scalarizat
 from botorch.utils.sampling import sample_simplex
 from torch import Tensor
 
-from planners.space import Objective, OutcomeConstraint
-from planners.surrogate import Surrogate
+from selflab.planners.space import Objective, OutcomeConstraint
+from selflab.planners.surrogate import Surrogate
 
 AcquisitionKind = Literal["qlognei", "ucb", "ts"]
 MFAcquisitionKind = Literal["mfmes", "gibbon", "mfkg"]

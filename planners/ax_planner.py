@@ -46,9 +46,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.baselines import nearest_unused, offered_fidelity
-from planners.protocol import Observation, Pending, PlanContext, Proposal, parse_options
-from planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, Point, SearchSpace
+from selflab.planners.baselines import nearest_unused, offered_fidelity
+from selflab.planners.protocol import Observation, Pending, PlanContext, Proposal, parse_options
+from selflab.planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, Point, SearchSpace
 
 
 class AxOptions(BaseModel):

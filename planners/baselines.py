@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from planners.protocol import Observation, Pending, PlanContext, Proposal
-from planners.space import Objective, Point, SearchSpace
+from selflab.planners.protocol import Observation, Pending, PlanContext, Proposal
+from selflab.planners.space import Objective, Point, SearchSpace
 
 
 def nearest_unused(space: SearchSpace, rows: Sequence[Sequence[float]], candidates: Sequence[Point]) -> list[Point]:

@@ -1,20 +1,20 @@
 """Bayesian optimization: GP surrogates, a botorch acquisition, one optimizer.
 
-``BOPlanner`` joins three small modules by tensors: :mod:`planners.surrogate`
-fits the GPs, :mod:`planners.acquisition` builds the acquisition function and
-:mod:`planners.optimize` maximizes it. :mod:`planners.encoding` maps points to
+``BOPlanner`` joins three small modules by tensors: :mod:`selflab.planners.surrogate`
+fits the GPs, :mod:`selflab.planners.acquisition` builds the acquisition function and
+:mod:`selflab.planners.optimize` maximizes it. :mod:`selflab.planners.encoding` maps points to
 tensor rows and back.
 
 A campaign's first ``n_init`` proposals (default :func:`default_n_init`:
 ``max(5, d)``, rounded down to whole rounds when several experiments run at
-once; ledger position ``context.step``) come from :class:`~planners.baselines.SobolPlanner`
+once; ledger position ``context.step``) come from :class:`~selflab.planners.baselines.SobolPlanner`
 (``"sobol_init"``), as does any call with fewer than two usable observations
 or with fewer than ``n_init`` results or failures (with several experiments
 in flight the first model waits for results, not just proposals);
 the very first one is the centre of the space (``center_first``, as in Ax's
 default design), the rest scrambled Sobol points.
 After that, only observations at ``context.target_fidelity`` are modelled,
-and proposals are made at :func:`~planners.baselines.offered_fidelity`.
+and proposals are made at :func:`~selflab.planners.baselines.offered_fidelity`.
 
 Pending experiments and failed ones both enter the acquisition as
 ``X_pending``: a failed experiment is information ("do not repeat this
@@ -25,12 +25,12 @@ failed or earlier-in-batch point is replaced by the best point of a Sobol
 candidate set that keeps away from them.
 
 With a pool (``context.candidates``), numeric inputs are modelled on the
-pool's rank scale (``pool_scale: rank``, see :mod:`planners.pool_scale`):
+pool's rank scale (``pool_scale: rank``, see :mod:`selflab.planners.pool_scale`):
 ``propose`` and ``recommend`` run on the ranked pool and answer with the
 pool's own rows.
 
 A fitting problem never escapes ``propose``: when every fitting attempt fails
-(see :mod:`planners.surrogate`) the batch comes from Sobol with strategy
+(see :mod:`selflab.planners.surrogate`) the batch comes from Sobol with strategy
 ``"fallback_sobol"`` and the error in the reason.
 
 The GPs' numeric inputs use a scaled Matern-5/2 kernel with Gamma(3, 6)
@@ -41,7 +41,7 @@ fits both and keeps the better leave-one-out fit. Hartmann6, 40 evaluations,
 pool of candidates the Matern's lengthscales have no prior
 (``lengthscale_prior: auto``), so that pool columns which do not matter can
 drop out (the Liang p3ht pool: 56 -> 43 evaluations to 80 % of its top rows;
-see :meth:`BOPlanner._prior`, :func:`planners.surrogate.build_model` and
+see :meth:`BOPlanner._prior`, :func:`selflab.planners.surrogate.build_model` and
 ``benchmarks/RESULTS.md``). Each proposal's reason names the kernel of each
 outcome (``"kernel"``) and its lengthscale prior (``"lengthscale_prior"``:
 ``gamma``, ``none`` or ``dimension_scaled`` for ``rbf``).
@@ -49,12 +49,12 @@ outcome (``"kernel"``) and its lengthscale prior (``"lengthscale_prior"``:
 The planner is stateless by contract; it only caches the last fit's
 hyperparameters (per outcome) to warm-start the next one.
 
-Its model can be looked at (:class:`~planners.protocol.Predictor`, what
+Its model can be looked at (:class:`~selflab.planners.protocol.Predictor`, what
 ``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
 the model ``propose`` fits (target-fidelity data, the objective's warp, a
 pool's rank scale) at any points, in the outcomes' own units, and
 :meth:`BOPlanner.leave_one_out` its closed-form leave-one-out predictions
-(:func:`planners.surrogate.loo_predictive`, the formula ``kernel: auto``
+(:func:`selflab.planners.surrogate.loo_predictive`, the formula ``kernel: auto``
 scores its fits with).
 
 Example (config)::
@@ -77,14 +77,14 @@ from botorch.utils.sampling import manual_seed
 from linear_operator.utils.errors import NanError, NotPSDError
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.acquisition import build_acquisition, scalarized_objective, thompson_select
-from planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
-from planners.encoding import Encoding
-from planners.optimize import maximize, too_close
-from planners.pool_scale import RankScale
-from planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
-from planners.space import Objective, Point, SearchSpace
-from planners.surrogate import (
+from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
+from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
+from selflab.planners.encoding import Encoding
+from selflab.planners.optimize import maximize, too_close
+from selflab.planners.pool_scale import RankScale
+from selflab.planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
+from selflab.planners.space import Objective, Point, SearchSpace
+from selflab.planners.surrogate import (
     LengthscalePrior,
     Surrogate,
     SurrogateError,
@@ -94,7 +94,7 @@ from planners.surrogate import (
     numerics,
     resolve_device,
 )
-from planners.warp import Warp, fit_warp
+from selflab.planners.warp import Warp, fit_warp
 
 _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
 """Numerical failures after fitting (e.g. a posterior that is not positive definite) also fall back to Sobol."""
@@ -123,17 +123,17 @@ class BOOptions(BaseModel):
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     large_data: int = Field(500, ge=1, description="above this many observations: at most 8 restarts and 512 raw samples")
     pool_scale: Literal["rank", "linear"] = Field(
-        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (planners.pool_scale) or linearly"
+        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (selflab.planners.pool_scale) or linearly"
     )
     nei_baseline: int = Field(
         100, ge=1, description="above large_data observations: qLogNEI's baseline is this many best observed points"
     )
     outcome_warp: Literal["auto", "none"] = Field(
-        "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (planners.warp)"
+        "auto", description="one objective: model it on a fitted Box-Cox or Yeo-Johnson scale when that compresses its bad end (selflab.planners.warp)"
     )
     kernel: Literal["auto", "matern", "rbf"] = Field(
         "matern", description="GP covariance of numeric inputs: Matern-5/2 with Gamma lengthscale priors, botorch's (and Ax's) "
-        "dimension-scaled RBF, or auto: both fitted, the better leave-one-out fit kept (planners.surrogate.build_model)"
+        "dimension-scaled RBF, or auto: both fitted, the better leave-one-out fit kept (selflab.planners.surrogate.build_model)"
     )
     lengthscale_prior: Literal["auto", "gamma", "none"] = Field(
         "auto", description="the Matern kernel's lengthscale prior: Gamma(3, 6), none (maximum likelihood, so an input that does "
@@ -259,7 +259,7 @@ class BOPlanner:
     ) -> dict[str, Prediction]:
         """The posterior of the model :meth:`propose` fits (target-fidelity data,
         the objective's warp, the pool's rank scale) at ``points``, per modelled
-        outcome, in original units (:class:`~planners.protocol.Predictor`);
+        outcome, in original units (:class:`~selflab.planners.protocol.Predictor`);
         ``{}`` with fewer than two usable observations. Raises when the fit fails."""
         fitted = self._model(space, objectives, observations, context)
         if fitted is None:
@@ -277,7 +277,7 @@ class BOPlanner:
         context: PlanContext,
     ) -> dict[str, LeaveOneOut]:
         """Leave-one-out predictions of the model :meth:`propose` fits, at its
-        training points (:class:`~planners.protocol.Predictor`)."""
+        training points (:class:`~selflab.planners.protocol.Predictor`)."""
         fitted = self._model(space, objectives, observations, context)
         return {} if fitted is None else fitted[0].leave_one_out(context.target_fidelity)
 

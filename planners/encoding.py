@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from planners.space import CategoricalParameter, IntParameter, Point, SearchSpace, Value
+from selflab.planners.space import CategoricalParameter, IntParameter, Point, SearchSpace, Value
 
 
 class Encoding:

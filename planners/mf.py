@@ -1,9 +1,9 @@
 """Multi-fidelity Bayesian optimization: one GP over every fidelity, a cost-aware
 acquisition that chooses both the point and the fidelity.
 
-Built from the same parts as :class:`~planners.bo.BOPlanner`:
+Built from the same parts as :class:`~selflab.planners.bo.BOPlanner`:
 
-- **Model.** :class:`~planners.surrogate.SurrogateFitter` with
+- **Model.** :class:`~selflab.planners.surrogate.SurrogateFitter` with
   ``multi_fidelity=True``: one ``SingleTaskMultiFidelityGP`` on all
   observations, whatever their fidelity, with the fidelity as a last input
   column (``n x (d + 1)``, a ``data_fidelities`` column). The same refit policy
@@ -12,15 +12,15 @@ Built from the same parts as :class:`~planners.bo.BOPlanner`:
   near-duplicate cheap points); if all fail, the batch is Sobol at the target
   fidelity with strategy ``"fallback_sobol"``, never an exception.
 - **Cost model.** The cost of each offered fidelity (``context.fidelities``),
-  exact at each level (:func:`~planners.acquisition.fidelity_cost_model`).
-- **Acquisition** (:func:`~planners.acquisition.build_mf_acquisition`):
+  exact at each level (:func:`~selflab.planners.acquisition.fidelity_cost_model`).
+- **Acquisition** (:func:`~selflab.planners.acquisition.build_mf_acquisition`):
   ``mfmes`` (default, multi-fidelity max-value entropy), ``gibbon`` or ``mfkg``
   (multi-fidelity knowledge gradient, one-shot; all-float spaces without a
   pool only, otherwise ``mfmes`` is used). Values are information about the
   target-fidelity optimum per unit cost.
 - **Choosing the fidelity.** With at most ``max_discrete_fidelities`` levels on
   offer, the acquisition is maximized over the design with the fidelity held
-  at each level in turn (:func:`~planners.optimize.maximize` with
+  at each level in turn (:func:`~selflab.planners.optimize.maximize` with
   ``fidelity=``), and the level with the best value per unit cost wins. With
   more levels, the fidelity is one more continuous column between the lowest
   and highest offered, and the result is snapped to the nearest offered level.
@@ -59,21 +59,21 @@ Built from the same parts as :class:`~planners.bo.BOPlanner`:
   the optimizer's result is compared with the observed designs projected to the
   target, and the better one is kept) or over the observed designs only
   (``"observed"``, for pool campaigns).
-- **Reasons.** As :class:`~planners.bo.BOPlanner`'s (``strategy: "mf"``),
+- **Reasons.** As :class:`~selflab.planners.bo.BOPlanner`'s (``strategy: "mf"``),
   plus ``fidelity`` and ``cost`` of the proposal, ``acquisition_value`` (the
   acquisition's value, e.g. information gain), ``cost_aware_value`` (that per
   unit cost, what the fidelities were compared on), ``candidates_by_fidelity``
   (the best cost-aware value found at each fidelity tried) and
   ``target_share_rule``; ``predicted`` is the posterior at the proposed point
   and fidelity.
-- **Showing the model** (:class:`~planners.protocol.Predictor`, for
+- **Showing the model** (:class:`~selflab.planners.protocol.Predictor`, for
   ``selflab report``): :meth:`MFPlanner.predict` is this GP's posterior at the
   target fidelity, :meth:`MFPlanner.leave_one_out` its leave-one-out
   predictions of every observation at its own fidelity; where
-  :meth:`MFPlanner.recommend` hands over to the :class:`~planners.bo.BOPlanner`,
+  :meth:`MFPlanner.recommend` hands over to the :class:`~selflab.planners.bo.BOPlanner`,
   so do they.
 - **Outside multi-fidelity** (one fidelity on offer, several objectives, or
-  outcome constraints): the planner delegates to a :class:`~planners.bo.BOPlanner`
+  outcome constraints): the planner delegates to a :class:`~selflab.planners.bo.BOPlanner`
   with the same optimizer options, which models the target fidelity only.
 
 Example (config)::
@@ -95,14 +95,14 @@ from botorch.models.model import Model
 from botorch.utils.sampling import manual_seed
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.acquisition import build_mf_acquisition, fidelity_cost_model
-from planners.baselines import SobolPlanner, offered_fidelity
-from planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
-from planners.encoding import Encoding
-from planners.optimize import maximize, maximize_by_level, too_close
-from planners.protocol import FidelityOption, LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
-from planners.space import Objective, Point, SearchSpace
-from planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
+from selflab.planners.acquisition import build_mf_acquisition, fidelity_cost_model
+from selflab.planners.baselines import SobolPlanner, offered_fidelity
+from selflab.planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
+from selflab.planners.encoding import Encoding
+from selflab.planners.optimize import maximize, maximize_by_level, too_close
+from selflab.planners.protocol import FidelityOption, LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
+from selflab.planners.space import Objective, Point, SearchSpace
+from selflab.planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
 
 _GUARD_CANDIDATES = 512
 
@@ -220,7 +220,7 @@ class MFPlanner:
     ) -> dict[str, Prediction]:
         """The posterior at ``points`` and ``context.target_fidelity`` of the GP
         over every fidelity that :meth:`recommend` and :meth:`propose` fit
-        (:class:`~planners.protocol.Predictor`); where this planner models the
+        (:class:`~selflab.planners.protocol.Predictor`); where this planner models the
         target fidelity alone (see :meth:`recommend`), :meth:`BOPlanner.predict`."""
         if self._single_fidelity(objectives, observations, context):
             return self._bo.predict(space, objectives, observations, points, context=context)
@@ -240,7 +240,7 @@ class MFPlanner:
         context: PlanContext,
     ) -> dict[str, LeaveOneOut]:
         """Leave-one-out predictions of that GP at its training points, each at
-        its own fidelity (:class:`~planners.protocol.Predictor`)."""
+        its own fidelity (:class:`~selflab.planners.protocol.Predictor`)."""
         if self._single_fidelity(objectives, observations, context):
             return self._bo.leave_one_out(space, objectives, observations, context=context)
         with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):

@@ -39,7 +39,7 @@ from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_m
 from botorch.optim.initializers import gen_batch_initial_conditions
 from torch import Tensor
 
-from planners.encoding import Encoding
+from selflab.planners.encoding import Encoding
 
 
 def maximize(

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planners.space import CategoricalParameter, FloatParameter, Parameter, Point, SearchSpace
+from selflab.planners.space import CategoricalParameter, FloatParameter, Parameter, Point, SearchSpace
 
 
 @dataclass(frozen=True)

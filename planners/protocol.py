@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from planners.space import Objective, OutcomeConstraint, Point, SearchSpace
+from selflab.planners.space import Objective, OutcomeConstraint, Point, SearchSpace
 
 
 class _Record(BaseModel):
@@ -142,7 +142,7 @@ class Prediction:
     ``mean``, ``std``, ``lower``, ``upper``: arrays of shape ``(n,)``. ``lower``
     and ``upper`` bound the central 95 % interval (mean ± 1.96 sd on the scale
     the model works on, mapped back to the outcome's units). For an outcome
-    modelled on a warped scale (see :mod:`planners.warp`) ``mean`` is the
+    modelled on a warped scale (see :mod:`selflab.planners.warp`) ``mean`` is the
     posterior median and ``std`` its delta-method spread, and the interval is
     exact (a monotone warp maps quantiles to quantiles); otherwise
     ``lower = mean - 1.96 std``. ``fidelity``: the fidelity of each point (the

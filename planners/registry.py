@@ -4,7 +4,7 @@ Planner classes are imported only when built, so that commands which merely
 read a config (``validate``, ``status``) stay fast.
 
 >>> make_planner("sobol", {})  # doctest: +ELLIPSIS
-<planners.baselines.SobolPlanner object at ...>
+<selflab.planners.baselines.SobolPlanner object at ...>
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from planners.protocol import Planner
+from selflab.planners.protocol import Planner
 
 PLANNERS: dict[str, str] = {
-    "random": "planners.baselines:RandomPlanner",
-    "sobol": "planners.baselines:SobolPlanner",
-    "bo": "planners.bo:BOPlanner",
-    "mf": "planners.mf:MFPlanner",
-    "ax": "planners.ax_planner:AxPlanner",
+    "random": "selflab.planners.baselines:RandomPlanner",
+    "sobol": "selflab.planners.baselines:SobolPlanner",
+    "bo": "selflab.planners.bo:BOPlanner",
+    "mf": "selflab.planners.mf:MFPlanner",
+    "ax": "selflab.planners.ax_planner:AxPlanner",
 }
 """Planner kind -> ``module:Class``."""
 

@@ -1,6 +1,6 @@
 """The search space, objectives and outcome constraints, as pure pydantic data.
 
-These models are shared by the config (``controller.config``) and by every
+These models are shared by the config (``selflab.controller.config``) and by every
 planner. A point is a plain ``dict[str, float | int | str]`` keyed by parameter
 name. Planners work on the unit cube: :meth:`SearchSpace.from_unit` maps a
 row ``u`` of shape ``(d,)`` in ``[0, 1]^d`` to a point, and

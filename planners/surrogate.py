@@ -2,7 +2,7 @@
 
 One exact GP per outcome (``SingleTaskGP``, or ``MixedSingleTaskGP`` when the
 space has categorical parameters), each with a fixed-bounds ``Normalize``
-input transform (the :class:`~planners.encoding.Encoding` bounds) and a
+input transform (the :class:`~selflab.planners.encoding.Encoding` bounds) and a
 ``Standardize`` outcome transform; several outcomes are joined in a
 ``ModelListGP``. A multi-fidelity fitter (``SurrogateFitter(multi_fidelity=True)``)
 builds one ``SingleTaskMultiFidelityGP`` per outcome instead, on training rows
@@ -66,10 +66,10 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-from planners.encoding import Encoding
-from planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
-from planners.warp import Warp
-from planners.space import Objective, OutcomeConstraint, SearchSpace
+from selflab.planners.encoding import Encoding
+from selflab.planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
+from selflab.planners.warp import Warp
+from selflab.planners.space import Objective, OutcomeConstraint, SearchSpace
 
 Refit = Literal["full", "warm", "conditioned", "cached"]
 Kernel = Literal["matern", "rbf"]
@@ -184,7 +184,7 @@ class Surrogate:
 
     ``model.posterior(X)`` for ``X`` of shape ``b x q x d`` has a mean of shape
     ``b x q x m``, in the outcomes' original units, or on the warped scale for
-    an outcome with a warp (``warps[j]``, see :mod:`planners.warp`; ``data``
+    an outcome with a warp (``warps[j]``, see :mod:`selflab.planners.warp`; ``data``
     holds the warped values). :meth:`stats` and :meth:`predict` always answer
     in original units.
     """
@@ -222,7 +222,7 @@ class Surrogate:
 
     def prediction(self, X: Tensor, fidelity: float) -> dict[str, Prediction]:
         """The posterior at encoded rows ``X`` (``n x d``, or ``n x (d + 1)`` with
-        the fidelity last), per outcome, as :class:`~planners.protocol.Prediction`
+        the fidelity last), per outcome, as :class:`~selflab.planners.protocol.Prediction`
         (no observation noise; ``fidelity``: that of rows without a fidelity column)."""
         with numerics(threads=None), torch.no_grad():
             posterior = self.model.posterior(X)

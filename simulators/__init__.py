@@ -1,6 +1,6 @@
 """Physics simulators and benchmark functions, exposed as instruments.
 
-Every class here satisfies :class:`instruments.protocol.Instrument` and also
+Every class here satisfies :class:`selflab.instruments.protocol.Instrument` and also
 declares ``limits``, ``describe()``, ``duration(params)`` (simulated seconds;
 nothing ever sleeps), ``stop()``, ``fidelity``, ``cost``, ``capacity``,
 ``primary_output``, ``direction`` and ``optimum``. Constructor keyword
@@ -14,7 +14,7 @@ arguments are the driver ``options:`` of a lab config.
 Example::
 
     import asyncio
-    from simulators import Hartmann6Instrument
+    from selflab.simulators import Hartmann6Instrument
 
     async def main() -> None:
         instrument = Hartmann6Instrument(noise_std=0.05, seed=1)
@@ -25,7 +25,7 @@ Example::
     asyncio.run(main())
 """
 
-from simulators.benchmarks import BraninInstrument, Hartmann6Instrument
-from simulators.reactor import PlugFlowReactor
+from selflab.simulators.benchmarks import BraninInstrument, Hartmann6Instrument
+from selflab.simulators.reactor import PlugFlowReactor
 
 __all__ = ["BraninInstrument", "Hartmann6Instrument", "PlugFlowReactor"]

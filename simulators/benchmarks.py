@@ -14,7 +14,7 @@ seconds and ``selflab validate`` builds instruments without running them.
 Example::
 
     import asyncio
-    from simulators import BraninInstrument
+    from selflab.simulators import BraninInstrument
 
     async def main() -> None:
         branin = BraninInstrument(noise_std=0.1, seed=2)
@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from simulators.simulated import Simulation, check_non_negative
+from selflab.simulators.simulated import Simulation, check_non_negative
 
 if TYPE_CHECKING:
     from botorch.test_functions.synthetic import SyntheticTestFunction
@@ -43,7 +43,7 @@ class _TestFunctionInstrument:
 
     A subclass sets ``_LIMITS`` and ``optimum`` and builds the botorch
     function in ``_build()``; everything else is here. The multi-fidelity
-    instruments (:mod:`simulators.multifidelity`) also override ``_point()``
+    instruments (:mod:`selflab.simulators.multifidelity`) also override ``_point()``
     to append their fidelity to the function's input.
     """
 
@@ -61,7 +61,7 @@ class _TestFunctionInstrument:
         self.cost: float = 1.0
         self.capacity: int = 1
         self.inputs: tuple[str, ...] = tuple(self.limits)
-        """The inputs ``run(params)`` reads (see :class:`~instruments.protocol.DeclaresInputs`)."""
+        """The inputs ``run(params)`` reads (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
         self._function: SyntheticTestFunction | None = None
 
     @property

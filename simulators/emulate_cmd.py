@@ -8,12 +8,12 @@ Try a driver without hardware::
 
 then give that path as the driver's ``port``. ``rig`` serves the pump, the
 hotplate and the spectrometer of one flow rig (they share its physics), for
-:class:`~instruments.drivers.FlowSynthesis`. ``--faults`` takes a fault plan
+:class:`~selflab.instruments.drivers.FlowSynthesis`. ``--faults`` takes a fault plan
 as JSON, e.g. ``'{"rate": 0.2, "kinds": ["garble", "hang"]}'`` (see
-:class:`simulators.emulators.FaultPlan`).
+:class:`selflab.simulators.emulators.FaultPlan`).
 
 Your own device, described in a pyvisa-sim device file (see
-:mod:`simulators.emulators.filedevice`)::
+:mod:`selflab.simulators.emulators.filedevice`)::
 
     $ selflab emulate --device examples/dosing_balance.yaml --link-dir /tmp/selflab-balance
     balance: /tmp/selflab-balance/balance   (9600 8N1, lines end in CR LF)
@@ -24,7 +24,7 @@ a platform without pseudo-terminals (Windows) is one line and exit code 1.
 
 The command lives with the emulators it serves, since neither the
 controller nor the instruments may import simulators; ``selflab`` loads it by
-name from :data:`controller.cli.COMMAND_MODULES`.
+name from :data:`selflab.controller.cli.COMMAND_MODULES`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simulators.emulators import DeviceFileError, EmulatorConfig, PtyUnavailable, load_device_file, serve
+from selflab.simulators.emulators import DeviceFileError, EmulatorConfig, PtyUnavailable, load_device_file, serve
 
 __all__ = ["register"]
 

@@ -12,7 +12,7 @@ experiment, so a campaign puts one instrument per level in its config.
   -3.30190 (0.5); over 2,000 uniform points the correlation with s = 1 is
   0.99997 at s = 0.5. For AugmentedBranin at (pi, 2.275): 0.397887, 0.45877,
   0.64141; correlation with s = 1 is 0.91 at s = 0.5 (0.98 at 0.75).
-* ``PlugFlowReactor(model="cstr")`` (:mod:`simulators.reactor`): a physics
+* ``PlugFlowReactor(model="cstr")`` (:mod:`selflab.simulators.reactor`): a physics
   model with a real fidelity knob, the lumped well-mixed approximation of the
   plug-flow reactor, about 20x cheaper to compute and biased by physics, not
   by noise. :func:`reactor_fidelity_gap` measures its bias against the exact
@@ -25,7 +25,7 @@ seconds unless ``duration_s`` says otherwise.
 Example::
 
     import asyncio
-    from simulators.multifidelity import AugmentedHartmannInstrument
+    from selflab.simulators.multifidelity import AugmentedHartmannInstrument
 
     async def main() -> None:
         cheap = AugmentedHartmannInstrument(fidelity=0.5)   # cost 0.1, 360 s
@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from simulators.benchmarks import _TestFunctionInstrument
-from simulators.reactor import REACTOR_LIMITS, Kinetics, solve_cstr, solve_pfr
-from simulators.simulated import check_non_negative, check_positive
+from selflab.simulators.benchmarks import _TestFunctionInstrument
+from selflab.simulators.reactor import REACTOR_LIMITS, Kinetics, solve_cstr, solve_pfr
+from selflab.simulators.simulated import check_non_negative, check_positive
 
 if TYPE_CHECKING:
     from botorch.test_functions.synthetic import SyntheticTestFunction
@@ -181,7 +181,7 @@ class FidelityGap:
 def reactor_fidelity_gap(n: int = 1000, seed: int = 0, kinetics: Kinetics | None = None) -> FidelityGap:
     """Compare ``solve_cstr`` with ``solve_pfr`` at ``n`` uniformly random settings.
 
-    The settings are drawn uniformly from :data:`~simulators.reactor.REACTOR_LIMITS`
+    The settings are drawn uniformly from :data:`~selflab.simulators.reactor.REACTOR_LIMITS`
     with ``numpy.random.default_rng(seed)``.
 
     >>> gap = reactor_fidelity_gap(n=200)

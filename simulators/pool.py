@@ -18,7 +18,7 @@ returns the objective of the row whose inputs equal ``params``.
 Example::
 
     import asyncio
-    from simulators.pool import PoolInstrument
+    from selflab.simulators.pool import PoolInstrument
 
     pool = PoolInstrument(csv="simulators/data/liang2021/AutoAM_dataset.csv", objective="Score")
     asyncio.run(pool.connect())
@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from instruments.errors import BadResponse
-from simulators.simulated import Simulation, check_non_negative
+from selflab.instruments.errors import BadResponse
+from selflab.simulators.simulated import Simulation, check_non_negative
 
 __all__ = ["PoolInstrument", "identifier"]
 

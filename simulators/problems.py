@@ -42,14 +42,14 @@ own shape (``{"name": "x1", "type": "float", "low": -5, "high": 10}``), so a
 problem turns into a lab config directly; simulators know nothing of the
 planners' types. The controller finds :func:`get_problem` through the
 entry-point group ``selflab.problems`` and builds the planners' models from
-the data (see :mod:`controller.bench`). Each
+the data (see :mod:`selflab.controller.bench`). Each
 simulated experiment takes :data:`DURATION_S` simulated seconds (the reactor
 its own residence time plus overhead), so makespans are comparable.
 
 Example::
 
     problem = get_problem("gramacy")
-    problem.driver, problem.optimum, problem.direction   # ('simulators.problems:BotorchInstrument', 0.5998, 'minimize')
+    problem.driver, problem.optimum, problem.direction   # ('selflab.simulators.problems:BotorchInstrument', 0.5998, 'minimize')
     get_problem("pool:data.csv", objective="yield", direction="maximize").parameters
 """
 
@@ -62,7 +62,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from simulators.simulated import Simulation, check_non_negative
+from selflab.simulators.simulated import Simulation, check_non_negative
 
 __all__ = ["DATA", "DURATION_S", "BotorchInstrument", "Constraint", "FidelityLevel", "FloatParameter", "Objective", "Problem",
            "ProblemError", "UnknownProblem", "get_problem", "problem_names"]
@@ -270,14 +270,14 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
                        objectives=[Objective(name="y", direction="minimize")], driver="hartmann6", options=timed,
                        optimum=-3.32237, direction="minimize")
     if spec in ("augmented_hartmann", "augmented_branin"):
-        from simulators.multifidelity import DEFAULT_COSTS
+        from selflab.simulators.multifidelity import DEFAULT_COSTS
 
         base = get_problem("hartmann6" if spec == "augmented_hartmann" else "branin")
         levels = [FidelityLevel(fidelity=f, cost=c, driver=spec, options={"fidelity": f, "cost": c})
                   for f, c in sorted(DEFAULT_COSTS.items())]
         return base.model_copy(update={"name": spec, "driver": spec, "options": {"fidelity": 1.0}, "levels": levels})
     if spec in ("reactor", "reactor_multifidelity"):
-        from simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
+        from selflab.simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
 
         units = {"residence_time": "min", "temperature": "degC", "equivalents": None, "concentration": "mol/L"}
         parameters = [FloatParameter(name=n, low=lo, high=hi, log=n == "residence_time", unit=units[n])
@@ -294,7 +294,7 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
     if spec == "gramacy":
         return Problem(name=spec, parameters=unit, objectives=[Objective(name="y", direction="minimize")],
                        constraints=[Constraint(outcome="c1", op=">=", value=0), Constraint(outcome="c2", op=">=", value=0)],
-                       driver="simulators.problems:BotorchInstrument", options={"function": "constrained_gramacy", **timed},
+                       driver="selflab.simulators.problems:BotorchInstrument", options={"function": "constrained_gramacy", **timed},
                        optimum=0.5998, direction="minimize")
     if spec == "branin_currin":
         from botorch.test_functions.multi_objective import BraninCurrin
@@ -303,13 +303,13 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
         return Problem(name=spec, parameters=unit,
                        objectives=[Objective(name="branin", direction="minimize", reference_point=ref[0]),
                                    Objective(name="currin", direction="minimize", reference_point=ref[1])],
-                       driver="simulators.problems:BotorchInstrument", options={"function": "branin_currin", **timed},
+                       driver="selflab.simulators.problems:BotorchInstrument", options={"function": "branin_currin", **timed},
                        metric="hypervolume", optimum=float(BraninCurrin._max_hv), direction="maximize")
     raise UnknownProblem(f"unknown problem {spec!r}; choose one of {', '.join(problem_names())} or pool:PATH.csv")
 
 
 def _pool(name: str, path: Path, objective: str, direction: str) -> Problem:
-    from simulators.pool import PoolInstrument
+    from selflab.simulators.pool import PoolInstrument
 
     if direction not in ("maximize", "minimize"):
         raise ProblemError(f"--direction must be maximize or minimize, not {direction!r}")
@@ -322,7 +322,7 @@ def _pool(name: str, path: Path, objective: str, direction: str) -> Problem:
         name=name,
         parameters=[FloatParameter(name=n, low=lo, high=hi) for n, (lo, hi) in pool.limits.items()],
         objectives=[Objective(name=pool.primary_output, direction=pool.direction)],
-        driver="simulators.pool:PoolInstrument",
+        driver="selflab.simulators.pool:PoolInstrument",
         options=options,
         optimum=pool.optimum,
         direction=pool.direction,

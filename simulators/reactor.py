@@ -53,7 +53,7 @@ at the same settings the lumped model converts less A, and the intermediate P
 it makes is back-mixed into the over-reaction. Its best yield in the box is
 lower and elsewhere: 0.823 at 30 min, 73 degC, 5 equivalents and 2 mol/L (on
 the edge of the box) instead of 0.9155 at 87.1 degC. Measured with
-:func:`simulators.multifidelity.reactor_fidelity_gap` over 1,000 uniformly
+:func:`selflab.simulators.multifidelity.reactor_fidelity_gap` over 1,000 uniformly
 random settings in the box (seed 0, default constants):
 
 ==============================================  ===============
@@ -98,7 +98,7 @@ closed form for any constants (see :attr:`PlugFlowReactor.optimum`).
 Example::
 
     import asyncio
-    from simulators import PlugFlowReactor
+    from selflab.simulators import PlugFlowReactor
 
     async def main() -> None:
         reactor = PlugFlowReactor(noise_std=0.01, seed=1)
@@ -119,8 +119,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from instruments.errors import BadResponse
-from simulators.simulated import Simulation, check_non_negative, check_positive
+from selflab.instruments.errors import BadResponse
+from selflab.simulators.simulated import Simulation, check_non_negative, check_positive
 
 __all__ = [
     "REACTOR_LIMITS",
@@ -471,7 +471,7 @@ class PlugFlowReactor:
         )
         self.limits: dict[str, tuple[float, float]] = dict(self._sim.limits)
         self.inputs: tuple[str, ...] = tuple(self.limits)
-        """The inputs ``run(params)`` reads (see :class:`~instruments.protocol.DeclaresInputs`)."""
+        """The inputs ``run(params)`` reads (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
         self.fidelity: float = 1.0 if model == "pfr" else 0.5
         self.cost: float = 1.0 if model == "pfr" else 0.05
         self.capacity: int = 1

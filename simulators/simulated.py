@@ -1,18 +1,18 @@
 """What every simulator shares: input checks, seeded noise and output checks.
 
 A simulator *owns* a :class:`Simulation` (composition, not inheritance) and
-delegates the chores of the :class:`~instruments.protocol.Instrument` protocol
+delegates the chores of the :class:`~selflab.instruments.protocol.Instrument` protocol
 to it:
 
 * the connected / closed state (``run()`` before ``connect()`` raises
-  :class:`~instruments.errors.InstrumentDisconnected`);
+  :class:`~selflab.instruments.errors.InstrumentDisconnected`);
 * reading the inputs from ``params``: a missing or non-numeric input raises
-  :class:`~instruments.errors.BadResponse`, an input outside the declared
-  ``limits`` raises :class:`~instruments.errors.OutOfLimits` (defence in
+  :class:`~selflab.instruments.errors.BadResponse`, an input outside the declared
+  ``limits`` raises :class:`~selflab.instruments.errors.OutOfLimits` (defence in
   depth: the controller checks limits before dispatch);
 * Gaussian measurement noise from a seeded generator, so the same seed and the
   same sequence of calls give the same readings;
-* refusing non-finite readings (:class:`~instruments.errors.BadResponse`,
+* refusing non-finite readings (:class:`~selflab.instruments.errors.BadResponse`,
   never a silent NaN).
 
 The ``check_*`` helpers validate constructor options, which are the driver
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from instruments.errors import BadResponse, InstrumentDisconnected, OutOfLimits
-from instruments.protocol import Limits
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, OutOfLimits
+from selflab.instruments.protocol import Limits
 
 __all__ = [
     "Simulation",

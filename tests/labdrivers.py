@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from instruments.errors import BadResponse, InstrumentDisconnected
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected
 
 
 class Quadratic:

@@ -1,9 +1,10 @@
 """The package dependency rules of DESIGN.md, as import-linter contracts.
 
 The contracts live in ``pyproject.toml`` (``[tool.importlinter]``); here
-import-linter's ``lint-imports`` checks them on this checkout, and on a copy
-of the packages with one wrong import each, to show that every contract
-catches what it forbids.
+import-linter's ``lint-imports`` checks them on a copy of this checkout laid
+out as installed (``selflab/controller``, ...: grimp walks folders and cannot
+follow setuptools' package-dir mapping), and on such a copy with one wrong
+import each, to show that every contract catches what it forbids.
 """
 
 from __future__ import annotations
@@ -41,8 +42,18 @@ def verdicts(report: str) -> dict[str, str]:
             for cid, name in CONTRACTS.items()}
 
 
-def test_the_packages_keep_every_dependency_contract() -> None:
-    result = lint_imports(REPO)
+def installed_layout(root: Path) -> Path:
+    """A copy of the packages under ``root/selflab/``, as the wheel installs them, with ``pyproject.toml``."""
+    shutil.copy(REPO / "pyproject.toml", root)
+    (root / "selflab").mkdir()
+    shutil.copy(REPO / "selflab" / "__init__.py", root / "selflab")
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, root / "selflab" / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_the_packages_keep_every_dependency_contract(tmp_path: Path) -> None:
+    result = lint_imports(installed_layout(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert verdicts(result.stdout) == dict.fromkeys(CONTRACTS, "KEPT")
 
@@ -50,15 +61,15 @@ def test_the_packages_keep_every_dependency_contract() -> None:
 @pytest.mark.parametrize(
     ("contract", "module", "line"),
     [
-        ("planners", "planners/stray.py", "import controller"),
-        ("controller", "controller/stray.py", "import simulators.reactor"),
-        ("simulators", "simulators/stray.py", "from planners.space import SearchSpace"),
-        ("instruments", "instruments/stray.py", "import planners"),
-        ("instruments", "instruments/stray.py", "import simulators.emulators"),
+        ("planners", "planners/stray.py", "import selflab.controller"),
+        ("controller", "controller/stray.py", "import selflab.simulators.reactor"),
+        ("simulators", "simulators/stray.py", "from selflab.planners.space import SearchSpace"),
+        ("instruments", "instruments/stray.py", "import selflab.planners"),
+        ("instruments", "instruments/stray.py", "import selflab.simulators.emulators"),
         ("study", "controller/study.py", "import asyncio"),
-        ("study", "controller/study.py", "import controller.stray  # which imports instruments"),
+        ("study", "controller/study.py", "import selflab.controller.stray  # which imports instruments"),
         ("scheduler", "controller/scheduler.py", "import sqlite3"),
-        ("scheduler", "controller/scheduler.py", "from controller.ledger import Ledger"),
+        ("scheduler", "controller/scheduler.py", "from selflab.controller.ledger import Ledger"),
     ],
     ids=["planners->controller", "controller->simulators", "simulators->planners", "instruments->planners",
          "instruments->simulators", "study->asyncio", "study->controller->instruments", "scheduler->sqlite3",
@@ -66,13 +77,11 @@ def test_the_packages_keep_every_dependency_contract() -> None:
 )
 def test_a_wrong_import_breaks_exactly_its_contract(tmp_path: Path, contract: str, module: str, line: str) -> None:
     """A copy of the packages with one wrong import, in a new module that
-    nothing else imports (or in ``controller.study``), breaks one contract."""
-    shutil.copy(REPO / "pyproject.toml", tmp_path)
-    for package in PACKAGES:
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    nothing else imports (or in ``selflab.controller.study``), breaks one contract."""
+    packages = installed_layout(tmp_path) / "selflab"
     if module != "controller/stray.py":
-        (tmp_path / "controller" / "stray.py").write_text("import instruments.registry\n")
-    with (tmp_path / module).open("a") as handle:
+        (packages / "controller" / "stray.py").write_text("import selflab.instruments.registry\n")
+    with (packages / module).open("a") as handle:
         handle.write(f"\n{line}\n")
     result = lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("ax")
 
-from planners.ax_planner import AxPlanner, _Codec  # noqa: E402
-from planners.protocol import Observation, Pending, PlanContext  # noqa: E402
-from planners.registry import make_planner  # noqa: E402
-from planners.space import (  # noqa: E402
+from selflab.planners.ax_planner import AxPlanner, _Codec  # noqa: E402
+from selflab.planners.protocol import Observation, Pending, PlanContext  # noqa: E402
+from selflab.planners.registry import make_planner  # noqa: E402
+from selflab.planners.space import (  # noqa: E402
     CategoricalParameter,
     FloatParameter,
     IntParameter,

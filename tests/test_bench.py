@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from controller.bench import bench_config, best_so_far, run_bench, summarize
-from controller.campaign import Campaign
-from controller.cli import main
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from instruments.errors import BadResponse, OutOfLimits
-from simulators.pool import PoolInstrument
-from simulators.problems import ProblemError, get_problem
+from selflab.controller.bench import bench_config, best_so_far, run_bench, summarize
+from selflab.controller.campaign import Campaign
+from selflab.controller.cli import main
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.instruments.errors import BadResponse, OutOfLimits
+from selflab.simulators.pool import PoolInstrument
+from selflab.simulators.problems import ProblemError, get_problem
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -90,7 +90,7 @@ def test_liang_pools(name: str, rows: int, top: int, direction: str) -> None:
 
 
 def test_problem_registry_and_errors(tmp_path: Path) -> None:
-    from simulators.reactor import PlugFlowReactor
+    from selflab.simulators.reactor import PlugFlowReactor
 
     assert get_problem("reactor").optimum == pytest.approx(PlugFlowReactor().optimum)
     assert get_problem("hartmann6").optimum == pytest.approx(-3.32237)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench import RunRecord, cost_to_regret, run_bench, true_values
-from controller.cli import main
-from simulators.problems import get_problem
+from selflab.controller.bench import RunRecord, cost_to_regret, run_bench, true_values
+from selflab.controller.cli import main
+from selflab.simulators.problems import get_problem
 from tests.test_bench import assert_png
 
 FAST_MF = {"n_init": 4, "num_restarts": 1, "raw_samples": 16, "maxiter": 10, "candidate_set_size": 64, "num_fantasies": 4}

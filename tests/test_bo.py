@@ -18,12 +18,12 @@ from gpytorch.kernels import MaternKernel, RBFKernel
 from gpytorch.priors import GammaPrior, LogNormalPrior
 from conftest import quadratic_config
 
-from planners.baselines import RandomPlanner
-from planners.bo import BOPlanner, default_n_init
-from planners.encoding import Encoding
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
-from planners.registry import make_planner
-from planners.space import (
+from selflab.planners.baselines import RandomPlanner
+from selflab.planners.bo import BOPlanner, default_n_init
+from selflab.planners.encoding import Encoding
+from selflab.planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
+from selflab.planners.registry import make_planner
+from selflab.planners.space import (
     CategoricalParameter,
     FloatParameter,
     IntParameter,
@@ -32,7 +32,7 @@ from planners.space import (
     Point,
     SearchSpace,
 )
-from planners.surrogate import SurrogateError, SurrogateFitter, TrainingData, fit_surrogate, loo_log_density
+from selflab.planners.surrogate import SurrogateError, SurrogateFitter, TrainingData, fit_surrogate, loo_log_density
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "ts_candidates": 128, "n_init": 4}
 """Small optimizer settings and a 4-point initial design: these tests check behaviour, not optimizer quality."""
@@ -275,8 +275,8 @@ def test_a_fit_that_always_fails_falls_back_to_sobol(monkeypatch: pytest.MonkeyP
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise torch.linalg.LinAlgError("cholesky failed")
 
-    monkeypatch.setattr("planners.surrogate.fit_gpytorch_mll", broken)
-    monkeypatch.setattr("planners.surrogate.build_model", broken)
+    monkeypatch.setattr("selflab.planners.surrogate.fit_gpytorch_mll", broken)
+    monkeypatch.setattr("selflab.planners.surrogate.build_model", broken)
     observations = observe([XZ.from_unit(u) for u in np.random.default_rng(5).random((8, 2))], lambda q: {"y": float(q["x"])})
     data = TrainingData.from_observations(Encoding(XZ), ["y"], observations)
     with pytest.raises(SurrogateError, match="cannot fit"):
@@ -405,10 +405,10 @@ def test_device_auto_resolves_to_cpu_here_and_bad_options_raise() -> None:
 def test_a_campaign_runs_on_the_bo_planner(tmp_path: Path) -> None:
     import asyncio
 
-    from controller.campaign import Campaign
-    from controller.config import parse_config
-    from controller.ledger import Ledger
-    from controller.projection import CampaignState
+    from selflab.controller.campaign import Campaign
+    from selflab.controller.config import parse_config
+    from selflab.controller.ledger import Ledger
+    from selflab.controller.projection import CampaignState
 
     cfg = quadratic_config(planner={"kind": "bo", "options": {**FAST, "n_init": 4}}, stop={"max_experiments": 8})
     config = parse_config({**cfg, "ledger": f"sqlite:///{tmp_path / 'l.sqlite'}"})
@@ -428,9 +428,9 @@ def test_a_campaign_runs_on_the_bo_planner(tmp_path: Path) -> None:
 
 
 def test_recommend_picks_the_best_posterior_mean_at_the_target_fidelity() -> None:
-    from planners.protocol import Observation, PlanContext
-    from planners.registry import make_planner
-    from planners.space import FloatParameter, Objective, SearchSpace
+    from selflab.planners.protocol import Observation, PlanContext
+    from selflab.planners.registry import make_planner
+    from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
     space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)])
     xs = [i / 11 for i in range(12)]
@@ -473,8 +473,8 @@ def test_above_large_data_the_nei_baseline_is_the_best_observed_points() -> None
     assert few.reason["strategy"] == "bo" and few.reason["baseline_points"] == 6
     everyone = planner(nei_baseline=6).propose(XZ, minimize, observations, [], 1, context=PlanContext(step=40))[0]
     assert "baseline_points" not in everyone.reason  # 40 observations are below large_data (500)
-    from planners.acquisition import build_acquisition
-    from planners.surrogate import fit_surrogate
+    from selflab.planners.acquisition import build_acquisition
+    from selflab.planners.surrogate import fit_surrogate
 
     surrogate = fit_surrogate(XZ, minimize, observations)
     acqf, _, info = build_acquisition(surrogate, minimize, (), "qlognei", baseline_max=6)

@@ -12,12 +12,12 @@ from conftest import quadratic_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.campaign import Campaign, CampaignError, StopInfo, check_outcomes
-from controller.config import parse_config
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from instruments.errors import BadResponse
-from instruments.protocol import limit_violations
+from selflab.controller.campaign import Campaign, CampaignError, StopInfo, check_outcomes
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.instruments.errors import BadResponse
+from selflab.instruments.protocol import limit_violations
 
 
 def run(cfg: dict[str, Any], url: str, *, resume: bool = False) -> tuple[StopInfo, Campaign, CampaignState]:
@@ -232,7 +232,7 @@ def test_resume_after_a_crash_marks_in_flight_stale_and_finishes_the_budget(sqli
     """Simulate a crash by writing a ledger that stops mid-flight."""
     stop, _, _ = run(quadratic_config(stop={"max_experiments": 5}), sqlite_url)
     ledger = Ledger(sqlite_url)
-    from controller.ledger import NewEvent
+    from selflab.controller.ledger import NewEvent
 
     ledger.append([
         NewEvent(campaign="quad", kind="campaign_started", payload={
@@ -268,7 +268,7 @@ def test_an_instrument_that_remembers_its_outcome_is_reconciled_not_stale(sqlite
     with open(memory, "w") as handle:
         json.dump(log_entries, handle)
     ledger = Ledger(sqlite_url)
-    from controller.ledger import NewEvent
+    from selflab.controller.ledger import NewEvent
 
     ledger.append([
         NewEvent(campaign="quad", kind="proposed", experiment_id=4, payload={"params": {"x": 0.5, "z": 0.5}}),
@@ -367,7 +367,7 @@ def test_a_planner_with_nothing_left_ends_the_campaign(sqlite_url: str) -> None:
         blocking = False
 
         def propose(self, space: Any, objectives: Any, observations: Any, pending: Any, n: int, *, context: Any) -> list[Any]:
-            from planners.protocol import Proposal
+            from selflab.planners.protocol import Proposal
 
             left = [{"x": 0.1, "z": 0.1}, {"x": 0.2, "z": 0.2}][context.step:]
             return [Proposal(params=p) for p in left[:n]]
@@ -461,8 +461,8 @@ def test_interlock_pauses_dispatch_and_resumes_and_records_both(sqlite_url: str)
 
 
 def test_interlock_needs_a_readable_instrument() -> None:
-    from controller.config import ConfigError
-    from controller.fleet import build_fleet
+    from selflab.controller.config import ConfigError
+    from selflab.controller.fleet import build_fleet
 
     cfg = quadratic_config(interlocks=[{"pause_when": "q1.temperature >= 90"}])
     with pytest.raises(ConfigError, match=r"interlocks\[0\].pause_when: instrument 'q1' has no read\(\) method"):
@@ -487,7 +487,7 @@ def test_cost_expressions_charge_each_experiment_by_its_params(sqlite_url: str) 
 
 
 def test_cost_expression_faults_name_the_field() -> None:
-    from controller.config import ConfigError
+    from selflab.controller.config import ConfigError
 
     for cost, message in [
         ("1 + __import__('os').getpid()", "only min, max, abs, exp, log, sqrt may be called"),

@@ -331,7 +331,7 @@ def test_emergency_stop_from_another_terminal_aborts_and_stays_resumable(tmp_pat
 def test_drivers_lists_options_and_limits(tmp_path: Path) -> None:
     out = selflab("drivers", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "branin  (simulators.benchmarks:BraninInstrument)" in out.stdout
+    assert "branin  (selflab.simulators.benchmarks:BraninInstrument)" in out.stdout
     assert "    option noise_std: float (default 0.0)" in out.stdout
     assert "    limit  x1: [-5, 10]" in out.stdout
     data = {d["name"]: d for d in json.loads(selflab("drivers", "--json", cwd=tmp_path).stdout)}

@@ -11,8 +11,8 @@ from conftest import REPO, quadratic_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.config import ConfigError, LabConfig, load_config, parse_config
-from controller.fleet import build_fleet
+from selflab.controller.config import ConfigError, LabConfig, load_config, parse_config
+from selflab.controller.fleet import build_fleet
 
 
 def faults(data: Any) -> list[str]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from instruments.drivers import FlowSynthesis, Hotplate, Spectrometer, SyringePump
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout
-from instruments.testing import ConformanceError, check_instrument
-from simulators import BraninInstrument, Hartmann6Instrument, PlugFlowReactor
+from selflab.instruments.drivers import FlowSynthesis, Hotplate, Spectrometer, SyringePump
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout
+from selflab.instruments.testing import ConformanceError, check_instrument
+from selflab.simulators import BraninInstrument, Hartmann6Instrument, PlugFlowReactor
 
 LINK = {"timeout_s": 0.3, "retries": 1, "backoff_s": 0.05}
 FAULTS = {BadResponse: "garble", InstrumentTimeout: "hang", InstrumentDisconnected: "disconnect"}

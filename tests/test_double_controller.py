@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from conftest import quadratic_config
 from test_cli import start, wait_for, write
 
-from controller.ledger import Ledger
+from selflab.controller.ledger import Ledger
 
 pytestmark = pytest.mark.e2e
 

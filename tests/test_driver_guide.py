@@ -30,9 +30,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from instruments import transports
-from instruments.errors import BadResponse
-from instruments.testing import check_instrument
+from selflab.instruments import transports
+from selflab.instruments.errors import BadResponse
+from selflab.instruments.testing import check_instrument
 
 pytestmark = pytest.mark.e2e
 

@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from controller.campaign import Campaign
-from controller.config import parse_config
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from instruments.describe import describe_driver
-from instruments.drivers import FlowSynthesis, Hotplate, Spectrometer, SyringePump
-from instruments.drivers.emulated import EmulatorProcess
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout, OutOfLimits
-from instruments.registry import DriverError, build_driver, resolve_driver
-from instruments.testing import TrafficSpy, check_instrument
-from simulators.emulators.physics import outlet_fractions
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.instruments.describe import describe_driver
+from selflab.instruments.drivers import FlowSynthesis, Hotplate, Spectrometer, SyringePump
+from selflab.instruments.drivers.emulated import EmulatorProcess
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout, OutOfLimits
+from selflab.instruments.registry import DriverError, build_driver, resolve_driver
+from selflab.instruments.testing import TrafficSpy, check_instrument
+from selflab.simulators.emulators.physics import outlet_fractions
 
 FAST = {"timeout_s": 0.3, "retries": 0, "backoff_s": 0.05}
 """Link options that fail fast."""
@@ -188,7 +188,7 @@ def test_entry_points_and_describe_driver() -> None:
                       ("flow_synthesis", FlowSynthesis)):
         assert resolve_driver(name) is cls
     info = describe_driver(FlowSynthesis)
-    assert info["class"] == "instruments.drivers.flow_synthesis:FlowSynthesis"
+    assert info["class"] == "selflab.instruments.drivers.flow_synthesis:FlowSynthesis"
     assert info["limits"] == {"temperature": [25.0, 150.0], "flow_rate": [0.1, 2.0], "volume": [1.5, 5.0]}
     options = {o["name"]: o for o in info["options"]}
     assert options["timeout_s"] == {"name": "timeout_s", "type": "float > 0", "default": 1.0, "required": False}

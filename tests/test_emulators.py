@@ -15,9 +15,9 @@ import pytest
 import serial
 from pydantic import ValidationError
 
-from simulators.emulators import EmulatorConfig, FaultInjector, FaultPlan
-from simulators.emulators.devices import HotplateDevice, PumpDevice, SpectrometerDevice
-from simulators.emulators.physics import FlowWorld, absorbance_at, outlet_fractions
+from selflab.simulators.emulators import EmulatorConfig, FaultInjector, FaultPlan
+from selflab.simulators.emulators.devices import HotplateDevice, PumpDevice, SpectrometerDevice
+from selflab.simulators.emulators.physics import FlowWorld, absorbance_at, outlet_fractions
 
 
 def test_fault_draws_are_reproducible_and_filtered() -> None:
@@ -79,7 +79,7 @@ def emulator(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
 
     def start(**config: object) -> dict[str, str]:
         config = {"link_dir": str(tmp_path), "noise": False, **config}
-        process = subprocess.Popen([sys.executable, "-m", "simulators.emulators", json.dumps(config)],
+        process = subprocess.Popen([sys.executable, "-m", "selflab.simulators.emulators", json.dumps(config)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         processes.append(process)
         assert process.stdout is not None
@@ -132,7 +132,7 @@ def test_each_fault_on_the_wire(emulator, tmp_path: Path) -> None:
 
 
 def test_selflab_emulate_prints_the_port_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli", "emulate", "pump", "--link-dir", str(tmp_path)],
+    process = subprocess.Popen([sys.executable, "-m", "selflab.controller.cli", "emulate", "pump", "--link-dir", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     first = process.stdout.readline()
@@ -146,7 +146,7 @@ def test_selflab_emulate_prints_the_port_and_stops_on_ctrl_c(tmp_path: Path) -> 
 
 
 def test_selflab_emulate_rejects_a_bad_fault_plan() -> None:
-    result = subprocess.run([sys.executable, "-m", "controller.cli", "emulate", "pump", "--faults", '{"rate": 2}'],
+    result = subprocess.run([sys.executable, "-m", "selflab.controller.cli", "emulate", "pump", "--faults", '{"rate": 2}'],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip() == "selflab emulate: faults.rate: Input should be less than or equal to 1"

@@ -16,15 +16,15 @@ import yaml
 from conftest import REPO, quadratic_config
 from test_cli import selflab, write
 
-from controller.config import ConfigError, build_planner, parse_config
-from controller.fleet import check_campaign
-from instruments.errors import BadResponse
-from instruments.protocol import DeclaresInputs, declared_inputs
-from instruments.registry import installed_drivers, resolve_driver
-from planners.protocol import OptionsError
-from planners.registry import make_planner
-from simulators.benchmarks import BraninInstrument
-from simulators.reactor import PlugFlowReactor
+from selflab.controller.config import ConfigError, build_planner, parse_config
+from selflab.controller.fleet import check_campaign
+from selflab.instruments.errors import BadResponse
+from selflab.instruments.protocol import DeclaresInputs, declared_inputs
+from selflab.instruments.registry import installed_drivers, resolve_driver
+from selflab.planners.protocol import OptionsError
+from selflab.planners.registry import make_planner
+from selflab.simulators.benchmarks import BraninInstrument
+from selflab.simulators.reactor import PlugFlowReactor
 
 
 def branin(**overrides: Any) -> dict[str, Any]:

@@ -21,12 +21,12 @@ import yaml
 from conftest import quadratic_config
 from test_cli import SELFLAB, env
 
-from controller.config import ConfigError, InstrumentConfig, parse_config
-from controller.expressions import Expression, ExpressionError
-from controller.fleet import Station, _intersect, build_fleet
-from instruments.protocol import declared_limits, limit_violations
-from planners.baselines import SobolPlanner
-from planners.protocol import PlanContext
+from selflab.controller.config import ConfigError, InstrumentConfig, parse_config
+from selflab.controller.expressions import Expression, ExpressionError
+from selflab.controller.fleet import Station, _intersect, build_fleet
+from selflab.instruments.protocol import declared_limits, limit_violations
+from selflab.planners.baselines import SobolPlanner
+from selflab.planners.protocol import PlanContext
 
 NAN, INF = float("nan"), float("inf")
 
@@ -245,7 +245,7 @@ def test_selflab_validate_refuses_a_yaml_alias_bomb_in_bounded_memory(tmp_path: 
 
 
 def test_aliases_that_expand_modestly_still_load(tmp_path: Path) -> None:
-    from controller.config import load_config
+    from selflab.controller.config import load_config
 
     path = tmp_path / "lab.yaml"
     path.write_text(billion_laughs(levels=5))  # 9**5 values once expanded: fine
@@ -265,7 +265,7 @@ def test_a_config_file_over_a_megabyte_is_refused(tmp_path: Path) -> None:
 
 
 def test_faults_never_echo_a_large_value_in_full() -> None:
-    from planners.space import brief  # (the one helper that renders a value for a message)
+    from selflab.planners.space import brief  # (the one helper that renders a value for a message)
 
     big = "y" * 200_000
     for cfg in (quadratic_config(seed=big), quadratic_config(name=big + " !"), quadratic_config(constraints=[big]),

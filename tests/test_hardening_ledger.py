@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from conftest import quadratic_config
 from test_cli import SELFLAB, env, write
 
-from controller.cli import main
-from controller.ledger import SCHEMA_VERSION, Ledger, NewEvent, sqlite_path
+from selflab.controller.cli import main
+from selflab.controller.ledger import SCHEMA_VERSION, Ledger, NewEvent, sqlite_path
 
 # --- the append-only ledger against raw SQL from any connection ---------------------------
 

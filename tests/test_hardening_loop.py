@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from conftest import quadratic_config
 
-from controller.campaign import MAX_CONSECUTIVE_REFUSALS, Campaign, CampaignError
-from controller.config import parse_config
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from planners.protocol import Observation, Pending, PlanContext, Proposal
-from planners.space import Objective, SearchSpace
+from selflab.controller.campaign import MAX_CONSECUTIVE_REFUSALS, Campaign, CampaignError
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.planners.protocol import Observation, Pending, PlanContext, Proposal
+from selflab.planners.space import Objective, SearchSpace
 
 
 class Scripted:
@@ -89,7 +89,7 @@ def test_a_cost_that_cannot_be_computed_abandons_that_experiment_and_the_campaig
 
 @pytest.mark.parametrize("policy", ["requeue", "drop"])
 def test_stale_events_record_the_requeue_decision(sqlite_url: str, policy: str) -> None:
-    from controller.ledger import NewEvent
+    from selflab.controller.ledger import NewEvent
 
     cfg = quadratic_config(stop={"max_experiments": 2}, stale_policy=policy)
     ledger = Ledger(sqlite_url)
@@ -149,7 +149,7 @@ def test_a_stop_requested_in_the_ledger_stops_the_campaign_without_any_signal(sq
     import threading
     import time
 
-    from controller.ledger import NewEvent
+    from selflab.controller.ledger import NewEvent
 
     cfg = quadratic_config(instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "capacity": 2, "options": {"delay_s": 0.05}}],
                            stop={"max_experiments": 400})
@@ -190,9 +190,9 @@ def refuse(self, *args, **kwargs):
     raise NotImplementedError("no add_signal_handler on this loop")
 asyncio.SelectorEventLoop.add_signal_handler = refuse
 from conftest import quadratic_config
-from controller.campaign import Campaign
-from controller.config import parse_config
-from controller.ledger import Ledger
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
 cfg = quadratic_config(instruments=[{{"name": "q1", "driver": "labdrivers:Quadratic", "options": {{"delay_s": 0.05}}}}],
                        stop={{"max_experiments": 10000}}, ledger={url!r})
 threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()

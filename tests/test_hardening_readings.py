@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import quadratic_config
 
-from controller.columns import EXPORT_COLUMNS
-from controller.execution import check_outcomes
-from controller.ledger import Ledger, NewEvent
-from controller.projection import CampaignState
-from controller.reports import FIXED_HEAD, FIXED_TAIL, write_export
-from instruments.errors import BadResponse
+from selflab.controller.columns import EXPORT_COLUMNS
+from selflab.controller.execution import check_outcomes
+from selflab.controller.ledger import Ledger, NewEvent
+from selflab.controller.projection import CampaignState
+from selflab.controller.reports import FIXED_HEAD, FIXED_TAIL, write_export
+from selflab.instruments.errors import BadResponse
 
 
 def test_every_real_number_type_a_driver_may_return_is_a_reading() -> None:

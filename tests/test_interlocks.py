@@ -1,9 +1,9 @@
-"""The interlock state machine (controller.interlocks), without a campaign."""
+"""The interlock state machine (selflab.controller.interlocks), without a campaign."""
 
 from __future__ import annotations
 
-from controller.config import Interlock
-from controller.interlocks import InterlockState
+from selflab.controller.config import Interlock
+from selflab.controller.interlocks import InterlockState
 
 HOT = Interlock(pause_when="hotplate.temperature > 200", resume_when="hotplate.temperature < 150")
 DRY = Interlock(pause_when="pump.pressure < 1")

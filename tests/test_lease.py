@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import quadratic_config
 
-from controller import lease, workqueue
-from controller.campaign import Campaign, StopInfo
-from controller.config import parse_config
-from controller.ledger import LEASES, LeaseLost, Ledger, LedgerError, NewEvent
-from controller.projection import CampaignState
+from selflab.controller import lease, workqueue
+from selflab.controller.campaign import Campaign, StopInfo
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import LEASES, LeaseLost, Ledger, LedgerError, NewEvent
+from selflab.controller.projection import CampaignState
 
 
 def _take(ledger: Ledger, campaign: str) -> int:
@@ -131,7 +131,7 @@ def test_requeued_params_survive_a_second_crash(sqlite_url: str) -> None:
 
 
 def test_requeues_owed_pays_on_dispatch_or_refusal_not_on_a_stop() -> None:
-    from controller.ledger import Event
+    from selflab.controller.ledger import Event
 
     now = datetime.now(UTC)
     rows = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.ledger import SCHEMA_VERSION, Ledger, LedgerError, NewEvent
+from selflab.controller.ledger import SCHEMA_VERSION, Ledger, LedgerError, NewEvent
 
 
 def _events(n: int, campaign: str = "c") -> list[NewEvent]:
@@ -144,7 +144,7 @@ def test_readers_never_block_on_a_writer(sqlite_url: str) -> None:
         "VALUES ('c', 'proposed', 99, '2026-01-01', '2026-01-01', '{}')"
     )
     code = (
-        "import sys; from controller.ledger import Ledger; "
+        "import sys; from selflab.controller.ledger import Ledger; "
         f"print(len(Ledger({sqlite_url!r}, create=False).events('c')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -174,7 +174,7 @@ def test_many_threads_append_without_losing_events(ledger_url: str) -> None:
 
 def test_processes_creating_one_ledger_at_once_all_succeed(ledger_url: str) -> None:
     """A planner and its workers often start together on an empty database."""
-    code = f"from controller.ledger import Ledger; Ledger({ledger_url!r}).close(); print('ok')"
+    code = f"from selflab.controller.ledger import Ledger; Ledger({ledger_url!r}).close(); print('ok')"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outs]

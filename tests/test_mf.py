@@ -13,12 +13,12 @@ import pytest
 import torch
 from botorch.test_functions.multi_fidelity import AugmentedBranin
 
-from planners.encoding import Encoding
-from planners.mf import MFPlanner
-from planners.optimize import too_close
-from planners.protocol import FidelityOption, Observation, Pending, PlanContext
-from planners.registry import make_planner
-from planners.space import FloatParameter, Objective, Point, SearchSpace
+from selflab.planners.encoding import Encoding
+from selflab.planners.mf import MFPlanner
+from selflab.planners.optimize import too_close
+from selflab.planners.protocol import FidelityOption, Observation, Pending, PlanContext
+from selflab.planners.registry import make_planner
+from selflab.planners.space import FloatParameter, Objective, Point, SearchSpace
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "maxiter": 20, "candidate_set_size": 128, "num_fantasies": 4}
 """Small optimizer settings: these tests check behaviour, not optimizer quality."""
@@ -137,7 +137,7 @@ def test_a_fit_that_always_fails_falls_back_to_sobol_at_the_target(monkeypatch: 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise torch.linalg.LinAlgError("cholesky failed")
 
-    monkeypatch.setattr("planners.surrogate.build_model", broken)
+    monkeypatch.setattr("selflab.planners.surrogate.build_model", broken)
     batch = planner().propose(SPACE, Y, observations(12, [0.5, 1.0]), [], 2, context=context(12, THREE))
     assert [(b.reason["strategy"], b.fidelity) for b in batch] == [("fallback_sobol", 1.0)] * 2
     assert "cholesky failed" in batch[0].reason["error"]
@@ -172,10 +172,10 @@ def test_bad_options_raise() -> None:
 
 
 def test_a_campaign_routes_proposals_to_the_instrument_of_their_fidelity(tmp_path: Path) -> None:
-    from controller.campaign import Campaign
-    from controller.config import parse_config
-    from controller.ledger import Ledger
-    from controller.projection import CampaignState
+    from selflab.controller.campaign import Campaign
+    from selflab.controller.config import parse_config
+    from selflab.controller.ledger import Ledger
+    from selflab.controller.projection import CampaignState
 
     config = parse_config({
         "name": "mf-branin",

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.config import load_config
-from controller.fleet import build_fleet
-from instruments.errors import OutOfLimits
-from instruments.protocol import Describable, Instrument, Stoppable, Timed
-from simulators.benchmarks import BraninInstrument, Hartmann6Instrument
-from simulators.multifidelity import (
+from selflab.controller.config import load_config
+from selflab.controller.fleet import build_fleet
+from selflab.instruments.errors import OutOfLimits
+from selflab.instruments.protocol import Describable, Instrument, Stoppable, Timed
+from selflab.simulators.benchmarks import BraninInstrument, Hartmann6Instrument
+from selflab.simulators.multifidelity import (
     DEFAULT_COSTS,
     AugmentedBraninInstrument,
     AugmentedHartmannInstrument,
     reactor_fidelity_gap,
 )
-from simulators.reactor import REACTOR_LIMITS, Kinetics, PlugFlowReactor, best_yield, solve_cstr, solve_pfr
+from selflab.simulators.reactor import REACTOR_LIMITS, Kinetics, PlugFlowReactor, best_yield, solve_cstr, solve_pfr
 
 REPO = Path(__file__).resolve().parents[1]
 HARTMANN_MINIMISER = dict(zip([f"x{i}" for i in range(1, 7)], (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573), strict=True))
@@ -140,8 +140,8 @@ def test_out_of_limits_is_refused() -> None:
 def test_building_does_not_import_botorch_or_scipy_integrate() -> None:
     code = (
         "import sys\n"
-        "from simulators.multifidelity import AugmentedBraninInstrument, AugmentedHartmannInstrument\n"
-        "from simulators.reactor import PlugFlowReactor\n"
+        "from selflab.simulators.multifidelity import AugmentedBraninInstrument, AugmentedHartmannInstrument\n"
+        "from selflab.simulators.reactor import PlugFlowReactor\n"
         "AugmentedHartmannInstrument(fidelity=0.5); AugmentedBraninInstrument(); PlugFlowReactor(model='cstr')\n"
         "heavy = [m for m in ('botorch', 'torch', 'scipy.integrate', 'scipy.optimize') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

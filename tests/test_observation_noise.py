@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import quadratic_config
 
-from controller.campaign import Campaign
-from controller.config import parse_config
-from controller.ledger import Ledger
-from planners.protocol import Observation, PlanContext
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger
+from selflab.planners.protocol import Observation, PlanContext
 
 
 def test_from_result_reads_sd_outputs_next_to_their_output() -> None:
@@ -42,13 +42,13 @@ def test_campaign_passes_reported_noise_to_the_planner_and_keeps_it_on_resume(tm
 
 def test_ax_gets_the_reported_noise_as_sem() -> None:
     pytest.importorskip("ax")
-    from planners.ax_planner import _Codec
-    from planners.space import FloatParameter, Objective, SearchSpace
+    from selflab.planners.ax_planner import _Codec
+    from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
     codec = _Codec(SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)]), [Objective(name="y")], PlanContext())
     assert codec.data({"y": 0.5}, {"y": 0.1}) == {"m0": (0.5, 0.1)}
     assert codec.data({"y": 0.5}) == {"m0": 0.5}
-    from planners.ax_planner import AxPlanner
+    from selflab.planners.ax_planner import AxPlanner
 
     observations = [Observation.from_result({"x": x}, {"y": (x - 0.3) ** 2, "y_sd": 0.01}) for x in (0.1, 0.5, 0.9)]
     [proposal] = AxPlanner(initial_points=2).propose(SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)]),

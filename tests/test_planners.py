@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planners import (
+from selflab.planners import (
     CategoricalParameter,
     FidelityOption,
     FloatParameter,
@@ -21,7 +21,7 @@ from planners import (
     make_planner,
     planner_kinds,
 )
-from planners.registry import options_schemas
+from selflab.planners.registry import options_schemas
 
 SPACE = SearchSpace(parameters=[
     FloatParameter(name="t", low=1, high=100, log=True),

@@ -1,4 +1,4 @@
-"""Pool inputs on their rank scale (``planners.pool_scale``) and the ``bo`` planner on pools."""
+"""Pool inputs on their rank scale (``selflab.planners.pool_scale``) and the ``bo`` planner on pools."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.bench import bench_config
-from controller.campaign import Campaign
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from planners.bo import BOPlanner
-from planners.pool_scale import RankScale
-from planners.protocol import Observation, Pending, PlanContext
-from planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, SearchSpace
-from simulators.problems import get_problem
+from selflab.controller.bench import bench_config
+from selflab.controller.campaign import Campaign
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.planners.bo import BOPlanner
+from selflab.planners.pool_scale import RankScale
+from selflab.planners.protocol import Observation, Pending, PlanContext
+from selflab.planners.space import CategoricalParameter, FloatParameter, IntParameter, Objective, SearchSpace
+from selflab.simulators.problems import get_problem
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "n_init": 4}
 

@@ -28,10 +28,10 @@ from conftest import REPO
 from test_conformance import DRIVERS, FAULTS, emulated
 from test_transport import PtyPeer, link
 
-from instruments.drivers.emulated import EmulatorProcess
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
-from instruments.testing import acheck_instrument
-from instruments.transports import READ_POLL_S, SerialTransport
+from selflab.instruments.drivers.emulated import EmulatorProcess
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
+from selflab.instruments.testing import acheck_instrument
+from selflab.instruments.transports import READ_POLL_S, SerialTransport
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ assert not hasattr(signal, "SIGUSR1")
 IMPORT_ALL_AND_RUN = """
 import importlib, pkgutil
 failed = {}
-for package in ("controller", "instruments", "planners", "simulators"):
+for package in ("selflab.controller", "selflab.instruments", "selflab.planners", "selflab.simulators"):
     root = importlib.import_module(package)
     for info in pkgutil.walk_packages(root.__path__, package + ".",
                                       onerror=lambda name: failed.setdefault(name, repr(sys.exc_info()[1]))):
@@ -63,10 +63,10 @@ for package in ("controller", "instruments", "planners", "simulators"):
             importlib.import_module(info.name)
         except Exception as exc:
             failed[info.name] = f"{type(exc).__name__}: {exc}"
-print(json.dumps({"modules": sorted(m for m in sys.modules if m.split(".")[0] in ("controller", "instruments", "planners", "simulators")),
+print(json.dumps({"modules": sorted(m for m in sys.modules if m.split(".")[0] == "selflab"),
                   "failed": failed}))
 
-from controller.cli import main
+from selflab.controller.cli import main
 sys.exit(main(["run", sys.argv[1], "--quiet", "--ledger", sys.argv[2]]))
 """
 
@@ -81,8 +81,8 @@ def test_every_module_imports_and_a_simulated_campaign_runs_without_posix_module
                          capture_output=True, text=True, timeout=300)
     report = json.loads(out.stdout.splitlines()[0])
     assert report["failed"] == {}, report["failed"]
-    for module in ("controller.campaign", "instruments.transports.serial_port", "simulators.emulators.ptyport",
-                   "simulators.emulate_cmd", "instruments.testing"):
+    for module in ("selflab.controller.campaign", "selflab.instruments.transports.serial_port", "selflab.simulators.emulators.ptyport",
+                   "selflab.simulators.emulate_cmd", "selflab.instruments.testing"):
         assert module in report["modules"]
     assert out.returncode == 0, out.stderr
     status = subprocess.run([str(Path(sys.executable).with_name("selflab")), "status", "--ledger", ledger, "--json"],
@@ -92,7 +92,7 @@ def test_every_module_imports_and_a_simulated_campaign_runs_without_posix_module
 
 
 def test_without_pseudo_terminals_selflab_emulate_says_so_in_one_line(tmp_path: Path) -> None:
-    script = WITHOUT_POSIX + "from controller.cli import main\nsys.exit(main(['emulate', 'pump', '--link-dir', sys.argv[1]]))"
+    script = WITHOUT_POSIX + "from selflab.controller.cli import main\nsys.exit(main(['emulate', 'pump', '--link-dir', sys.argv[1]]))"
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ports")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stdout == "", out
     [line] = out.stderr.splitlines()

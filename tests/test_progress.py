@@ -8,12 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from controller.bench import bench_config
-from controller.campaign import Campaign
-from controller.ledger import Ledger
-from controller.progress import LiveDisplay
-from controller.projection import CampaignState
-from simulators.problems import get_problem
+from selflab.controller.bench import bench_config
+from selflab.controller.campaign import Campaign
+from selflab.controller.ledger import Ledger
+from selflab.controller.progress import LiveDisplay
+from selflab.controller.projection import CampaignState
+from selflab.simulators.problems import get_problem
 
 
 def test_live_panel_best_counts_only_the_target_fidelity_in_a_multifidelity_campaign(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.ledger import Event, Ledger, NewEvent
-from controller.projection import CampaignState
+from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.projection import CampaignState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -129,7 +129,7 @@ def test_property_replaying_a_ledger_twice_gives_the_same_projection(tmp_path_fa
 
 
 def test_pareto_front_and_constrained_best() -> None:
-    from planners.space import Objective, OutcomeConstraint
+    from selflab.planners.space import Objective, OutcomeConstraint
 
     rows = [(1, 1.0, 5.0, 0.9), (2, 2.0, 4.0, 0.9), (3, 1.5, 3.0, 0.9), (4, 3.0, 1.0, 0.1), (5, 0.5, 0.5, 0.9)]
     events, n = [], 0

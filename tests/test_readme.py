@@ -32,8 +32,13 @@ def test_readme_demo_command_names_a_shipped_config() -> None:
 
 
 def test_the_python_api_example_runs_as_written(tmp_path: Path) -> None:
-    """The README's Python example, run as a user would, in a fresh directory."""
+    """The README's Python example, run as a user would, in a fresh directory
+    that holds a lab's own ``instruments/`` and ``controller/`` packages (which
+    must not shadow selflab's)."""
     (example,) = re.findall(r"## Python API\n.*?```python\n(.*?)```", README, flags=re.S)
+    for own in ("instruments", "controller", "planners", "simulators"):
+        (tmp_path / own).mkdir()
+        (tmp_path / own / "__init__.py").write_text(f"raise ImportError('the lab\\'s own {own}/ was imported')\n")
     script = tmp_path / "example.py"
     script.write_text(example)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)

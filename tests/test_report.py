@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.bench import bench_config
-from controller.campaign import Campaign
-from controller.cli import main
-from controller.ledger import Ledger
-from simulators.problems import get_problem
+from selflab.controller.bench import bench_config
+from selflab.controller.campaign import Campaign
+from selflab.controller.cli import main
+from selflab.controller.ledger import Ledger
+from selflab.simulators.problems import get_problem
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +43,7 @@ def test_two_objectives_give_every_figure(tmp_path: Path, capsys: pytest.Capture
     paths = written(capsys.readouterr().out)
     names = sorted(p.name for p in paths)
     expected = ["best_so_far.png", "cost_branin.png", "cost_currin.png", "pareto.png"]
-    pytest.importorskip("planners.surrogate")
+    pytest.importorskip("selflab.planners.surrogate")
     expected += ["gp_slices_branin.png", "gp_slices_currin.png"]
     assert names == sorted(expected)
     for path in paths:

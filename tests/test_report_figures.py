@@ -1,6 +1,6 @@
 """The data behind ``selflab report``'s and ``selflab bench --plot``'s figures.
 
-Campaigns here are real ledgers written through :class:`controller.study.Study`
+Campaigns here are real ledgers written through :class:`selflab.controller.study.Study`
 (results from the bundled simulators, attached by hand so that each test
 chooses its points), and the models are the planners' own botorch GPs.
 """
@@ -18,12 +18,12 @@ import torch
 from botorch.utils.multi_objective.hypervolume import Hypervolume
 from matplotlib.figure import Figure
 
-from controller import plots
-from controller.bench import get_problem, hypervolume_curve, run_bench
-from controller.bench_cmd import bench_plot
-from controller.ledger import Ledger
-from controller.projection import CampaignState
-from controller.report_cmd import (
+from selflab.controller import plots
+from selflab.controller.bench import get_problem, hypervolume_curve, run_bench
+from selflab.controller.bench_cmd import bench_plot
+from selflab.controller.ledger import Ledger
+from selflab.controller.projection import CampaignState
+from selflab.controller.report_cmd import (
     calibration_of,
     completed,
     config_of,
@@ -38,12 +38,12 @@ from controller.report_cmd import (
     slices_of,
     write_report,
 )
-from controller.reports import load_state
-from controller.study import Study
-from planners.bo import BOPlanner
-from planners.mf import MFPlanner
-from planners.protocol import PlanContext, Predictor, interval_coverage
-from simulators.multifidelity import AugmentedBraninInstrument
+from selflab.controller.reports import load_state
+from selflab.controller.study import Study
+from selflab.planners.bo import BOPlanner
+from selflab.planners.mf import MFPlanner
+from selflab.planners.protocol import PlanContext, Predictor, interval_coverage
+from selflab.simulators.multifidelity import AugmentedBraninInstrument
 
 BRANIN = [{"name": "x1", "type": "float", "low": -5, "high": 10, "unit": "mm"},
           {"name": "x2", "type": "float", "low": 0, "high": 15, "unit": "s"}]

@@ -6,9 +6,9 @@ from typing import Any
 
 from conftest import quadratic_config
 
-from controller.config import StopRules, parse_config
-from controller.fleet import Station, build_fleet
-from controller.scheduler import (
+from selflab.controller.config import StopRules, parse_config
+from selflab.controller.fleet import Station, build_fleet
+from selflab.controller.scheduler import (
     Progress,
     allowance,
     fidelities_on_offer,

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instruments.errors import BadResponse, InstrumentDisconnected, OutOfLimits
-from instruments.protocol import Describable, Instrument, Stoppable, Timed
-from simulators import BraninInstrument, Hartmann6Instrument, PlugFlowReactor
-from simulators.reactor import REACTOR_LIMITS, Kinetics, best_yield, solve_pfr
-from simulators.simulated import Simulation
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, OutOfLimits
+from selflab.instruments.protocol import Describable, Instrument, Stoppable, Timed
+from selflab.simulators import BraninInstrument, Hartmann6Instrument, PlugFlowReactor
+from selflab.simulators.reactor import REACTOR_LIMITS, Kinetics, best_yield, solve_pfr
+from selflab.simulators.simulated import Simulation
 
 REPO = Path(__file__).resolve().parents[1]
 RIDGE_POINT = {"residence_time": 13.8, "temperature": 87.1, "equivalents": 3.0, "concentration": 1.0}
@@ -119,8 +119,8 @@ def test_declared_interfaces() -> None:
 
 def test_importing_simulators_does_not_import_botorch_or_scipy_integrate() -> None:
     code = (
-        "import sys, simulators\n"
-        "simulators.BraninInstrument(); simulators.Hartmann6Instrument(); simulators.PlugFlowReactor()\n"
+        "import sys, selflab.simulators\n"
+        "selflab.simulators.BraninInstrument(); selflab.simulators.Hartmann6Instrument(); selflab.simulators.PlugFlowReactor()\n"
         "heavy = [m for m in ('botorch', 'torch', 'scipy.integrate') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

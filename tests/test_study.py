@@ -13,13 +13,13 @@ import pytest
 import yaml
 from conftest import REPO, quadratic_config
 
-from controller.campaign import Campaign
-from controller.config import parse_config
-from controller.ledger import Ledger, LedgerError
-from controller.projection import CampaignState
-from controller.study import Study, StudyError
-from planners.baselines import SobolPlanner
-from planners.space import FloatParameter, Objective, SearchSpace
+from selflab.controller.campaign import Campaign
+from selflab.controller.config import parse_config
+from selflab.controller.ledger import Ledger, LedgerError
+from selflab.controller.projection import CampaignState
+from selflab.controller.study import Study, StudyError
+from selflab.planners.baselines import SobolPlanner
+from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
 
 def quadratic(params: dict[str, Any]) -> dict[str, float]:
@@ -128,7 +128,7 @@ def test_ask_tell_and_selflab_run_give_the_same_campaign(tmp_path: Path, planner
     looped = [(e.params, e.outcomes) for e in CampaignState.replay(config.name, ledger.events(config.name)).with_status("completed")]
     ledger.close()
 
-    from simulators.benchmarks import BraninInstrument
+    from selflab.simulators.benchmarks import BraninInstrument
 
     branin = BraninInstrument(duration_s=600)
     asyncio.run(branin.connect())
@@ -154,7 +154,7 @@ def test_selflab_stop_never_signals_a_program_driving_a_study(tmp_path: Path) ->
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
         "from conftest import quadratic_config\n"
-        "from controller.study import Study\n"
+        "from selflab.controller.study import Study\n"
         f"study = Study.open({{**quadratic_config(), 'ledger': {url!r}}})\n"
         "study.ask()\nprint('open', flush=True)\ntime.sleep(60)\n")],
         cwd=REPO / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

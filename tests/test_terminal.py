@@ -25,15 +25,15 @@ import yaml
 from conftest import REPO, quadratic_config
 from rich.console import Console
 
-from controller.cli import main
-from controller.config import load_config
-from controller.fleet import build_fleet
-from controller.ledger import Event
-from controller.progress import LiveDisplay, ShowsActivity, setup_logging
-from controller.projection import CampaignState
-from instruments.errors import BadResponse, InstrumentError, InstrumentTimeout
-from instruments.transports import SerialSettings, SerialTransport
-from instruments.transports.base import TRANSPORT_LOGGER, RetrySummary
+from selflab.controller.cli import main
+from selflab.controller.config import load_config
+from selflab.controller.fleet import build_fleet
+from selflab.controller.ledger import Event
+from selflab.controller.progress import LiveDisplay, ShowsActivity, setup_logging
+from selflab.controller.projection import CampaignState
+from selflab.instruments.errors import BadResponse, InstrumentError, InstrumentTimeout
+from selflab.instruments.transports import SerialSettings, SerialTransport
+from selflab.instruments.transports.base import TRANSPORT_LOGGER, RetrySummary
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SELFLAB = str(Path(sys.executable).with_name("selflab"))

@@ -22,9 +22,9 @@ import pytest
 from conftest import REPO
 from pydantic import ValidationError
 
-from instruments.drivers.emulated import EmulatorProcess
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
-from instruments.transports import SerialSettings, SerialTransport, VisaSettings, make_transport
+from selflab.instruments.drivers.emulated import EmulatorProcess
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
+from selflab.instruments.transports import SerialSettings, SerialTransport, VisaSettings, make_transport
 
 
 class PtyPeer:

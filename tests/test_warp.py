@@ -1,4 +1,4 @@
-"""Output warping (planners.warp) and its use by the bo planner."""
+"""Output warping (selflab.planners.warp) and its use by the bo planner."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from planners.bo import BOPlanner
-from planners.encoding import Encoding
-from planners.protocol import Observation, PlanContext
-from planners.space import FloatParameter, Objective, SearchSpace
-from planners.surrogate import SurrogateFitter, TrainingData
-from planners.warp import BoxCox, YeoJohnson, fit_warp
+from selflab.planners.bo import BOPlanner
+from selflab.planners.encoding import Encoding
+from selflab.planners.protocol import Observation, PlanContext
+from selflab.planners.space import FloatParameter, Objective, SearchSpace
+from selflab.planners.surrogate import SurrogateFitter, TrainingData
+from selflab.planners.warp import BoxCox, YeoJohnson, fit_warp
 
 SPACE = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
 
@@ -113,7 +113,7 @@ def test_bo_records_the_warp_in_the_reason_and_can_be_told_not_to() -> None:
 
 def test_no_warp_when_a_constraint_reads_the_objective() -> None:
     """A threshold on the objective is in original units: the objective stays unwarped then."""
-    from planners.space import OutcomeConstraint
+    from selflab.planners.space import OutcomeConstraint
 
     g = np.random.default_rng(3)
     observations = [Observation(params={"x": float(a), "z": float(b)}, outcomes={"y": math.exp(10 * float(a))}) for a, b in g.random((12, 2))]

@@ -18,8 +18,8 @@ import yaml
 from conftest import quadratic_config
 from test_cli import SELFLAB, env
 
-from controller import workqueue
-from controller.ledger import Ledger
+from selflab.controller import workqueue
+from selflab.controller.ledger import Ledger
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -114,7 +114,7 @@ def test_worker_refuses_instruments_that_are_not_remote(postgres_url: str, tmp_p
 
 
 def test_remote_instruments_need_postgres() -> None:
-    from controller.config import ConfigError, parse_config
+    from selflab.controller.config import ConfigError, parse_config
 
     cfg = quadratic_config()
     cfg["instruments"][0]["remote"] = True

@@ -6,9 +6,9 @@
 * :class:`FlowSynthesis` (``flow_synthesis``): the three composed into one
   experiment (heat, pump through a heated coil, read the outlet).
 
-Each takes its port(s) and link options (:mod:`instruments.drivers.connection`)
+Each takes its port(s) and link options (:mod:`selflab.instruments.drivers.connection`)
 as keyword arguments, or ``emulate: true`` to start a device emulator
-(:mod:`simulators.emulators`) on ``connect()``.
+(:mod:`selflab.simulators.emulators`) on ``connect()``.
 
 Example::
 
@@ -18,9 +18,9 @@ Example::
     await rig.close()
 """
 
-from instruments.drivers.flow_synthesis import FlowSynthesis
-from instruments.drivers.hotplate import Hotplate
-from instruments.drivers.spectrometer import Spectrometer
-from instruments.drivers.syringe_pump import SyringePump
+from selflab.instruments.drivers.flow_synthesis import FlowSynthesis
+from selflab.instruments.drivers.hotplate import Hotplate
+from selflab.instruments.drivers.spectrometer import Spectrometer
+from selflab.instruments.drivers.syringe_pump import SyringePump
 
 __all__ = ["FlowSynthesis", "Hotplate", "Spectrometer", "SyringePump"]

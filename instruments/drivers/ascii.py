@@ -3,10 +3,10 @@
 Every command gets exactly one reply line: ``OK``, a value, or
 ``ERR <code> <text>``. Codes: ``1`` unknown command, ``2`` value out of
 range, ``3`` busy, ``5`` not a number. A refusal with code 2 becomes
-:class:`~instruments.errors.OutOfLimits` (the device's own limits are
+:class:`~selflab.instruments.errors.OutOfLimits` (the device's own limits are
 narrower than the driver's); any other refusal, and any reply that is not
 what the command calls for (``NaN``, ``12.3.4``, ``OKAY``), becomes
-:class:`~instruments.errors.BadResponse`.
+:class:`~selflab.instruments.errors.BadResponse`.
 
 Example::
 
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
-from instruments.errors import BadResponse, InstrumentError, OutOfLimits
-from instruments.protocol import Limits, limit_violations
-from instruments.transports import Transport
+from selflab.instruments.errors import BadResponse, InstrumentError, OutOfLimits
+from selflab.instruments.protocol import Limits, limit_violations
+from selflab.instruments.transports import Transport
 
 __all__ = ["AsciiClient", "parse_number", "parse_ok", "read_inputs"]
 

@@ -15,11 +15,11 @@ option              meaning
 ``visa_library``    use pyvisa with this backend (``@py``, ``x.yaml@sim``)
 ``emulate``         start a device emulator on connect(), stop it on close()
 ``emulator``        the emulator's options: ``seed``, ``time_scale``,
-                    ``faults`` (:class:`simulators.emulators.FaultPlan`)
+                    ``faults`` (:class:`selflab.simulators.emulators.FaultPlan`)
 ==================  ===================================================
 
 The emulator is found by device name in the entry-point group
-``selflab.emulators`` (:func:`~instruments.registry.resolve_emulator`), so
+``selflab.emulators`` (:func:`~selflab.instruments.registry.resolve_emulator`), so
 instruments never import the simulators that provide it.
 
 :func:`driver_options` validates a driver's keyword arguments against their
@@ -40,10 +40,10 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError, validate_call
 
-from instruments.drivers.emulated import EmulatorProcess
-from instruments.errors import InstrumentDisconnected
-from instruments.registry import resolve_emulator
-from instruments.transports import LineTransport, SerialSettings, VisaSettings, make_transport
+from selflab.instruments.drivers.emulated import EmulatorProcess
+from selflab.instruments.errors import InstrumentDisconnected
+from selflab.instruments.registry import resolve_emulator
+from selflab.instruments.transports import LineTransport, SerialSettings, VisaSettings, make_transport
 
 __all__ = ["Connection", "Positive", "NonNegative", "driver_options"]
 

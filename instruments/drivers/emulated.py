@@ -1,14 +1,14 @@
 """Start a device emulator in a child process for a driver run with ``emulate: true``.
 
-The child is ``python -m simulators.emulators '<config JSON>'`` (see
-:mod:`simulators.emulators.server`). It prints its port paths on one line and
+The child is ``python -m selflab.simulators.emulators '<config JSON>'`` (see
+:mod:`selflab.simulators.emulators.server`). It prints its port paths on one line and
 serves until its standard input closes, so it never outlives this process.
 Its log (every injected fault at WARNING) goes to a temporary file whose
 lines :meth:`EmulatorProcess.log_lines` returns, also after :meth:`stop`.
 
 This module starts the emulator as a command and never imports
 :mod:`simulators`, which keeps the package dependency one way (simulators ->
-instruments); only :class:`~instruments.drivers.connection.Connection`
+instruments); only :class:`~selflab.instruments.drivers.connection.Connection`
 imports the emulator's config model, lazily, to validate ``emulator:``
 options when a driver is built with ``emulate: true``.
 
@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from instruments.errors import InstrumentDisconnected
+from selflab.instruments.errors import InstrumentDisconnected
 
 __all__ = ["EmulatorProcess"]
 
@@ -44,7 +44,7 @@ class EmulatorProcess:
 
     Args:
         config: the emulator config (``devices``, ``seed``, ``time_scale``,
-            ``faults``...), as :class:`simulators.emulators.EmulatorConfig` fields.
+            ``faults``...), as :class:`selflab.simulators.emulators.EmulatorConfig` fields.
         start_timeout_s: seconds to wait for the ports to come up.
     """
 
@@ -70,7 +70,7 @@ class EmulatorProcess:
         fd, self._log_path = tempfile.mkstemp(prefix="selflab-emulator-", suffix=".log")
         with os.fdopen(fd, "wb") as log_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "simulators.emulators", json.dumps(self.config)],
+                [sys.executable, "-m", "selflab.simulators.emulators", json.dumps(self.config)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
             )
         assert self._process.stdout is not None

@@ -4,7 +4,7 @@ One experiment (``run``):
 
 1. refuse inputs outside :attr:`FlowSynthesis.limits` (nothing is sent);
 2. heat the coil's hotplate to ``temperature`` and wait until it settles
-   within ``tolerance_c`` (:class:`~instruments.drivers.hotplate.HotplateClient`);
+   within ``tolerance_c`` (:class:`~selflab.instruments.drivers.hotplate.HotplateClient`);
 3. set the spectrometer to ``wavelength_nm``;
 4. pump ``volume`` mL of feed through the heated coil at ``flow_rate``
    mL/min (residence time = coil volume / flow rate);
@@ -21,7 +21,7 @@ starts from scratch. ``close()`` stops the pump and turns the heater off
 (best effort) before it closes the ports.
 
 With ``emulate: true`` the three devices are emulated in one child process
-that shares the rig's physics (:mod:`simulators.emulators.physics`), so the
+that shares the rig's physics (:mod:`selflab.simulators.emulators.physics`), so the
 yield depends on temperature and flow rate as the kinetics say.
 
 Example (YAML)::
@@ -39,13 +39,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from instruments.drivers.ascii import read_inputs
-from instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
-from instruments.drivers.hotplate import HotplateClient
-from instruments.drivers.spectrometer import SpectrometerClient
-from instruments.drivers.syringe_pump import PumpClient
-from instruments.errors import InstrumentDisconnected, InstrumentError
-from instruments.protocol import Limits
+from selflab.instruments.drivers.ascii import read_inputs
+from selflab.instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
+from selflab.instruments.drivers.hotplate import HotplateClient
+from selflab.instruments.drivers.spectrometer import SpectrometerClient
+from selflab.instruments.drivers.syringe_pump import PumpClient
+from selflab.instruments.errors import InstrumentDisconnected, InstrumentError
+from selflab.instruments.protocol import Limits
 
 __all__ = ["FlowSynthesis"]
 
@@ -61,7 +61,7 @@ class FlowSynthesis:
     Options (YAML ``options:``):
         pump_port, hotplate_port, spectrometer_port: the three devices.
         baudrate, timeout_s, retries, backoff_s, visa_library, emulate,
-            emulator: see :mod:`instruments.drivers.connection`.
+            emulator: see :mod:`selflab.instruments.drivers.connection`.
         ramp_c_per_min: hotplate heating rate, degC/min.
         tolerance_c, settle_samples, settle_timeout_s: when the plate
             counts as settled, and how long to wait for it (s).
@@ -76,7 +76,7 @@ class FlowSynthesis:
 
     limits: ClassVar[Limits] = {"temperature": (25.0, 150.0), "flow_rate": (0.1, 2.0), "volume": (1.5, 5.0)}
     inputs: ClassVar[tuple[str, ...]] = tuple(limits)
-    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
+    """What ``run(params)`` reads: each limited input (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

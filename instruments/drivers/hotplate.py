@@ -38,10 +38,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from instruments.drivers.ascii import AsciiClient, read_inputs
-from instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
-from instruments.errors import InstrumentDisconnected, InstrumentTimeout
-from instruments.protocol import Limits
+from selflab.instruments.drivers.ascii import AsciiClient, read_inputs
+from selflab.instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
+from selflab.instruments.errors import InstrumentDisconnected, InstrumentTimeout
+from selflab.instruments.protocol import Limits
 
 __all__ = ["Hotplate", "HotplateClient"]
 
@@ -86,14 +86,14 @@ class Hotplate:
     (degC, the mean of the settled readings). ``stop()`` turns the heater off.
 
     Options (YAML ``options:``): ``port``, the link options of
-    :mod:`instruments.drivers.connection`, ``ramp_c_per_min``,
+    :mod:`selflab.instruments.drivers.connection`, ``ramp_c_per_min``,
     ``tolerance_c``, ``settle_samples``, ``poll_s`` (seconds between readings)
     and ``settle_timeout_s``.
     """
 
     limits: ClassVar[Limits] = {"temperature": (20.0, 250.0)}
     inputs: ClassVar[tuple[str, ...]] = tuple(limits)
-    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
+    """What ``run(params)`` reads: each limited input (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

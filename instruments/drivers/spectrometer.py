@@ -30,10 +30,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from instruments.drivers.ascii import AsciiClient, read_inputs
-from instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
-from instruments.errors import InstrumentDisconnected
-from instruments.protocol import Limits
+from selflab.instruments.drivers.ascii import AsciiClient, read_inputs
+from selflab.instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
+from selflab.instruments.errors import InstrumentDisconnected
+from selflab.instruments.protocol import Limits
 
 __all__ = ["Spectrometer", "SpectrometerClient"]
 
@@ -56,12 +56,12 @@ class Spectrometer:
     (AU). Acquisitions are short, so ``stop()`` has nothing to abort.
 
     Options (YAML ``options:``): ``port`` and the link options of
-    :mod:`instruments.drivers.connection`.
+    :mod:`selflab.instruments.drivers.connection`.
     """
 
     limits: ClassVar[Limits] = {"wavelength": (200.0, 800.0)}
     inputs: ClassVar[tuple[str, ...]] = tuple(limits)
-    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
+    """What ``run(params)`` reads: each limited input (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

@@ -37,10 +37,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from instruments.drivers.ascii import AsciiClient, read_inputs
-from instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
-from instruments.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout
-from instruments.protocol import Limits
+from selflab.instruments.drivers.ascii import AsciiClient, read_inputs
+from selflab.instruments.drivers.connection import Connection, NonNegative, Positive, driver_options
+from selflab.instruments.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout
+from selflab.instruments.protocol import Limits
 
 __all__ = ["PumpClient", "SyringePump"]
 
@@ -106,13 +106,13 @@ class SyringePump:
     [0.05, 10]). Output: ``dispensed`` (mL). ``stop()`` sends ``STOP``.
 
     Options (YAML ``options:``): ``port``, the link options of
-    :mod:`instruments.drivers.connection`, ``poll_s`` (seconds between status
+    :mod:`selflab.instruments.drivers.connection`, ``poll_s`` (seconds between status
     polls) and ``dispense_timeout_s`` (default: 1.5 x volume / rate + 60 s).
     """
 
     limits: ClassVar[Limits] = {"flow_rate": (0.01, 10.0), "volume": (0.05, 10.0)}
     inputs: ClassVar[tuple[str, ...]] = tuple(limits)
-    """What ``run(params)`` reads: each limited input (see :class:`~instruments.protocol.DeclaresInputs`)."""
+    """What ``run(params)`` reads: each limited input (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
     capacity: ClassVar[int] = 1
 
     @driver_options

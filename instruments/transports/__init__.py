@@ -21,9 +21,9 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field, TypeAdapter
 
-from instruments.transports.base import TRANSPORT_LOGGER, LineSettings, LineTransport, log_frame
-from instruments.transports.serial_port import READ_POLL_S, SerialSettings, SerialTransport
-from instruments.transports.visa import VisaSettings, VisaTransport
+from selflab.instruments.transports.base import TRANSPORT_LOGGER, LineSettings, LineTransport, log_frame
+from selflab.instruments.transports.serial_port import READ_POLL_S, SerialSettings, SerialTransport
+from selflab.instruments.transports.visa import VisaSettings, VisaTransport
 
 __all__ = [
     "READ_POLL_S",
@@ -56,7 +56,7 @@ class Transport(Protocol):
     """Port or resource name, for messages."""
 
     async def open(self) -> None:
-        """Open the link; :class:`~instruments.errors.InstrumentDisconnected` if it cannot."""
+        """Open the link; :class:`~selflab.instruments.errors.InstrumentDisconnected` if it cannot."""
 
     async def close(self) -> None:
         """Close the link; safe to call twice."""

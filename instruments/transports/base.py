@@ -1,14 +1,14 @@
 """What every line transport shares: settings, retries with backoff, frame logging.
 
 A *line transport* sends one command line and reads one reply line. The
-concrete links (:class:`~instruments.transports.serial_port.SerialTransport`
-on pyserial, :class:`~instruments.visa.VisaTransport` on pyvisa) implement
+concrete links (:class:`~selflab.instruments.transports.serial_port.SerialTransport`
+on pyserial, :class:`~selflab.instruments.visa.VisaTransport` on pyvisa) implement
 three small hooks; :class:`LineTransport` adds the policy on top:
 
 * one exchange at a time (an :class:`asyncio.Lock`), so concurrent callers
   never interleave frames;
 * ``parse`` turns the reply text into a value; a :class:`ValueError` from it
-  becomes :class:`~instruments.errors.BadResponse`;
+  becomes :class:`~selflab.instruments.errors.BadResponse`;
 * an *idempotent* query (a read such as ``TEMP?``) is retried up to
   ``retries`` times after a timeout, a bad reply or a lost link, waiting
   ``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s`` ... (at most
@@ -27,7 +27,7 @@ Every frame is logged at DEBUG on the logger ``selflab.transport`` as
 ``<port> -> b'TEMP?\\r\\n'`` (sent) or ``<port> <- b'85.20\\r\\n'``
 (received); each record carries ``port``, ``direction`` (``"send"`` or
 ``"receive"``) and ``nbytes`` attributes, which
-:mod:`instruments.testing` uses as a traffic spy.
+:mod:`selflab.instruments.testing` uses as a traffic spy.
 
 Example::
 
@@ -49,7 +49,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentError, InstrumentTimeout
 
 __all__ = ["LineSettings", "LineTransport", "RetrySummary", "log_frame", "TRANSPORT_LOGGER", "SUMMARY_EVERY_S"]
 

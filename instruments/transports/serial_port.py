@@ -66,8 +66,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
-from instruments.transports.base import LineSettings, LineTransport, log, log_frame
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
+from selflab.instruments.transports.base import LineSettings, LineTransport, log, log_frame
 
 if TYPE_CHECKING:
     from serial import Serial

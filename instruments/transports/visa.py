@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
-from instruments.transports.base import LineSettings, LineTransport, log_frame
+from selflab.instruments.errors import BadResponse, InstrumentDisconnected, InstrumentTimeout
+from selflab.instruments.transports.base import LineSettings, LineTransport, log_frame
 
 if TYPE_CHECKING:
     from pyvisa.resources import MessageBasedResource

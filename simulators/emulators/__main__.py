@@ -1,9 +1,9 @@
-"""``python -m simulators.emulators '<EmulatorConfig JSON>'``: serve in a child process.
+"""``python -m selflab.simulators.emulators '<EmulatorConfig JSON>'``: serve in a child process.
 
 Prints ``{"ports": {...}}`` on one line when the ports are up, logs to
 standard error, and exits when standard input closes (the parent is gone or
 done) or on SIGTERM. This is how drivers started with ``emulate: true`` run
-their emulator (see :class:`instruments.drivers.emulated.EmulatorProcess`).
+their emulator (see :class:`selflab.instruments.drivers.emulated.EmulatorProcess`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 
-from simulators.emulators.ptyport import PtyUnavailable, require_ptys
-from simulators.emulators.server import EmulatorConfig, serve
+from selflab.simulators.emulators.ptyport import PtyUnavailable, require_ptys
+from selflab.simulators.emulators.server import EmulatorConfig, serve
 
 
 async def _main(config: EmulatorConfig) -> None:

@@ -1,10 +1,10 @@
 """The emulated devices: each turns one command line into one reply line.
 
-They speak the protocols documented in :mod:`instruments.drivers.syringe_pump`,
-:mod:`instruments.drivers.hotplate` and :mod:`instruments.drivers.spectrometer`
+They speak the protocols documented in :mod:`selflab.instruments.drivers.syringe_pump`,
+:mod:`selflab.instruments.drivers.hotplate` and :mod:`selflab.instruments.drivers.spectrometer`
 (every command gets exactly one reply: ``OK``, a value, or
 ``ERR <code> <text>``), and act on a shared :class:`FlowWorld`. They know
-nothing of ports or faults (see :mod:`simulators.emulators.server`).
+nothing of ports or faults (see :mod:`selflab.simulators.emulators.server`).
 
 Error codes: ``1`` unknown command, ``2`` value out of range, ``3`` busy,
 ``5`` not a number.
@@ -24,16 +24,16 @@ import random
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from simulators.emulators.physics import FlowWorld, absorbance_at
+from selflab.simulators.emulators.physics import FlowWorld, absorbance_at
 
 __all__ = ["DEVICES", "Device", "HotplateDevice", "LineDevice", "PumpDevice", "SpectrometerDevice"]
 
 
 @runtime_checkable
 class LineDevice(Protocol):
-    """What :class:`~simulators.emulators.server.DeviceServer` serves: the
+    """What :class:`~selflab.simulators.emulators.server.DeviceServer` serves: the
     bundled devices here, and devices described in a file
-    (:class:`~simulators.emulators.filedevice.FileDevice`)."""
+    (:class:`~selflab.simulators.emulators.filedevice.FileDevice`)."""
 
     name: str
     """Names the port."""
@@ -103,7 +103,7 @@ def _method_name(word: str) -> str:
 
 
 class PumpDevice(Device):
-    """A syringe pump (protocol: :mod:`instruments.drivers.syringe_pump`)."""
+    """A syringe pump (protocol: :mod:`selflab.instruments.drivers.syringe_pump`)."""
 
     name = "pump"
     idn = "SELFLAB,SP-20,EMU0001,1.0"
@@ -148,7 +148,7 @@ class PumpDevice(Device):
 
 
 class HotplateDevice(Device):
-    """A hotplate with a temperature probe (protocol: :mod:`instruments.drivers.hotplate`)."""
+    """A hotplate with a temperature probe (protocol: :mod:`selflab.instruments.drivers.hotplate`)."""
 
     name = "hotplate"
     idn = "SELFLAB,HP-350,EMU0002,1.0"
@@ -180,7 +180,7 @@ class HotplateDevice(Device):
 
 
 class SpectrometerDevice(Device):
-    """A UV-Vis flow-cell spectrometer (protocol: :mod:`instruments.drivers.spectrometer`)."""
+    """A UV-Vis flow-cell spectrometer (protocol: :mod:`selflab.instruments.drivers.spectrometer`)."""
 
     name = "spectrometer"
     idn = "SELFLAB,UV-1100,EMU0003,1.0"

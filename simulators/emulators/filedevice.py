@@ -7,7 +7,7 @@ a setter and a range (``DOSE {:f}`` sets ``dosed``, ``MASS?`` reads it back,
 a value out of range gets the setter's error reply), and the reply to an
 unknown command. pyvisa-sim (the ``visa`` extra) answers every command; this
 module puts each of the file's serial resources (``ASRL<n>::INSTR``) behind
-one :class:`~simulators.emulators.server.DeviceServer`, so ``selflab emulate
+one :class:`~selflab.simulators.emulators.server.DeviceServer`, so ``selflab emulate
 --device FILE`` serves it on a pseudo-terminal named after its device, with
 the same fault injection as the bundled emulators. The same file also works
 with no pty at all, through pyvisa (``VisaSettings(resource="ASRL1::INSTR",

@@ -3,7 +3,7 @@
 :func:`serve` opens one :class:`PtyPort` per device, answers every command
 line the driver sends, and applies the :class:`FaultPlan`. It runs until its
 ``stop`` event is set. Run it in its own process: ``python -m
-simulators.emulators '<EmulatorConfig as JSON>'`` prints one JSON line,
+selflab.simulators.emulators '<EmulatorConfig as JSON>'`` prints one JSON line,
 ``{"ports": {"pump": "/tmp/selflab-emu-.../pump", ...}}``, once the ports are
 up, and stops when its standard input closes (so it never outlives the driver
 that started it) or on SIGTERM. ``selflab emulate`` runs it in the foreground.
@@ -31,11 +31,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from simulators.emulators.devices import DEVICES, LineDevice
-from simulators.emulators.filedevice import load_device_file
-from simulators.emulators.faults import FaultInjector, FaultKind, FaultPlan
-from simulators.emulators.physics import FlowWorld
-from simulators.emulators.ptyport import PtyPort
+from selflab.simulators.emulators.devices import DEVICES, LineDevice
+from selflab.simulators.emulators.filedevice import load_device_file
+from selflab.simulators.emulators.faults import FaultInjector, FaultKind, FaultPlan
+from selflab.simulators.emulators.physics import FlowWorld
+from selflab.simulators.emulators.ptyport import PtyPort
 
 __all__ = ["DeviceServer", "EmulatorConfig", "serve"]
 
@@ -50,7 +50,7 @@ class EmulatorConfig(BaseModel):
     Attributes:
         devices: devices to serve; they share one :class:`FlowWorld`.
         device_file: instead of ``devices``, serve the serial devices of this
-            pyvisa-sim device file (:mod:`~simulators.emulators.filedevice`);
+            pyvisa-sim device file (:mod:`~selflab.simulators.emulators.filedevice`);
             ``time_scale`` and ``noise`` do not apply to them.
         seed: seeds sensor noise and fault draws (per device).
         time_scale: emulated seconds per real second (600: a minute takes 0.1 s).
