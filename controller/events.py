@@ -1,7 +1,9 @@
-"""Ledger event kinds and their payloads (pydantic, ``extra="forbid"``).
+"""Ledger event kinds, experiment states, and the payload of each kind
+(pydantic, ``extra="forbid"``), and the event records themselves.
 
-The ledger is a sequence of events; each has a ``kind`` and a payload of the
-matching model below. Experiment events carry an ``experiment_id``:
+The ledger is a sequence of events; each has a ``kind`` (:class:`EventKind`)
+and a payload of the matching model below (:func:`payload_model`).
+Experiment events carry an ``experiment_id``:
 
 ====================  =======================================================
 ``proposed``          the planner asked for it (params, fidelity, reason)
@@ -11,34 +13,97 @@ matching model below. Experiment events carry an ``experiment_id``:
 ``abandoned``         did not run, or was aborted: refused by limits, never
                       dispatched before a stop, or aborted by Ctrl-C (terminal)
 ``stale``             was in flight when the controller died (terminal)
+``attached``          chosen and run by a person or another tool, recorded
+                      whole: it enters the ledger completed
 ====================  =======================================================
 
 Campaign events: ``campaign_started`` (config snapshot, package version, seed;
 ``resumed`` on a resume), ``campaign_stopped`` (reason),
 ``instrument_offline`` / ``instrument_online``, and ``paused`` / ``resumed``
-(an interlock held dispatch, with the rule and the reading), and
+(an interlock held dispatch, with the rule and the reading),
 ``recommended`` (the point the campaign would bet on now at the target
-fidelity, recorded whenever it changes).
+fidelity, recorded whenever it changes), ``note`` and ``stop_requested``.
+
+An experiment's state (:class:`ExperimentState`) is named after the event
+that put it there. Both enums are :class:`enum.StrEnum`: a member equals,
+hashes and prints as its string, so code that compares with strings keeps
+working and the ledger stores the same text as before.
+
+Build an event with its typed payload where it is made::
+
+    NewEvent(campaign="demo", kind=EventKind.COMPLETED, experiment_id=3,
+             payload=Completed(outcomes={"yield": 0.61}))
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-EXPERIMENT_KINDS = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale", "attached")
-TERMINAL_KINDS = ("completed", "failed", "abandoned", "stale")
-CAMPAIGN_KINDS = ("campaign_started", "campaign_stopped", "instrument_offline", "instrument_online", "paused", "resumed", "recommended",
-                  "note", "stop_requested")
-KINDS = EXPERIMENT_KINDS + CAMPAIGN_KINDS
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
-class _Payload(BaseModel):
+class EventKind(StrEnum):
+    """Every kind of ledger event; the value is what the ledger stores."""
+
+    PROPOSED = "proposed"
+    DISPATCHED = "dispatched"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    STALE = "stale"
+    ATTACHED = "attached"
+    CAMPAIGN_STARTED = "campaign_started"
+    CAMPAIGN_STOPPED = "campaign_stopped"
+    INSTRUMENT_OFFLINE = "instrument_offline"
+    INSTRUMENT_ONLINE = "instrument_online"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RECOMMENDED = "recommended"
+    NOTE = "note"
+    STOP_REQUESTED = "stop_requested"
+
+
+class ExperimentState(StrEnum):
+    """Where an experiment stands: ``proposed -> dispatched -> completed |
+    failed | abandoned | stale``, or ``proposed -> abandoned`` when it never
+    ran (an attached experiment starts ``completed``)."""
+
+    PROPOSED = "proposed"
+    DISPATCHED = "dispatched"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    STALE = "stale"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing more can happen to the experiment."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES: frozenset[ExperimentState] = frozenset(
+    {ExperimentState.COMPLETED, ExperimentState.FAILED, ExperimentState.ABANDONED, ExperimentState.STALE}
+)
+EXPERIMENT_KINDS: tuple[EventKind, ...] = (
+    EventKind.PROPOSED, EventKind.DISPATCHED, EventKind.COMPLETED, EventKind.FAILED, EventKind.ABANDONED,
+    EventKind.STALE, EventKind.ATTACHED,
+)
+"""Kinds that carry an ``experiment_id``."""
+TERMINAL_KINDS: tuple[EventKind, ...] = (EventKind.COMPLETED, EventKind.FAILED, EventKind.ABANDONED, EventKind.STALE)
+"""Kinds that end an experiment (the first one wins)."""
+CAMPAIGN_KINDS: tuple[EventKind, ...] = tuple(k for k in EventKind if k not in EXPERIMENT_KINDS)
+KINDS: tuple[EventKind, ...] = EXPERIMENT_KINDS + CAMPAIGN_KINDS
+
+
+class Payload(BaseModel):
+    """Base of every event payload (see :func:`payload_model`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CampaignStarted(_Payload):
+class CampaignStarted(Payload):
     config: dict[str, Any]
     version: str
     seed: int
@@ -57,7 +122,7 @@ class CampaignStarted(_Payload):
     signal; ``study``: a Python :class:`selflab.controller.study.Study`, which it must not."""
 
 
-class CampaignStopped(_Payload):
+class CampaignStopped(Payload):
     reason: str
     """Short code: ``max_experiments``, ``max_cost``, ``max_time``,
     ``max_wall_time``, ``target``, ``interrupted``, ``terminated``, ``emergency_stop``,
@@ -66,17 +131,17 @@ class CampaignStopped(_Payload):
     detail: str = ""
 
 
-class InstrumentState(_Payload):
+class InstrumentState(Payload):
     reason: str = ""
 
 
-class Interlocked(_Payload):
+class Interlocked(Payload):
     rule: str
     reading: str
     value: float
 
 
-class Recommended(_Payload):
+class Recommended(Payload):
     params: dict[str, float | int | str]
     fidelity: float = 1.0
     predicted: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -86,20 +151,20 @@ class Recommended(_Payload):
     """The experiment that measured it, when the recommendation is an observed point."""
 
 
-class Proposed(_Payload):
+class Proposed(Payload):
     params: dict[str, float | int | str]
     fidelity: float = 1.0
     planner: str = ""
     reason: dict[str, Any] = Field(default_factory=dict)
 
 
-class Dispatched(_Payload):
+class Dispatched(Payload):
     cost: float = 0.0
     slot: int = 0
     expected_duration_s: float | None = None
 
 
-class Completed(_Payload):
+class Completed(Payload):
     outcomes: dict[str, float]
     duration_s: float | None = None
     recovered: bool = False
@@ -107,20 +172,20 @@ class Completed(_Payload):
     controller was down."""
 
 
-class Failed(_Payload):
+class Failed(Payload):
     error_kind: str
     """``timeout``, ``disconnected``, ``bad_response``, ``out_of_limits`` or ``error``."""
     message: str
 
 
-class Abandoned(_Payload):
+class Abandoned(Payload):
     reason: str
     """``out_of_limits``, ``outside_space``, ``not_dispatched``, ``no_instrument``,
     or the stop that aborted it: ``interrupted``, ``terminated``, ``emergency_stop``, ``error``."""
     message: str = ""
 
 
-class Attached(_Payload):
+class Attached(Payload):
     """An experiment a person or another tool chose and ran, recorded whole
     (:meth:`selflab.controller.study.Study.attach`): it enters the ledger completed."""
 
@@ -132,7 +197,7 @@ class Attached(_Payload):
     message: str = ""
 
 
-class StopRequested(_Payload):
+class StopRequested(Payload):
     """A person asked the running controller to stop (``selflab stop``, from any
     host): it reads the request from the ledger, so no signal is needed."""
 
@@ -145,14 +210,14 @@ class StopRequested(_Payload):
     reason: str = ""
 
 
-class Note(_Payload):
+class Note(Payload):
     """A remark on the campaign (:meth:`selflab.controller.study.Study.note`)."""
 
     text: str
     by: str = ""
 
 
-class Stale(_Payload):
+class Stale(Payload):
     message: str = ""
     requeue: bool = False
     """Its params are owed a new run (``stale_policy: requeue``): a ledger fact,
@@ -160,21 +225,96 @@ class Stale(_Payload):
     after the next resume (:meth:`selflab.controller.projection.CampaignState.requeues_owed`)."""
 
 
-PAYLOADS: dict[str, type[_Payload]] = {
-    "campaign_started": CampaignStarted,
-    "campaign_stopped": CampaignStopped,
-    "instrument_offline": InstrumentState,
-    "instrument_online": InstrumentState,
-    "paused": Interlocked,
-    "resumed": Interlocked,
-    "recommended": Recommended,
-    "proposed": Proposed,
-    "dispatched": Dispatched,
-    "completed": Completed,
-    "failed": Failed,
-    "abandoned": Abandoned,
-    "stale": Stale,
-    "attached": Attached,
-    "note": Note,
-    "stop_requested": StopRequested,
+PAYLOADS: dict[str, type[Payload]] = {
+    EventKind.CAMPAIGN_STARTED: CampaignStarted,
+    EventKind.CAMPAIGN_STOPPED: CampaignStopped,
+    EventKind.INSTRUMENT_OFFLINE: InstrumentState,
+    EventKind.INSTRUMENT_ONLINE: InstrumentState,
+    EventKind.PAUSED: Interlocked,
+    EventKind.RESUMED: Interlocked,
+    EventKind.RECOMMENDED: Recommended,
+    EventKind.PROPOSED: Proposed,
+    EventKind.DISPATCHED: Dispatched,
+    EventKind.COMPLETED: Completed,
+    EventKind.FAILED: Failed,
+    EventKind.ABANDONED: Abandoned,
+    EventKind.STALE: Stale,
+    EventKind.ATTACHED: Attached,
+    EventKind.NOTE: Note,
+    EventKind.STOP_REQUESTED: StopRequested,
 }
+"""Kind -> the model of its payload (string keys work: a kind equals its value)."""
+
+
+def payload_model(kind: str) -> type[Payload]:
+    """The payload model of event ``kind`` (an :class:`EventKind` or its string).
+
+    Raises:
+        ValueError: ``kind`` is not an event kind.
+    """
+    try:
+        return PAYLOADS[kind]
+    except KeyError:
+        raise ValueError(f"unknown event kind {kind!r}; the kinds are {', '.join(EventKind)}") from None
+
+
+def _known_kind(value: Any) -> Any:
+    if isinstance(value, str) and value not in PAYLOADS:
+        raise ValueError(f"unknown event kind {value!r}")
+    return value
+
+
+class NewEvent(BaseModel):
+    """An event to append; ``at`` defaults to now on the wall clock.
+
+    ``payload`` is the kind's payload model (:func:`payload_model`), which is
+    checked against ``kind`` here, or the same as a plain mapping, which the
+    ledger checks when it appends.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    campaign: str
+    if TYPE_CHECKING:  # what a caller may pass: the validators below make the member and the mapping
+        kind: EventKind | str
+    else:
+        kind: EventKind
+    experiment_id: int | None = None
+    instrument: str | None = None
+    at: datetime | None = None
+    if TYPE_CHECKING:
+        payload: dict[str, Any] | Payload = {}
+    else:
+        payload: dict[str, Any] = {}
+
+    _kind = field_validator("kind", mode="before")(_known_kind)
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _typed_payload(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, Payload):
+            return value
+        kind = info.data.get("kind")
+        if kind is not None and type(value) is not PAYLOADS[kind]:
+            raise ValueError(f"a {kind} event takes a {PAYLOADS[kind].__name__} payload, not {type(value).__name__}")
+        return value.model_dump(mode="json")
+
+
+class Event(BaseModel):
+    """An event read back from the ledger, with its position ``id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: int
+    campaign: str
+    kind: EventKind
+    experiment_id: int | None
+    instrument: str | None
+    at: datetime
+    recorded_at: datetime
+    payload: dict[str, Any]
+
+    _kind = field_validator("kind", mode="before")(_known_kind)
+
+    def typed_payload(self) -> Payload:
+        """The payload as its kind's model (fields a newer selflab added are dropped)."""
+        model = PAYLOADS[self.kind]
+        return model.model_validate({k: v for k, v in self.payload.items() if k in model.model_fields})

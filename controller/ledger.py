@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,225 +33,31 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlmodel import JSON, Column, DateTime, Field, SQLModel
 
-from selflab.controller.events import KINDS, PAYLOADS
+from selflab.controller.events import PAYLOADS, Event, NewEvent, payload_model
+from selflab.controller.ledger_errors import LEASE_LOST_MESSAGE, LeaseLost, LedgerError, damaged, is_damage, read_error, short
+from selflab.controller.ledger_schema import (
+    APPEND_LOCK,
+    EVENT_COLUMNS,
+    EVENTS,
+    INSERT,
+    LEASES,
+    SCHEMA_VERSION,
+    WORK,
+    EventRow,
+    LeaseRow,
+    MetaRow,
+    WorkRow,
+    ensure_schema,
+)
 
-SCHEMA_VERSION = 3
-"""Bumped whenever the tables change; older ledgers are migrated on open.
-
-1: events and meta. 2: adds ``selflab_work``, the claimable queue of
-experiments for ``selflab worker`` processes. 3: adds ``selflab_leases`` (one
-controller per campaign, :mod:`selflab.controller.lease`) and the events' ``epoch``,
-which the database checks against the lease on every insert (fencing)."""
-
-
-class LedgerError(Exception):
-    """The ledger cannot be opened, read or written; the message says why."""
-
-
-class LeaseLost(LedgerError):
-    """This process's appends were refused because another controller took
-    the campaign's lease (see :mod:`selflab.controller.lease`): it must stop."""
-
-
-LEASE_LOST_MESSAGE = "selflab lease lost"
-"""What the fencing trigger raises; :meth:`Ledger.transaction` turns it into :class:`LeaseLost`."""
-
-
-class EventRow(SQLModel, table=True):
-    """One ledger event, as stored."""
-
-    __tablename__ = "selflab_events"
-    __table_args__ = (sa.Index("ix_selflab_events_campaign_id", "campaign", "id"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    campaign: str = Field(max_length=100)
-    kind: str = Field(max_length=32)
-    experiment_id: int | None = Field(default=None)
-    instrument: str | None = Field(default=None, max_length=100)
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    """When it happened on the campaign clock (simulated or wall), UTC."""
-    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    """When it was written, on the wall clock, UTC."""
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    epoch: int | None = Field(default=None)
-    """The lease epoch of the controller that wrote it (``None``: a worker or
-    a tool). The database refuses a controller's insert whose epoch is not the
-    campaign's current lease epoch, so a controller that lost its lease can
-    never append again."""
-
-
-class MetaRow(SQLModel, table=True):
-    """Key-value facts about the ledger itself (``schema_version``, ``application``)."""
-
-    __tablename__ = "selflab_meta"
-
-    key: str = Field(primary_key=True, max_length=64)
-    value: str
-
-
-class WorkRow(SQLModel, table=True):
-    """An experiment queued for a ``selflab worker`` (mutable: the claim and
-    its lease; the experiment's history stays in the append-only events)."""
-
-    __tablename__ = "selflab_work"
-
-    campaign: str = Field(primary_key=True, max_length=100)
-    experiment_id: int = Field(primary_key=True)
-    instrument: str = Field(max_length=100)
-    state: str = Field(max_length=16)
-    """``open`` (waiting for a worker), ``claimed``, ``done``, ``expired`` (its
-    worker's lease ran out; the experiment is stale) or ``cancelled``."""
-    worker: str | None = Field(default=None, max_length=200)
-    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
-    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    fidelity: float = 1.0
-    cost: float = 0.0
-
-
-class LeaseRow(SQLModel, table=True):
-    """Who runs each campaign (mutable: one row per campaign, see :mod:`selflab.controller.lease`)."""
-
-    __tablename__ = "selflab_leases"
-
-    campaign: str = Field(primary_key=True, max_length=100)
-    epoch: int
-    """Bumped by every controller that takes the campaign; its appends carry it."""
-    host: str = Field(max_length=200)
-    pid: int
-    process_started: float
-    """The holder's process creation time (seconds since the epoch): a pid reused by another process has another."""
-    renewed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    released: bool = False
-
-
-class NewEvent(BaseModel):
-    """An event to append; ``at`` defaults to now on the wall clock."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    campaign: str
-    kind: str
-    experiment_id: int | None = None
-    instrument: str | None = None
-    at: datetime | None = None
-    payload: dict[str, Any] = {}
-
-
-class Event(BaseModel):
-    """An event read back from the ledger, with its position ``id``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: int
-    campaign: str
-    kind: str
-    experiment_id: int | None
-    instrument: str | None
-    at: datetime
-    recorded_at: datetime
-    payload: dict[str, Any]
-
-
-_TABLES = [EventRow.__table__, MetaRow.__table__, WorkRow.__table__, LeaseRow.__table__]  # type: ignore[attr-defined]
-WORK: sa.Table = WorkRow.__table__  # type: ignore[attr-defined]
-LEASES: sa.Table = LeaseRow.__table__  # type: ignore[attr-defined]
-_EVENTS: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
-_APPEND_LOCK = zlib.crc32(b"selflab:append")
-_CREATE_LOCK = zlib.crc32(b"selflab:create")
-_INSERT = sa.insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
-_EVENT_COLUMNS = [c for c in _EVENTS.c if c.name != "epoch"]
-"""What a reader selects: the fields of :class:`Event` (a ledger of schema 2, read-only, has no ``epoch``)."""
-
-_SQLITE_TRIGGERS = [
-    *(f"""CREATE TRIGGER IF NOT EXISTS selflab_events_no_{op.lower()}
-        BEFORE {op} ON selflab_events
-        BEGIN SELECT RAISE(ABORT, 'the selflab ledger is append-only'); END"""
-      for op in ("UPDATE", "DELETE")),
-    # INSERT OR REPLACE / REPLACE / UPSERT of an existing id: REPLACE deletes the
-    # old row without firing the DELETE trigger, so refuse it before it inserts.
-    """CREATE TRIGGER IF NOT EXISTS selflab_events_no_replace
-        BEFORE INSERT ON selflab_events
-        WHEN EXISTS (SELECT 1 FROM selflab_events WHERE id = NEW.id)
-        BEGIN SELECT RAISE(ABORT, 'the selflab ledger is append-only: that event id exists already'); END""",
-    """CREATE TRIGGER IF NOT EXISTS selflab_meta_no_replace
-        BEFORE INSERT ON selflab_meta
-        WHEN EXISTS (SELECT 1 FROM selflab_meta WHERE key = NEW.key)
-        BEGIN SELECT RAISE(ABORT, 'the selflab ledger is append-only: selflab_meta keys are never rewritten'); END""",
-    """CREATE TRIGGER IF NOT EXISTS selflab_meta_no_delete
-        BEFORE DELETE ON selflab_meta
-        BEGIN SELECT RAISE(ABORT, 'the selflab ledger is append-only: selflab_meta keys are never deleted'); END""",
-    # (a migration may raise schema_version; nothing else in selflab_meta changes)
-    """CREATE TRIGGER IF NOT EXISTS selflab_meta_no_update
-        BEFORE UPDATE ON selflab_meta
-        WHEN (OLD.key = 'schema_version' AND NEW.key = OLD.key AND NEW.value <> '' AND NEW.value NOT GLOB '*[^0-9]*'
-              AND CAST(NEW.value AS INTEGER) > CAST(OLD.value AS INTEGER)) IS NOT 1
-        BEGIN SELECT RAISE(ABORT, 'the selflab ledger is append-only: selflab_meta changes only by a schema upgrade'); END""",
+__all__ = [
+    "LEASES", "LEASE_LOST_MESSAGE", "SCHEMA_VERSION", "WORK", "Event", "EventRow", "LeaseLost", "LeaseRow", "Ledger",
+    "LedgerError", "MetaRow", "NewEvent", "WorkRow", "sqlite_path",
 ]
-_POSTGRES_TRIGGERS = [
-    """CREATE OR REPLACE FUNCTION selflab_append_only() RETURNS trigger AS $$
-       BEGIN RAISE EXCEPTION 'the selflab ledger is append-only'; END $$ LANGUAGE plpgsql""",
-    """DO $$ BEGIN
-         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'selflab_events_append_only') THEN
-           CREATE TRIGGER selflab_events_append_only BEFORE UPDATE OR DELETE ON selflab_events
-           FOR EACH ROW EXECUTE FUNCTION selflab_append_only();
-         END IF;
-       END $$""",
-    # (a migration may raise schema_version; nothing else in selflab_meta changes)
-    """CREATE OR REPLACE FUNCTION selflab_meta_guard() RETURNS trigger AS $$
-       BEGIN
-         IF TG_OP = 'UPDATE' AND OLD.key = 'schema_version' AND NEW.key = OLD.key
-            AND length(NEW.value) BETWEEN 1 AND 9 AND NEW.value !~ '[^0-9]'
-            AND length(OLD.value) BETWEEN 1 AND 9 AND OLD.value !~ '[^0-9]' THEN
-           IF NEW.value::int > OLD.value::int THEN
-             RETURN NEW;
-           END IF;
-         END IF;
-         RAISE EXCEPTION 'the selflab ledger is append-only: selflab_meta changes only by a schema upgrade';
-       END $$ LANGUAGE plpgsql""",
-    """DO $$ BEGIN
-         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'selflab_events_no_truncate') THEN
-           CREATE TRIGGER selflab_events_no_truncate BEFORE TRUNCATE ON selflab_events
-           FOR EACH STATEMENT EXECUTE FUNCTION selflab_append_only();
-         END IF;
-         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'selflab_meta_guard') THEN
-           CREATE TRIGGER selflab_meta_guard BEFORE UPDATE OR DELETE ON selflab_meta
-           FOR EACH ROW EXECUTE FUNCTION selflab_meta_guard();
-         END IF;
-         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'selflab_meta_no_truncate') THEN
-           CREATE TRIGGER selflab_meta_no_truncate BEFORE TRUNCATE ON selflab_meta
-           FOR EACH STATEMENT EXECUTE FUNCTION selflab_append_only();
-         END IF;
-       END $$""",
-]
-
-_SQLITE_FENCE = [
-    f"""CREATE TRIGGER IF NOT EXISTS selflab_events_fenced
-        BEFORE INSERT ON selflab_events
-        WHEN NEW.epoch IS NOT NULL AND NEW.epoch IS NOT (SELECT epoch FROM selflab_leases WHERE campaign = NEW.campaign)
-        BEGIN SELECT RAISE(ABORT, '{LEASE_LOST_MESSAGE}: another controller took this campaign'); END"""
-]
-_POSTGRES_FENCE = [
-    f"""CREATE OR REPLACE FUNCTION selflab_fence() RETURNS trigger AS $$
-       BEGIN
-         IF NEW.epoch IS NOT NULL AND NEW.epoch IS DISTINCT FROM
-            (SELECT epoch FROM selflab_leases WHERE campaign = NEW.campaign) THEN
-           RAISE EXCEPTION '{LEASE_LOST_MESSAGE}: another controller took this campaign';
-         END IF;
-         RETURN NEW;
-       END $$ LANGUAGE plpgsql""",
-    """DO $$ BEGIN
-         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'selflab_events_fenced') THEN
-           CREATE TRIGGER selflab_events_fenced BEFORE INSERT ON selflab_events
-           FOR EACH ROW EXECUTE FUNCTION selflab_fence();
-         END IF;
-       END $$""",
-]
-_SQLITE_TRIGGERS += _SQLITE_FENCE  # (created with the ledger, and by the migration to schema 3)
-_POSTGRES_TRIGGERS += _POSTGRES_FENCE
+"""(The tables, the errors and the event records live in :mod:`selflab.controller.ledger_schema`,
+:mod:`selflab.controller.ledger_errors` and :mod:`selflab.controller.events`; they are named here too.)"""
 
 
 def _utc(value: datetime) -> datetime:
@@ -323,17 +128,17 @@ class Ledger:
             self._check_sqlite_file(self._path)
         try:
             self.engine = self._make_engine(parsed)
-            self._check_schema(create)
+            ensure_schema(self.engine, self.backend, self.display_url, create)
         except LedgerError:
             raise
         except ModuleNotFoundError as exc:
             raise LedgerError(f"the driver for {self.backend} is not installed ({exc.name}); pip install 'selflab[postgres]'") from None
         except sa.exc.SQLAlchemyError as exc:
-            if _is_damage(exc):
-                raise _damaged(self.display_url, _short(exc)) from None
-            raise LedgerError(f"cannot open ledger {self.display_url}: {_short(exc)}") from None
+            if is_damage(exc):
+                raise damaged(self.display_url, short(exc)) from None
+            raise LedgerError(f"cannot open ledger {self.display_url}: {short(exc)}") from None
         except ValueError as exc:  # text that is not text (UnicodeDecodeError)
-            raise _damaged(self.display_url, _short(exc)) from None
+            raise damaged(self.display_url, short(exc)) from None
 
     @property
     def display_url(self) -> str:
@@ -368,93 +173,11 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             not_one = getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB"
-            raise _damaged(self.display_url, f"it is not a selflab ledger, or a damaged one ({exc})" if not_one else str(exc)) from None
+            raise damaged(self.display_url, f"it is not a selflab ledger, or a damaged one ({exc})" if not_one else str(exc)) from None
         except UnicodeDecodeError as exc:  # a table name that is not text
-            raise _damaged(self.display_url, f"its table list cannot be read ({exc})") from None
+            raise damaged(self.display_url, f"its table list cannot be read ({exc})") from None
         if tables and "selflab_meta" not in tables:
             raise LedgerError(f"{path} is not a selflab ledger (it holds tables: {', '.join(sorted(tables))})")
-
-    def _check_schema(self, create: bool) -> None:
-        inspector = sa.inspect(self.engine)
-        tables = set(inspector.get_table_names())
-        if "selflab_meta" not in tables:
-            if tables:
-                raise LedgerError(f"{self.display_url} is not a selflab ledger (it holds tables: {', '.join(sorted(tables)) or 'none'})")
-            if not create:
-                raise LedgerError(f"{self.display_url} is empty: no selflab ledger there yet")
-            self._create()
-            return self._check_schema(create=False)
-        with self.engine.connect() as conn:
-            meta = dict(conn.execute(sa.select(MetaRow.__table__.c.key, MetaRow.__table__.c.value)).all())  # type: ignore[attr-defined]
-        if meta.get("application") != "selflab":
-            raise LedgerError(f"{self.display_url} is not a selflab ledger (selflab_meta names {meta.get('application')!r})")
-        try:
-            version = int(meta.get("schema_version", "0"))
-        except ValueError:
-            raise _damaged(self.display_url, f"its schema_version is {meta['schema_version']!r}, not a number") from None
-        if version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"{self.display_url} has ledger schema {version}, newer than this selflab's {SCHEMA_VERSION}; upgrade selflab"
-            )
-        if version < 1:
-            raise LedgerError(f"{self.display_url} has ledger schema {version}, which this selflab cannot migrate")
-        if "selflab_events" not in tables:
-            raise _damaged(self.display_url, "its selflab_events table is missing")
-        missing = [name for name in Event.model_fields if name not in {c["name"] for c in inspector.get_columns("selflab_events")}]
-        if missing:
-            raise _damaged(self.display_url, f"its selflab_events table has no column {', '.join(missing)}")
-        if version < SCHEMA_VERSION and create:  # (a reader reads an older schema as it is, and writes nothing)
-            self._migrate(version)
-
-    def _migrate(self, version: int) -> None:
-        """Bring a ledger of an older schema up to date, in one transaction."""
-        with self.engine.begin() as conn:
-            if self.backend == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
-            if version < 2:
-                SQLModel.metadata.create_all(conn, tables=[WORK])
-            if version < 3 and "epoch" not in {c["name"] for c in sa.inspect(conn).get_columns("selflab_events")}:
-                conn.exec_driver_sql("ALTER TABLE selflab_events ADD COLUMN epoch INTEGER")
-            if version < 3:
-                SQLModel.metadata.create_all(conn, tables=[LEASES])
-                for ddl in _SQLITE_TRIGGERS if self.backend == "sqlite" else _POSTGRES_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-            conn.execute(sa.update(MetaRow.__table__).where(MetaRow.__table__.c.key == "schema_version")  # type: ignore[attr-defined]
-                         .values(value=str(SCHEMA_VERSION)))
-
-    def _create(self) -> None:
-        """Create the tables in one transaction that holds the database's write
-        lock (SQLite) or an advisory lock (Postgres), so that processes starting
-        together on an empty database (a planner and its workers) create it
-        once, and nobody ever sees half a ledger."""
-        meta = [{"key": "application", "value": "selflab"}, {"key": "schema_version", "value": str(SCHEMA_VERSION)}]
-        if self.backend == "sqlite":
-            raw = self.engine.raw_connection()
-            try:
-                cursor = raw.cursor()
-                cursor.execute("BEGIN IMMEDIATE")
-                if cursor.execute("SELECT 1 FROM sqlite_master WHERE name = 'selflab_meta'").fetchone() is None:
-                    for table in _TABLES:
-                        cursor.execute(str(CreateTable(table).compile(dialect=self.engine.dialect)))
-                        for index in table.indexes:
-                            cursor.execute(str(CreateIndex(index).compile(dialect=self.engine.dialect)))
-                    for ddl in _SQLITE_TRIGGERS:
-                        cursor.execute(ddl)
-                    cursor.executemany("INSERT INTO selflab_meta (key, value) VALUES (:key, :value)", meta)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-            finally:
-                raw.close()
-            return
-        with self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
-            if conn.execute(sa.text("SELECT to_regclass('selflab_meta')")).scalar() is None:
-                SQLModel.metadata.create_all(conn, tables=_TABLES)
-                for ddl in _POSTGRES_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-                conn.execute(sa.insert(MetaRow.__table__), meta)  # type: ignore[attr-defined]
 
     def append(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
         """Append ``events`` in one transaction: all land, or none do.
@@ -479,9 +202,9 @@ class Ledger:
             except sa.exc.DBAPIError as exc:
                 if attempt == 1 and not inserted and exc.connection_invalidated:
                     continue
-                raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+                raise LedgerError(f"cannot write to ledger {self.display_url}: {short(exc)}") from None
             except sa.exc.SQLAlchemyError as exc:
-                raise LedgerError(f"cannot write to ledger {self.display_url}: {_short(exc)}") from None
+                raise LedgerError(f"cannot write to ledger {self.display_url}: {short(exc)}") from None
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
@@ -496,7 +219,7 @@ class Ledger:
                     yield conn
             except sa.exc.SQLAlchemyError as exc:
                 if LEASE_LOST_MESSAGE in str(exc):
-                    raise LeaseLost(f"another controller took over: {_short(exc)}") from None
+                    raise LeaseLost(f"another controller took over: {short(exc)}") from None
                 raise
 
     def _begin(self) -> tuple[sa.Connection, sa.RootTransaction]:
@@ -508,7 +231,7 @@ class Ledger:
             transaction = conn.begin()
             try:
                 if self.backend == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK})
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
                 return conn, transaction
             except sa.exc.DBAPIError as exc:
                 transaction.rollback()
@@ -533,13 +256,11 @@ class Ledger:
         now = datetime.now(UTC)
         rows = []
         for e in events:
-            if e.kind not in KINDS:
-                raise ValueError(f"unknown event kind {e.kind!r}")
-            payload = PAYLOADS[e.kind].model_validate(e.payload).model_dump(mode="json")
+            payload = payload_model(e.kind).model_validate(e.payload).model_dump(mode="json")
             rows.append(
                 {
                     "campaign": e.campaign,
-                    "kind": e.kind,
+                    "kind": str(e.kind),  # (the text, never the enum member: a driver may store an enum by its name)
                     "experiment_id": e.experiment_id,
                     "instrument": e.instrument,
                     "at": _utc(e.at) if e.at is not None else now,
@@ -548,7 +269,7 @@ class Ledger:
                 }
             )
         stamped = [{**row, "epoch": self._epochs.get(row["campaign"])} for row in rows]
-        ids = conn.execute(_INSERT, stamped).scalars().all()
+        ids = conn.execute(INSERT, stamped).scalars().all()
         return [Event(id=int(i), **row) for i, row in zip(ids, rows, strict=True)]
 
     def _writer(self) -> sa.Connection:
@@ -560,7 +281,7 @@ class Ledger:
 
     def events(self, campaign: str, after: int = 0) -> list[Event]:
         """Every event of ``campaign`` with position above ``after``, in order."""
-        query = sa.select(*_EVENT_COLUMNS).where(_EVENTS.c.campaign == campaign, _EVENTS.c.id > after).order_by(_EVENTS.c.id)
+        query = sa.select(*EVENT_COLUMNS).where(EVENTS.c.campaign == campaign, EVENTS.c.id > after).order_by(EVENTS.c.id)
         try:
             try:
                 with self.engine.connect() as conn:
@@ -571,21 +292,21 @@ class Ledger:
                 with self.engine.connect() as conn:
                     rows = conn.execute(query).mappings().all()
         except sa.exc.SQLAlchemyError as exc:
-            raise _read_error(self.display_url, exc) from None
+            raise read_error(self.display_url, exc) from None
         except ValueError as exc:  # a payload that is not JSON, a time that is not one
-            raise _damaged(self.display_url, f"an event of campaign {campaign!r} cannot be decoded ({_short(exc)})") from None
+            raise damaged(self.display_url, f"an event of campaign {campaign!r} cannot be decoded ({short(exc)})") from None
         return [_to_event(row, self.display_url) for row in rows]
 
     def campaigns(self) -> list[str]:
         """Names of the campaigns in this ledger, in order of first event."""
-        query = sa.select(_EVENTS.c.campaign, sa.func.min(_EVENTS.c.id)).group_by(_EVENTS.c.campaign).order_by(sa.func.min(_EVENTS.c.id))
+        query = sa.select(EVENTS.c.campaign, sa.func.min(EVENTS.c.id)).group_by(EVENTS.c.campaign).order_by(sa.func.min(EVENTS.c.id))
         try:
             with self.engine.connect() as conn:
                 return [row[0] for row in conn.execute(query)]
         except sa.exc.SQLAlchemyError as exc:
-            raise _read_error(self.display_url, exc) from None
+            raise read_error(self.display_url, exc) from None
         except ValueError as exc:  # a name that is not text (UnicodeDecodeError)
-            raise _damaged(self.display_url, f"a campaign name cannot be decoded ({_short(exc)})") from None
+            raise damaged(self.display_url, f"a campaign name cannot be decoded ({short(exc)})") from None
 
     def writer_active(self, campaign: str) -> bool | None:
         """Whether a live controller holds ``campaign``'s lease now (see
@@ -604,35 +325,9 @@ class Ledger:
         self.engine.dispose()
 
 
-def _short(exc: BaseException) -> str:
-    """The first line of a database error, without SQLAlchemy's boilerplate
-    (for a validation error: each fault, on one line)."""
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _read_only_uri(path: Path) -> str:
     """An SQLite URI that opens ``path`` read-only (``?`` and ``#`` in names escaped)."""
     return f"file:{quote(str(path))}?mode=ro"
-
-
-def _damaged(where: str, what: str) -> LedgerError:
-    return LedgerError(f"ledger {where} is damaged: {what}; restore it from a backup, or point --ledger elsewhere")
-
-
-def _is_damage(exc: sa.exc.SQLAlchemyError) -> bool:
-    """Whether SQLite found the file corrupt (not merely locked, unreachable or read-only)."""
-    orig = getattr(exc, "orig", None)
-    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
-
-
-def _read_error(where: str, exc: sa.exc.SQLAlchemyError) -> LedgerError:
-    if _is_damage(exc):
-        return _damaged(where, _short(exc))
-    return LedgerError(f"cannot read ledger {where}: {_short(exc)}")
 
 
 def _to_event(row: Any, where: str) -> Event:
@@ -645,10 +340,10 @@ def _to_event(row: Any, where: str) -> Event:
         payload = row["payload"]
         if not isinstance(payload, dict):
             raise ValueError(f"its payload is {type(payload).__name__}, not an object")
-        model = PAYLOADS[kind]
+        model = payload_model(kind)
         model.model_validate({k: v for k, v in payload.items() if k in model.model_fields})
         at, recorded_at = row["at"], row["recorded_at"]
         return Event(**{**row, "at": _utc(at) if isinstance(at, datetime) else at,  # type: ignore[arg-type]
                         "recorded_at": _utc(recorded_at) if isinstance(recorded_at, datetime) else recorded_at})
     except ValueError as exc:  # (pydantic's ValidationError is one)
-        raise _damaged(where, f"event {row['id']} cannot be read: {_short(exc)}") from None
+        raise damaged(where, f"event {row['id']} cannot be read: {short(exc)}") from None

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from selflab.controller.config import LabConfig
+from selflab.controller.events import ExperimentState
 from selflab.controller.fleet import Station, judged_fidelity
 from selflab.controller.projection import CampaignState
 
@@ -138,7 +139,7 @@ class LiveDisplay:
         if self.live is None:
             return
         counts = state.counts()
-        done = state.cost_spent if self.by_cost else counts["completed"]
+        done = state.cost_spent if self.by_cost else counts[ExperimentState.COMPLETED]
         objective = self.config.objectives[0]
         fidelity = judged_fidelity(stations, self.config.target_fidelity)
         best = state.best(objective.name, objective.direction, fidelity, self.config.constraints)
@@ -158,6 +159,7 @@ class LiveDisplay:
                 str(view.completed if view else 0),
                 str(view.failed if view else 0),
             )
-        failed = counts["failed"] + counts["abandoned"] + counts["stale"]
-        summary = f"completed {counts['completed']}  failed {counts['failed']}  abandoned {counts['abandoned']}  stale {counts['stale']}" if failed else ""
+        ended = (ExperimentState.COMPLETED, ExperimentState.FAILED, ExperimentState.ABANDONED, ExperimentState.STALE)
+        failed = sum(counts[s] for s in ended[1:])
+        summary = "  ".join(f"{s} {counts[s]}" for s in ended) if failed else ""
         self._body = (table, *(Text(line) for line in (summary, note) if line))

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from selflab.controller.events import TERMINAL_KINDS
-from selflab.controller.ledger import Event
+from selflab.controller.events import TERMINAL_STATES, Event, EventKind, ExperimentState
 from selflab.planners.space import Objective, OutcomeConstraint
 
-STATES = ("proposed", "dispatched", "completed", "failed", "abandoned", "stale")
+STATES: tuple[ExperimentState, ...] = tuple(ExperimentState)
+"""Every experiment state, in lifecycle order."""
+
+_BestKey = tuple[str, str, float | None, tuple[OutcomeConstraint, ...]]
+"""``(objective, direction, target_fidelity, constraints)`` of a :meth:`CampaignState.best` query."""
 
 
 @dataclass
@@ -32,7 +35,7 @@ class ExperimentView:
     """One experiment as the ledger tells it."""
 
     experiment_id: int
-    status: str
+    status: ExperimentState
     params: dict[str, Any]
     fidelity: float
     reason: dict[str, Any]
@@ -45,15 +48,15 @@ class ExperimentView:
     error: str = ""
     expected_duration_s: float | None = None
     end_reason: str = ""
+    """Why an abandoned experiment did not run (``not_dispatched``, ``out_of_limits``, ...)."""
     finished_position: int = 0
     """Ledger position of its terminal event: results in the order they came."""
-    """Why an abandoned experiment did not run (``not_dispatched``, ``out_of_limits``, ...)."""
     requeue: bool = False
     """Stale, with its params owed a new run (``stale_policy: requeue``)."""
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_KINDS
+        return self.status in TERMINAL_STATES
 
 
 @dataclass
@@ -109,7 +112,9 @@ class CampaignState:
     """Stale experiments marked for requeue, in order."""
     _requeues: dict[int, list[int]] = field(default_factory=dict, repr=False)
     """Stale experiment -> the experiments proposed as its requeue."""
-    _best: dict[tuple[str, str, float | None, tuple[OutcomeConstraint, ...]], ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
+    _best: dict[_BestKey, ExperimentView | None] = field(default_factory=dict, repr=False, compare=False)
+    _judges: dict[_BestKey, Objective] = field(default_factory=dict, repr=False, compare=False)
+    """The objective each key of ``_best`` compares by (:meth:`selflab.planners.space.Objective.better`)."""
 
     @classmethod
     def replay(cls, campaign: str, events: list[Event]) -> CampaignState:
@@ -123,7 +128,7 @@ class CampaignState:
         self.last_position = max(self.last_position, event.id)
         self.last_at = event.at if self.last_at is None else max(self.last_at, event.at)
         kind, p = event.kind, event.payload
-        if kind == "campaign_started":
+        if kind == EventKind.CAMPAIGN_STARTED:
             if self.config is None:
                 self.started_at = event.at
             self.config = p["config"]
@@ -133,55 +138,54 @@ class CampaignState:
             self.paused = None
             self.stop_request = None
             return
-        if kind == "campaign_stopped":
+        if kind == EventKind.CAMPAIGN_STOPPED:
             self.stopped = (p["reason"], p.get("detail", ""))
             return
-        if kind == "recommended":
+        if kind == EventKind.RECOMMENDED:
             self.recommendation = dict(p)
             return
-        if kind == "stop_requested":
+        if kind == EventKind.STOP_REQUESTED:
             self.stop_request = dict(p)
             return
-        if kind == "note":
+        if kind == EventKind.NOTE:
             self.notes.append((event.at, p.get("by", ""), p["text"]))
             return
-        if kind in ("paused", "resumed"):
-            self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == "paused" else None
+        if kind in (EventKind.PAUSED, EventKind.RESUMED):
+            self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == EventKind.PAUSED else None
             return
-        if kind in ("instrument_offline", "instrument_online") and event.instrument:
+        if kind in (EventKind.INSTRUMENT_OFFLINE, EventKind.INSTRUMENT_ONLINE) and event.instrument:
             view = self.instrument(event.instrument)
-            view.offline_reason = p.get("reason", "") if kind == "instrument_offline" else None
-            if kind == "instrument_online":
+            view.offline_reason = p.get("reason", "") if kind == EventKind.INSTRUMENT_OFFLINE else None
+            if kind == EventKind.INSTRUMENT_ONLINE:
                 view.consecutive_failures = 0
             return
         if event.experiment_id is None:
             self.anomalies.append(f"event {event.id}: {kind} without an experiment id")
             return
         eid = event.experiment_id
-        if kind == "attached":
+        if kind == EventKind.ATTACHED:
             if eid in self.experiments:
                 self.anomalies.append(f"event {event.id}: experiment {eid} attached over an existing one")
                 return
             self._max_id = max(self._max_id, eid)
-            exp = ExperimentView(experiment_id=eid, status="completed", params=dict(p["params"]), fidelity=float(p.get("fidelity", 1.0)),
+            exp = ExperimentView(experiment_id=eid, status=ExperimentState.COMPLETED, params=dict(p["params"]),
+                                 fidelity=float(p.get("fidelity", 1.0)),
                                  reason={"strategy": "attached", "by": p.get("by", ""), "message": p.get("message", "")},
                                  instrument=event.instrument, outcomes={k: float(v) for k, v in p["outcomes"].items()},
                                  proposed_at=event.at, finished_at=event.at, finished_position=event.id)
             self.experiments[eid] = exp
             self._enter(exp)
             self.completions.append(eid)
-            for key, best in self._best.items():
-                if _better(exp, best, *key):
-                    self._best[key] = exp
+            self._offer(exp)
             return
-        if kind == "proposed":
+        if kind == EventKind.PROPOSED:
             if eid in self.experiments:
                 self.anomalies.append(f"event {event.id}: experiment {eid} proposed twice")
                 return
             self._max_id = max(self._max_id, eid)
             exp = ExperimentView(
                 experiment_id=eid,
-                status="proposed",
+                status=ExperimentState.PROPOSED,
                 params=dict(p["params"]),
                 fidelity=float(p.get("fidelity", 1.0)),
                 reason=dict(p.get("reason", {})),
@@ -201,11 +205,11 @@ class CampaignState:
         if exp.terminal:
             self.anomalies.append(f"event {event.id}: {kind} for experiment {eid}, already {exp.status}")
             return
-        if kind == "dispatched":
-            if exp.status != "proposed":
+        if kind == EventKind.DISPATCHED:
+            if exp.status != ExperimentState.PROPOSED:
                 self.anomalies.append(f"event {event.id}: experiment {eid} dispatched twice")
                 return
-            self._set_status(exp, "dispatched")
+            self._set_status(exp, ExperimentState.DISPATCHED)
             exp.instrument = event.instrument
             exp.cost = float(p.get("cost", 0.0))
             exp.started_at = event.at
@@ -213,25 +217,23 @@ class CampaignState:
             self.cost_spent += exp.cost
             self.instrument(exp.instrument).in_flight += 1
             return
-        was_running = exp.status == "dispatched"
-        self._set_status(exp, kind)
+        was_running = exp.status == ExperimentState.DISPATCHED
+        self._set_status(exp, ExperimentState(kind))
         exp.finished_at = event.at
         exp.finished_position = event.id
-        if kind == "completed":
+        if kind == EventKind.COMPLETED:
             exp.outcomes = {k: float(v) for k, v in p["outcomes"].items()}
             self.completions.append(eid)
-            for key, best in self._best.items():
-                if _better(exp, best, *key):
-                    self._best[key] = exp
-        elif kind == "failed":
+            self._offer(exp)
+        elif kind == EventKind.FAILED:
             exp.error = f"{p['error_kind']}: {p['message']}"
             self._avoided.append(eid)
-        elif kind == "abandoned":
+        elif kind == EventKind.ABANDONED:
             exp.error = f"{p['reason']}: {p.get('message', '')}".rstrip(": ")
             exp.end_reason = p["reason"]
             if exp.end_reason == "bad_cost":
                 self._avoided.append(eid)
-        elif kind == "stale":
+        elif kind == EventKind.STALE:
             exp.error = f"stale: {p.get('message', '')}".rstrip(": ")
             exp.requeue = bool(p.get("requeue", False))
             if exp.requeue:
@@ -239,10 +241,10 @@ class CampaignState:
         if was_running and exp.instrument is not None:
             view = self.instrument(exp.instrument)
             view.in_flight -= 1
-            if kind == "completed":
+            if kind == EventKind.COMPLETED:
                 view.completed += 1
                 view.consecutive_failures = 0
-            elif kind == "failed":
+            elif kind == EventKind.FAILED:
                 view.failed += 1
                 view.consecutive_failures += 1
 
@@ -251,7 +253,13 @@ class CampaignState:
         self._counts[exp.status] += 1
         self._by_status.setdefault(exp.status, {})[exp.experiment_id] = exp
 
-    def _set_status(self, exp: ExperimentView, status: str) -> None:
+    def _offer(self, exp: ExperimentView) -> None:
+        """Let a newly completed experiment replace the incumbents it beats."""
+        for key, best in self._best.items():
+            if _better(exp, best, self._judges[key], key[2], key[3]):
+                self._best[key] = exp
+
+    def _set_status(self, exp: ExperimentView, status: ExperimentState) -> None:
         self._counts[exp.status] -= 1
         self._by_status.get(exp.status, {}).pop(exp.experiment_id, None)
         exp.status = status
@@ -264,8 +272,8 @@ class CampaignState:
 
     # --- queries -------------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        """Experiments by state, every state present (zeros included)."""
+    def counts(self) -> dict[ExperimentState, int]:
+        """Experiments by state, every state present (zeros included); the keys equal their strings."""
         return {s: self._counts.get(s, 0) for s in STATES}
 
     def with_status(self, *statuses: str) -> list[ExperimentView]:
@@ -292,7 +300,8 @@ class CampaignState:
         """
         def settled(stale: int) -> bool:
             for child in map(self.experiments.__getitem__, self._requeues.get(stale, ())):
-                if child.status == "proposed" or not (child.status == "abandoned" and child.end_reason == "not_dispatched"):
+                never_sent = child.status == ExperimentState.ABANDONED and child.end_reason == "not_dispatched"
+                if child.status == ExperimentState.PROPOSED or not never_sent:
                     return True  # waiting to be sent, or dispatched, or refused
             return False
 
@@ -317,10 +326,12 @@ class CampaignState:
         """
         key = (objective, direction, target_fidelity, tuple(constraints))
         if key not in self._best:
+            judge = Objective(name=objective, direction=direction)  # type: ignore[arg-type]  # (a bad direction: ValidationError)
             best: ExperimentView | None = None
             for exp in self.experiments.values():
-                if _better(exp, best, *key):
+                if _better(exp, best, judge, target_fidelity, key[3]):
                     best = exp
+            self._judges[key] = judge
             self._best[key] = best
         return self._best[key]
 
@@ -328,12 +339,12 @@ class CampaignState:
         """Completed, feasible experiments that no other one dominates, by id."""
         points = [
             e for e in self.experiments.values()
-            if e.status == "completed" and all(o.name in e.outcomes for o in objectives) and all(c.satisfied(e.outcomes) for c in constraints)
+            if e.status == ExperimentState.COMPLETED and all(o.name in e.outcomes for o in objectives) and all(c.satisfied(e.outcomes) for c in constraints)
         ]
-        signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
+        signs = [o.sign for o in objectives]
 
         def vector(e: ExperimentView) -> list[float]:
-            return [s * e.outcomes[o.name] for s, o in zip(signs, objectives)]
+            return [s * e.outcomes[o.name] for s, o in zip(signs, objectives, strict=True)]
 
         front = []
         for e in points:
@@ -347,19 +358,16 @@ class CampaignState:
         return sorted(front, key=lambda e: e.experiment_id)
 
 
-def _better(exp: ExperimentView, incumbent: ExperimentView | None, objective: str, direction: str,
+def _better(exp: ExperimentView, incumbent: ExperimentView | None, objective: Objective,
             target_fidelity: float | None, constraints: tuple[OutcomeConstraint, ...] = ()) -> bool:
     """Whether completed ``exp`` beats ``incumbent`` on ``objective``."""
-    if exp.status != "completed" or objective not in exp.outcomes:
+    if exp.status != ExperimentState.COMPLETED or objective.name not in exp.outcomes:
         return False
     if target_fidelity is not None and exp.fidelity != target_fidelity:
         return False
     if not all(c.satisfied(exp.outcomes) for c in constraints):
         return False
-    value = exp.outcomes[objective]
+    value = exp.outcomes[objective.name]
     if not math.isfinite(value):
         return False
-    if incumbent is None:
-        return True
-    best = incumbent.outcomes[objective]
-    return value > best if direction == "maximize" else value < best
+    return incumbent is None or objective.better(value, incumbent.outcomes[objective.name])

@@ -97,7 +97,7 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "started_at": _iso(state.started_at),
         "last_event_at": _iso(state.last_at),
         "elapsed_s": elapsed,
-        "counts": state.counts(),
+        "counts": {str(status): n for status, n in state.counts().items()},
         "best": best,
         "constraints": [str(c) for c in constraints],
         "pareto": pareto,
@@ -212,7 +212,7 @@ def export_rows(state: CampaignState) -> tuple[list[str], list[dict[str, Any]]]:
         row.update({column: exp.outcomes.get(name) for column, name in outcomes.items()})
         row.update(  # (the fixed columns last, so nothing above can overwrite them)
             experiment_id=exp.experiment_id,
-            status=exp.status,
+            status=str(exp.status),
             instrument=exp.instrument,
             fidelity=exp.fidelity,
             cost=exp.cost,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from selflab.planners.protocol import Observation, Pending, PlanContext, Proposal
+from selflab.planners.seeding import seeded_rng
 from selflab.planners.space import Objective, Point, SearchSpace
 
 
@@ -59,11 +60,11 @@ class RandomPlanner:
     ) -> list[Proposal]:
         fidelity = offered_fidelity(context)
         if context.candidates is not None:
-            rng = np.random.default_rng([context.seed, context.step])
+            rng = seeded_rng(context.seed, context.step)
             picks = rng.choice(len(context.candidates), size=min(n, len(context.candidates)), replace=False)
             points: list[Point] = [dict(context.candidates[int(i)]) for i in picks]
         else:  # one generator per index: the same sequence however it is batched
-            points = [space.from_unit(np.random.default_rng([context.seed, context.step + i]).random(space.dim)) for i in range(n)]
+            points = [space.from_unit(seeded_rng(context.seed, context.step + i).random(space.dim)) for i in range(n)]
         return [
             Proposal(params=p, fidelity=fidelity, reason={"strategy": "random", "index": context.step + i})
             for i, p in enumerate(points)

@@ -155,6 +155,11 @@ class Objective(_Strict):
         """Whether ``a`` is strictly better than ``b`` for this objective."""
         return a > b if self.direction == "maximize" else a < b
 
+    @property
+    def sign(self) -> float:
+        """``+1.0`` to maximize, ``-1.0`` to minimize: ``sign * value`` grows as the value gets better."""
+        return 1.0 if self.direction == "maximize" else -1.0
+
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*(\S+)\s*$")
 
