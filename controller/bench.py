@@ -33,13 +33,12 @@ that many cost units are spent (``stop.max_cost``).
 :class:`BenchResult` aggregates the seeds: medians, and for pools
 ``evaluations_to_80pct_top5`` of the seed-averaged ``top5_trace`` (the
 protocol of Liang et al. 2021): the acceleration factor AF(0.8) is random's
-value divided by a planner's.
+value divided by a planner's. A seed that did not finish (its worker died,
+or its campaign stopped early) is listed in ``failed`` with the reason.
 
-Problems come from catalogues found through the entry-point group
-``selflab.problems`` (:func:`get_problem`; selflab's own is
-:func:`selflab.simulators.problems.get_problem`), as plain data in the lab config's
-shape; :class:`Problem` turns that data into the planners' models, so the
-controller never imports a simulator.
+Problems: :mod:`selflab.controller.bench_problems`; the curves:
+:mod:`selflab.controller.bench_metrics` (both re-exported here); many seeds
+at once, on worker processes or a Ray cluster: :mod:`selflab.controller.fanout`.
 
 Example::
 
@@ -57,146 +56,48 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selflab.controller.bench_metrics import (
+    TOP_FOUND,
+    best_so_far,
+    first_reaching,
+    hypervolume_curve,
+    hypervolume_trace,
+    mean_curve,
+    median_of,
+    point_key,
+    regret_of,
+    regret_trace,
+    top_found_trace,
+)
+from selflab.controller.bench_problems import (
+    PROBLEM_GROUP,
+    TARGET_FIDELITY,
+    BenchError,
+    FidelityLevel,
+    Problem,
+    ProblemData,
+    ProblemError,
+    as_problem,
+    get_problem,
+)
 from selflab.controller.campaign import Campaign
 from selflab.controller.config import LabConfig, parse_config
 from selflab.controller.fleet import Station
 from selflab.controller.ledger import Event, Ledger
 from selflab.controller.projection import CampaignState
-from selflab.planners.space import Objective, OutcomeConstraint, Parameter, Point
 
-PROBLEM_GROUP = "selflab.problems"
-"""Entry-point group of benchmark-problem catalogues. Each entry point loads a
-callable ``(spec, *, objective=None, direction=None) -> problem data`` (see
-:class:`ProblemData`) that raises ``LookupError`` for a name it does not know
-and ``ValueError`` for bad options, with a one-line message::
-
-    [project.entry-points."selflab.problems"]
-    my_problems = "my_lab.problems:get_problem"
-"""
-
-TARGET_FIDELITY = 1.0
-"""Benchmark problems' target fidelity."""
-
-TOP_FOUND = 0.8
-"""The fraction of the top-5 % set the acceleration factor asks for."""
+__all__ = ["PROBLEM_GROUP", "TARGET_FIDELITY", "TOP_FOUND", "BenchError", "BenchResult", "FidelityLevel", "Problem", "ProblemData",
+           "ProblemError", "ProgressFn", "RunRecord", "SeedFailure", "aggregate", "as_problem", "bench_config", "best_so_far",
+           "cost_to_regret", "get_problem", "hypervolume_curve", "hypervolume_trace", "recommendation_trace",
+           "regret_against_cost", "regret_trace", "run_bench", "run_seed", "summarize", "top_found_trace", "true_values"]
 
 ProgressFn = Callable[[int, int], None]
 """Called with ``(seed, completed experiments)`` as a campaign goes."""
-
-
-class BenchError(Exception):
-    """A benchmark campaign did not finish; the message says why."""
-
-
-class ProblemError(ValueError):
-    """No installed catalogue knows the problem, or its options are bad; the message says which."""
-
-
-class FidelityLevel(BaseModel):
-    """One instrument of a multi-fidelity problem: the fidelity it serves and its cost."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fidelity: float
-    cost: float
-    driver: str
-    options: dict[str, Any] = {}
-
-
-class Problem(BaseModel):
-    """One benchmark problem, with the planners' models.
-
-    ``metric`` is what a benchmark reports per run: the best (feasible)
-    objective value, or the hypervolume of the observed points when there are
-    several objectives. ``optimum`` and ``direction`` are that metric's best
-    reachable value (``None`` when unknown) and which way is better.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    parameters: list[Parameter]
-    objectives: list[Objective]
-    constraints: list[OutcomeConstraint] = []
-    driver: str
-    """``module:Class`` or an entry-point name in ``selflab.instruments``."""
-    options: dict[str, Any] = {}
-    metric: Literal["best", "hypervolume"] = "best"
-    optimum: float | None
-    direction: Literal["maximize", "minimize"]
-    top: list[Point] | None = None
-    """Pools only: the rows of the top 5 %."""
-    levels: list[FidelityLevel] | None = None
-    """Multi-fidelity problems only: one instrument per fidelity (then
-    ``driver``/``options`` are the noise-free fidelity-1 instrument, the truth
-    a recommendation is judged by)."""
-
-    @property
-    def multi_fidelity(self) -> bool:
-        return self.levels is not None
-
-
-class ProblemData(Protocol):
-    """A problem as a catalogue describes it: :class:`Problem`'s fields as
-    attributes, with parameters, objectives, constraints and levels as plain
-    data in the lab config's shape (e.g. :class:`selflab.simulators.problems.Problem`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def parameters(self) -> Sequence[object]: ...
-    @property
-    def objectives(self) -> Sequence[object]: ...
-    @property
-    def constraints(self) -> Sequence[object]: ...
-    @property
-    def driver(self) -> str: ...
-    @property
-    def options(self) -> Mapping[str, Any]: ...
-    @property
-    def metric(self) -> str: ...
-    @property
-    def optimum(self) -> float | None: ...
-    @property
-    def direction(self) -> str: ...
-    @property
-    def top(self) -> Sequence[Mapping[str, Any]] | None: ...
-    @property
-    def levels(self) -> Sequence[object] | None: ...
-
-
-def as_problem(problem: Problem | ProblemData) -> Problem:
-    """``problem`` as a :class:`Problem` (itself if it is one already).
-
-    Raises:
-        pydantic.ValidationError: the data does not describe a problem.
-    """
-    return Problem.model_validate(problem, from_attributes=True)
-
-
-def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
-    """The problem ``spec`` from the first installed catalogue (by entry-point
-    name) that knows it; ``objective`` and ``direction`` go to the catalogue.
-
-    Raises:
-        ProblemError: no catalogue knows ``spec`` (with the first one's
-            message), or its options are bad.
-    """
-    unknown: list[str] = []
-    for catalogue in sorted(entry_points(group=PROBLEM_GROUP), key=lambda ep: ep.name):
-        try:
-            data = catalogue.load()(spec, objective=objective, direction=direction)
-        except LookupError as exc:
-            unknown.append(str(exc))
-            continue
-        except ValueError as exc:
-            raise ProblemError(str(exc)) from None
-        return as_problem(data)
-    raise ProblemError(unknown[0] if unknown else f"unknown problem {spec!r}: no catalogue installed in entry-point group {PROBLEM_GROUP!r}")
 
 
 class _Record(BaseModel):
@@ -224,6 +125,14 @@ class RunRecord(_Record):
     """Regret of the last recommendation (``None``: no optimum, or none yet)."""
 
 
+class SeedFailure(_Record):
+    """A seed whose campaign did not finish, and why (its worker died, or it
+    stopped early). ``selflab bench --resume`` runs it again."""
+
+    seed: int
+    reason: str
+
+
 class BenchResult(_Record):
     """One planner on one problem over several seeds. Field names are a contract."""
 
@@ -232,6 +141,7 @@ class BenchResult(_Record):
     budget: int | None
     """Experiments per campaign (``None``: only a cost budget)."""
     seeds: int
+    """Seeds that finished (``len(runs)``)."""
     direction: Literal["maximize", "minimize"]
     optimum: float | None
     runs: list[RunRecord]
@@ -241,6 +151,7 @@ class BenchResult(_Record):
     metric: Literal["best", "hypervolume"]
     batch: int
     median_makespan_seconds: float
+    """(0 when no seed finished.)"""
     evaluations_to_80pct_top5: int | None = None
     cost_budget: float | None = None
     median_cost: float = 0.0
@@ -248,6 +159,8 @@ class BenchResult(_Record):
     median_recommendation_regret: float | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     """The planner's options (``selflab bench --options``; empty: its defaults)."""
+    failed: list[SeedFailure] = []
+    """Seeds that did not finish, in seed order (not counted in ``seeds`` or the medians)."""
 
 
 def bench_config(problem: Problem | ProblemData, planner: str, budget: int | None, seed: int, batch: int, ledger_url: str,
@@ -326,9 +239,12 @@ def run_bench(problem: Problem | ProblemData, planner: str, budget: int | None, 
 
 
 def aggregate(problem: Problem | ProblemData, planner: str, budget: int | None, batch: int, runs: Sequence[RunRecord],
-              cost_budget: float | None = None, options: Mapping[str, Any] | None = None) -> BenchResult:
-    """Medians over runs and, for pools, the seed-averaged top-5 % curve."""
+              cost_budget: float | None = None, options: Mapping[str, Any] | None = None,
+              failed: Sequence[SeedFailure] = ()) -> BenchResult:
+    """Medians over ``runs`` (given in any order; kept in seed order) and, for
+    pools, the seed-averaged top-5 % curve; ``failed`` seeds are listed apart."""
     problem = as_problem(problem)
+    runs = sorted(runs, key=lambda r: r.seed)
     seconds = [s for r in runs for s in r.proposal_seconds]
     curves = [r.top5_trace for r in runs if r.top5_trace is not None]
     return BenchResult(
@@ -339,17 +255,18 @@ def aggregate(problem: Problem | ProblemData, planner: str, budget: int | None, 
         direction=problem.direction,
         optimum=problem.optimum,
         runs=list(runs),
-        median_best=_median([r.best for r in runs]),
-        median_regret=_median([r.regret for r in runs]),
-        median_proposal_seconds=_median(seconds),
+        median_best=median_of([r.best for r in runs]),
+        median_regret=median_of([r.regret for r in runs]),
+        median_proposal_seconds=median_of(seconds),
         metric=problem.metric,
         batch=batch,
-        median_makespan_seconds=statistics.median(r.makespan_seconds for r in runs),
-        evaluations_to_80pct_top5=_first_reaching(_mean_curve(curves), TOP_FOUND) if curves else None,
+        median_makespan_seconds=statistics.median(r.makespan_seconds for r in runs) if runs else 0.0,
+        evaluations_to_80pct_top5=first_reaching(mean_curve(curves), TOP_FOUND) if curves else None,
         cost_budget=cost_budget,
-        median_cost=statistics.median(r.cost_trace[-1] if r.cost_trace else 0.0 for r in runs),
-        median_recommendation_regret=_median([r.recommendation_regret for r in runs]),
+        median_cost=statistics.median(r.cost_trace[-1] if r.cost_trace else 0.0 for r in runs) if runs else 0.0,
+        median_recommendation_regret=median_of([r.recommendation_regret for r in runs]),
         options=dict(options or {}),
+        failed=sorted(failed, key=lambda f: f.seed),
     )
 
 
@@ -379,21 +296,18 @@ def summarize(problem: Problem | ProblemData, seed: int, events: Sequence[Event]
         trace=trace,
         values=values,
         proposal_seconds=[float(x.reason["proposal_seconds"]) for x in proposed if "proposal_seconds" in x.reason],
-        regret=_regret(problem, best),
+        regret=regret_of(problem, best),
         makespan_seconds=(state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0,
         evaluations=len(done),
         stop_reason=state.stopped[0] if state.stopped else "",
         top5_trace=curve,
-        evaluations_to_80pct_top5=_first_reaching(curve, TOP_FOUND) if curve is not None else None,
+        evaluations_to_80pct_top5=first_reaching(curve, TOP_FOUND) if curve is not None else None,
         fidelity_trace=[x.fidelity for x in done],
         cost_trace=list(itertools.accumulate(x.cost for x in done)),
         recommendation_trace=recommended,
-        recommendation_regret=_regret(problem, last_recommended),
+        recommendation_regret=regret_of(problem, last_recommended),
     )
 
-
-def _regret(problem: Problem, value: float | None) -> float | None:
-    return abs(value - problem.optimum) if value is not None and problem.optimum is not None else None
 
 
 def recommendation_trace(problem: Problem | ProblemData, events: Sequence[Event], state: CampaignState) -> list[float | None]:
@@ -407,7 +321,7 @@ def recommendation_trace(problem: Problem | ProblemData, events: Sequence[Event]
     """
     problem = as_problem(problem)
     objective = problem.objectives[0].name
-    measured = {_key(x.params): x.outcomes[objective] for x in state.experiments.values()
+    measured = {point_key(x.params): x.outcomes[objective] for x in state.experiments.values()
                 if x.status == "completed" and x.fidelity == TARGET_FIDELITY and objective in x.outcomes}
     picks: list[dict[str, Any] | None] = []
     current: dict[str, Any] | None = None
@@ -418,9 +332,9 @@ def recommendation_trace(problem: Problem | ProblemData, events: Sequence[Event]
                 picks[-1] = current
         elif event.kind == "completed":
             picks.append(current)
-    unmeasured = {_key(p): p for p in picks if p is not None and _key(p) not in measured}
+    unmeasured = {point_key(p): p for p in picks if p is not None and point_key(p) not in measured}
     truth = dict(zip(unmeasured, true_values(problem, list(unmeasured.values())))) if unmeasured else {}
-    return [None if p is None else measured.get(_key(p), truth.get(_key(p))) for p in picks]
+    return [None if p is None else measured.get(point_key(p), truth.get(point_key(p))) for p in picks]
 
 
 def true_values(problem: Problem | ProblemData, points: Sequence[dict[str, Any]]) -> list[float]:
@@ -464,98 +378,3 @@ def cost_to_regret(runs: Sequence[RunRecord], optimum: float, threshold: float) 
         if statistics.median(at) <= threshold:
             return c
     return None
-
-
-def best_so_far(values: Sequence[float | None], direction: str) -> list[float | None]:
-    """The running best of ``values`` (``None`` entries skipped; ``None`` until the first value).
-
-    >>> best_so_far([3.0, None, 1.0, 2.0], "minimize")
-    [3.0, 3.0, 1.0, 1.0]
-    """
-    out: list[float | None] = []
-    best: float | None = None
-    for v in values:
-        if v is not None and (best is None or (v > best if direction == "maximize" else v < best)):
-            best = v
-        out.append(best)
-    return out
-
-
-def hypervolume_trace(points: Sequence[Sequence[float]], feasible: Sequence[bool], problem: Problem | ProblemData) -> list[float]:
-    """Hypervolume of the feasible points among the first ``i`` after each evaluation ``i``,
-    the corner at each objective's ``reference_point`` (see :func:`hypervolume_curve`)."""
-    problem = as_problem(problem)
-    if any(o.reference_point is None for o in problem.objectives):
-        raise BenchError(f"{problem.name}: every objective needs a reference_point for the hypervolume")
-    return hypervolume_curve(points, feasible, [o.direction for o in problem.objectives],
-                             [float(o.reference_point) for o in problem.objectives if o.reference_point is not None])
-
-
-def hypervolume_curve(points: Sequence[Sequence[float]], feasible: Sequence[bool], directions: Sequence[str],
-                      reference: Sequence[float]) -> list[float]:
-    """Hypervolume dominated by the feasible points among the first ``i``, after each ``i``.
-
-    ``points``: objective vectors in their own units; ``directions``: each
-    objective's ``maximize`` or ``minimize``; ``reference``: the corner, in the
-    objectives' units. Objectives are turned into maximisation and only
-    points better than the corner in every objective count. Uses botorch's
-    exact ``Hypervolume``.
-
-    >>> hypervolume_curve([[1.0, 1.0], [2.0, 0.5], [3.0, 3.0]], [True, True, False], ["maximize", "maximize"], [0.0, 0.0])
-    [1.0, 1.5, 1.5]
-    """
-    import torch
-    from botorch.utils.multi_objective.hypervolume import Hypervolume
-    from botorch.utils.multi_objective.pareto import is_non_dominated
-
-    sign = torch.tensor([1.0 if d == "maximize" else -1.0 for d in directions], dtype=torch.float64)
-    ref = sign * torch.tensor(list(reference), dtype=torch.float64)
-    hv = Hypervolume(ref_point=ref)
-    kept: list[list[float]] = []
-    out: list[float] = []
-    for point, ok in zip(points, feasible):
-        if ok:
-            kept.append(list(point))
-        y = sign * torch.tensor(kept, dtype=torch.float64).reshape(-1, len(sign))
-        y = y[(y > ref).all(dim=-1)]
-        out.append(float(hv.compute(y[is_non_dominated(y)])) if len(y) else 0.0)
-    return out
-
-
-def regret_trace(problem: Problem | ProblemData, trace: Sequence[float | None]) -> list[float | None]:
-    """The regret (distance from the problem's optimum) of each value of a best-so-far ``trace``."""
-    problem = as_problem(problem)
-    return [_regret(problem, v) for v in trace]
-
-
-def top_found_trace(params: Sequence[dict[str, Any]], top: Sequence[dict[str, Any]]) -> list[float]:
-    """Fraction of the ``top`` rows among the first ``i`` measured, for each ``i``."""
-    wanted = {_key(t) for t in top}
-    found: set[tuple[tuple[str, Any], ...]] = set()
-    out = []
-    for p in params:
-        if _key(p) in wanted:
-            found.add(_key(p))
-        out.append(len(found) / len(wanted))
-    return out
-
-
-def _key(point: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(point.items()))
-
-
-def _first_reaching(curve: Sequence[float], level: float) -> int | None:
-    """1-based index of the first value ``>= level`` (within rounding), or ``None``."""
-    return next((i + 1 for i, v in enumerate(curve) if v >= level - 1e-9), None)
-
-
-def _mean_curve(curves: Sequence[Sequence[float]]) -> list[float]:
-    """Mean of curves of unequal length, each held at its last value."""
-    length = max(len(c) for c in curves)
-    padded = [list(c) + [c[-1] if c else 0.0] * (length - len(c)) for c in curves]
-    return [math.fsum(col) / len(col) for col in zip(*padded)]
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None

@@ -2,33 +2,49 @@
 
 Usage::
 
-    selflab bench --problem P --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
-                  [--options JSON] [--json FILE] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
+    selflab bench --problem P[,P2...] --planner Q[,Q2...] (--budget N | --cost-budget C) --seeds S [--batch q]
+                  [--options JSON] [--json FILE [--resume]] [--plot FILE.png] [--objective COLUMN --direction maximize|minimize]
+                  [--workers N] [--executor process|ray] [--ray-address ADDR]
 
 Problems: those of the installed catalogues (:func:`selflab.controller.bench.get_problem`;
 selflab's own: :mod:`selflab.simulators.problems`, ``pool:PATH.csv`` with
 ``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
-campaign (:mod:`selflab.controller.bench`). ``--options`` gives one planner its
+campaign (:mod:`selflab.controller.bench`). ``--workers N`` runs N seeds at
+a time over planners × problems × seeds (:mod:`selflab.controller.fanout`):
+on local worker processes (``--executor process``, the default), or as Ray
+tasks (``--executor ray``: a Ray started here, or the cluster at
+``--ray-address``; ``pip install 'selflab[ray]'``). Each seed's record is
+the same whichever way it runs. A seed that fails (its worker died, its
+campaign stopped early) is listed in the JSON's ``failed`` with the reason
+and the exit code is 1; the ``--json`` file is rewritten after every seed,
+and ``--resume`` runs only the seeds it lacks (:mod:`selflab.controller.bench_store`). ``--options`` gives one planner its
 ``planner.options`` (a JSON object, e.g. ``'{"kernel": "rbf"}'``; recorded
 in the JSON as ``options``). ``--budget`` caps experiments,
 ``--cost-budget`` cost units (give either or both). Prints one summary line
 per planner; ``--json`` writes the results (one object, or an array for
-several planners). ``--plot`` draws the regret of the best so far (median
+several results). ``--plot`` draws the regret of the best so far (median
 and interquartile band, log scale; the best value where the optimum is
 unknown) against evaluations, or, for a multi-fidelity problem,
-the recommendation regret against cumulative cost. A live progress bar shows
-on a terminal. Bad input: one line, exit 2.
+the recommendation regret against cumulative cost (several problems: one
+file each, ``FILE-problem.png``). Progress shows the seeds done out of the
+total with a time estimate: a live bar on a terminal, else a line per seed
+on stderr. Bad input: one line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selflab.controller.bench import BenchError, BenchResult, Problem, ProblemError, get_problem, regret_against_cost, regret_trace, run_bench
+from selflab.controller.bench import BenchResult, Problem, ProblemError, SeedFailure, get_problem, regret_against_cost, regret_trace
+from selflab.controller.bench_store import BenchStore, GridSettings, StoreError
+from selflab.controller.fanout import Outcome, SeedTask, run_grid
+from selflab.instruments.ray_task import RayUnavailable, require_ray
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -59,19 +75,24 @@ def _positive_float(text: str) -> float:
 
 def register(subparsers: Any) -> None:
     """Add the ``bench`` subcommand."""
-    p = subparsers.add_parser("bench", help="benchmark planners on a problem over seeds (simulated campaigns)")
+    p = subparsers.add_parser("bench", help="benchmark planners on problems over seeds (simulated campaigns)")
     p.add_argument("--problem", required=True, metavar="P", help="branin, hartmann6, reactor, gramacy, branin_currin, p3ht, perovskite, autoam, "
-                   "augmented_hartmann, augmented_branin, reactor_multifidelity or pool:PATH.csv")
+                   "augmented_hartmann, augmented_branin, reactor_multifidelity, carburizing or pool:PATH.csv; several joined by commas")
     p.add_argument("--planner", required=True, metavar="Q", help=f"one of {', '.join(BENCH_PLANNERS)}, or several joined by commas")
     p.add_argument("--budget", type=_positive, metavar="N", help="experiments per campaign")
     p.add_argument("--cost-budget", type=_positive_float, metavar="C", help="cost units per campaign (multi-fidelity problems; with or instead of --budget)")
-    p.add_argument("--seeds", required=True, type=_positive, metavar="S", help="campaigns per planner (seeds 0..S-1)")
+    p.add_argument("--seeds", required=True, type=_positive, metavar="S", help="campaigns per planner and problem (seeds 0..S-1)")
     p.add_argument("--batch", type=_positive, default=1, metavar="q", help="experiments in flight at once (default 1)")
     p.add_argument("--options", metavar="JSON", help="the planner's options, a JSON object (one planner only), e.g. '{\"kernel\": \"rbf\"}'")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON (rewritten after every seed)")
+    p.add_argument("--resume", action="store_true", help="run only the seeds the --json file lacks (never run, or failed)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the regret of the best so far against evaluations (log scale)")
     p.add_argument("--objective", metavar="COLUMN", help="pool:PATH.csv only: the objective column")
     p.add_argument("--direction", choices=("maximize", "minimize"), help="pool:PATH.csv only (default maximize)")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N", help="seeds run at once (default 1: one after the other, here)")
+    p.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="process: local worker processes (default); ray: Ray tasks (pip install 'selflab[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="--executor ray: the cluster to use, e.g. ray://head:10001 (default: RAY_ADDRESS, else a Ray started here)")
     p.set_defaults(handler=handle)
 
 
@@ -80,59 +101,109 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def handle(args: argparse.Namespace) -> int:
-    """Run the benchmark; the exit code."""
-    from selflab.controller.progress import setup_logging
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _settings(args: argparse.Namespace, planners: list[str]) -> GridSettings | str:
+    """The grid's settings, or what is wrong with them."""
     from selflab.planners.registry import make_planner
 
-    if args.budget is None and args.cost_budget is None:
-        return _fail("give --budget N (experiments), --cost-budget C (cost units), or both")
-    planners = [q.strip() for q in args.planner.split(",") if q.strip()]
-    unknown = [q for q in planners if q not in BENCH_PLANNERS]
-    if not planners or unknown:
-        return _fail(f"unknown planner {', '.join(map(repr, unknown)) or repr(args.planner)}; choose from {', '.join(BENCH_PLANNERS)}")
-    try:
-        problem = get_problem(args.problem, objective=args.objective, direction=args.direction)
-    except ProblemError as exc:
-        return _fail(str(exc))
     options: dict[str, Any] = {}
     if args.options is not None:
         try:
             options = json.loads(args.options)
         except json.JSONDecodeError as exc:
-            return _fail(f"--options is not JSON: {exc}")
+            return f"--options is not JSON: {exc}"
         if not isinstance(options, dict):
-            return _fail("--options must be a JSON object, e.g. '{\"kernel\": \"rbf\"}'")
+            return "--options must be a JSON object, e.g. '{\"kernel\": \"rbf\"}'"
         if len(planners) > 1:
-            return _fail("--options applies to one planner; run each planner with its own --options")
+            return "--options applies to one planner; run each planner with its own --options"
     for kind in planners:
         try:
             make_planner(kind, options)
         except ImportError as exc:
-            return _fail(f"planner {kind!r} is not available: {exc}")
+            return f"planner {kind!r} is not available: {exc}"
         except (TypeError, ValueError) as exc:
-            return _fail(f"--options: {exc}")
-    console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
-    results: list[BenchResult] = []
+            return f"--options: {exc}"
+    return GridSettings(budget=args.budget, batch=args.batch, options=options, cost_budget=args.cost_budget)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the benchmark; the exit code."""
+    from selflab.controller.progress import setup_logging
+
+    if args.budget is None and args.cost_budget is None:
+        return _fail("give --budget N (experiments), --cost-budget C (cost units), or both")
+    planners = _names(args.planner)
+    unknown = [q for q in planners if q not in BENCH_PLANNERS]
+    if not planners or unknown:
+        return _fail(f"unknown planner {', '.join(map(repr, unknown)) or repr(args.planner)}; choose from {', '.join(BENCH_PLANNERS)}")
+    problems: list[Problem] = []
     try:
-        with _ProgressBar(console, len(planners) * args.seeds * args.budget if args.budget else None) as advance:
-            for kind in planners:
-                result = run_bench(problem, kind, args.budget, args.seeds, args.batch, progress=advance(kind),
-                                   options=options, cost_budget=args.cost_budget)
-                results.append(result)
-                print(_summary(result), flush=True)
-    except BenchError as exc:
-        print(f"selflab bench: {exc}", file=sys.stderr)
+        for spec in _names(args.problem) or [args.problem]:
+            problems.append(get_problem(spec, objective=args.objective, direction=args.direction))
+    except ProblemError as exc:
+        return _fail(str(exc))
+    if len({p.name for p in problems}) < len(problems):
+        return _fail(f"--problem names a problem twice: {args.problem}")
+    settings = _settings(args, planners)
+    if isinstance(settings, str):
+        return _fail(settings)
+    if args.ray_address and args.executor != "ray":
+        return _fail("--ray-address needs --executor ray")
+    if args.resume and not args.json:
+        return _fail("--resume needs --json FILE, the results of the run to resume")
+    if args.executor == "ray":
+        try:
+            require_ray()
+        except RayUnavailable as exc:
+            return _fail(f"--executor ray: {exc}")
+    store = BenchStore(problems, planners, args.seeds, settings, Path(args.json) if args.json else None)
+    if args.resume:
+        try:
+            store.load()
+        except StoreError as exc:
+            return _fail(str(exc))
+    console = setup_logging(quiet=True, debug=getattr(args, "debug", False))
+    try:
+        with SeedProgress(console, store.total, store.finished) as progress:
+            def done(task: SeedTask, outcome: Outcome) -> None:
+                store.add(task, outcome)
+                progress.seed_done(task, outcome)
+
+            run_grid(store.missing(), on_done=done, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                     progress=progress.experiments)
+    except RayUnavailable as exc:
+        print(f"selflab bench: --executor ray: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if args.json:
-        data = [r.model_dump(mode="json") for r in results]
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {path}", file=sys.stderr)
+    results = store.results()
+    for result in results:
+        print(_summary(result), flush=True)
+    if store.path is not None:
+        store.write()
+        print(f"wrote {store.path}", file=sys.stderr)
     if args.plot:
-        print(f"wrote {_plot(problem, results, args.plot)}", file=sys.stderr)
+        for problem in problems:
+            mine = [r for r in results if r.problem == problem.name and r.runs]
+            if mine:
+                print(f"wrote {_plot(problem, mine, _plot_path(args.plot, problem.name, len(problems)))}", file=sys.stderr)
+    failures = store.failures()
+    if failures:
+        (_, first), more = failures[0], len(failures) - 1
+        listed = f"; and {more} more{', listed in the JSON' if store.path else ''}" if more else ""
+        again = "rerun the same command with --resume to run them again" if store.path else "add --json FILE to keep the results and resume"
+        print(f"selflab bench: {len(failures)} of {store.total} seeds failed ({first.reason}{listed}); {again}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _plot_path(path: str, problem: str, problems: int) -> str:
+    """``--plot``'s path, or with several problems ``STEM-problem.SUFFIX``."""
+    if problems == 1:
+        return path
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', problem)}{target.suffix or '.png'}"))
 
 
 def _plot(problem: Problem, results: list[BenchResult], path: str) -> Path:
@@ -174,34 +245,56 @@ def _summary(r: BenchResult) -> str:
     return text
 
 
-class _ProgressBar:
-    """A rich progress bar over all evaluations on a terminal; silent otherwise.
+class SeedProgress:
+    """Seeds done out of the total, with a time estimate: a live bar on a
+    terminal, else one line per seed on stderr.
 
-    Entering gives ``advance(planner) -> callback(seed, completed)``.
+    ``seed_done(task, outcome)`` counts a seed; ``experiments(task, n)`` shows
+    the experiments of a seed running here.
     """
 
-    def __init__(self, console: Any, total: int | None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, console: Any, total: int, done: int = 0) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+        self.console, self.total, self.done, self.failed = console, total, done, 0
         self.enabled = console.is_terminal
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
-        self.task = self.progress.add_task("bench", total=total)
-        self.done: dict[tuple[str, int], int] = {}
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("seeds"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+        self.task = self.progress.add_task("bench", total=total, completed=done)
+        self.started, self.first = time.monotonic(), done
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> SeedProgress:
         if self.enabled:
             self.progress.start()
-        return self.advance
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.progress.stop()
 
-    def advance(self, planner: str) -> Any:
-        def callback(seed: int, completed: int) -> None:
-            self.done[(planner, seed)] = completed
-            if self.enabled:
-                self.progress.update(self.task, completed=sum(self.done.values()),
-                                     description=f"{planner} seed {seed}")
-        return callback
+    def experiments(self, task: SeedTask, completed: int) -> None:
+        if self.enabled:
+            self.progress.update(self.task, description=f"{task.label}: {completed} experiments")
+
+    def seed_done(self, task: SeedTask, outcome: Outcome) -> None:
+        self.done += 1
+        failed = isinstance(outcome, SeedFailure)
+        self.failed += failed
+        if self.enabled:
+            note = f" ({self.failed} failed so far)" if self.failed else ""
+            self.progress.update(self.task, completed=self.done, description=f"{task.label}: {'failed' if failed else 'done'}{note}")
+        else:
+            print(f"bench: {self.done}/{self.total} seeds done ({task.label}: {'failed' if failed else 'finished'}){self._eta()}",
+                  file=sys.stderr, flush=True)
+
+    def _eta(self) -> str:
+        ran, left = self.done - self.first, self.total - self.done
+        if ran <= 0 or left <= 0:
+            return ""
+        return f", about {_duration((time.monotonic() - self.started) / ran * left)} left"
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``1h02m``, ``3m05s`` or ``12s``."""
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -22,7 +22,7 @@ from selflab.instruments.errors import InstrumentError, failure_kind
 
 def failure_name(exc: BaseException) -> str:
     """The ledger's name of failure ``exc`` (``Failed.error_kind``)."""
-    return "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
+    return failure_kind(exc)
 
 
 def failure_message(exc: BaseException) -> str:

@@ -47,5 +47,8 @@ class OutOfLimits(InstrumentError):
 
 
 def failure_kind(exc: BaseException) -> str:
-    """The ledger name of a failure: the hierarchy's ``kind`` or ``"error"``."""
-    return exc.kind if isinstance(exc, InstrumentError) else "error"
+    """The ledger name of a failure: the hierarchy's ``kind``; ``"timeout"`` for a
+    plain :class:`TimeoutError` too (``asyncio.wait_for`` inside a driver); else ``"error"``."""
+    if isinstance(exc, InstrumentError):
+        return exc.kind
+    return "timeout" if isinstance(exc, TimeoutError) else "error"

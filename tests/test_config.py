@@ -54,7 +54,7 @@ def test_many_faults_one_line_each() -> None:
         "parameters[0]: low (2) must be below high (1)",
         "parameters[1].type: must be one of 'float', 'int', 'categorical' (got 'flaot')",
         "objectives[0].direction: must be 'maximize' or 'minimize' (got 'up')",
-        "instruments[0].fidelty: unknown field; did you mean 'fidelity'? allowed: capacity, cost, driver, fidelity, limits, max_consecutive_failures, name, options, remote, retries, retry_backoff, timeout",
+        "instruments[0].fidelty: unknown field; did you mean 'fidelity'? allowed: capacity, cost, driver, executor, fidelity, limits, max_consecutive_failures, name, num_cpus, num_gpus, options, remote, retries, retry_backoff, timeout",
         "planner.extra: unknown field; allowed: kind, options",
     ]
 

@@ -1,0 +1,278 @@
+"""What a person may do from the lab console: each action is one ledger event.
+
+An action is a :class:`ConsoleAction`: a declared :class:`ActionSpec` (its
+URL name, button label, scope and input form, a pydantic model with
+``extra="forbid"``), :meth:`~ConsoleAction.available` (whether the page
+offers it for a campaign or an experiment now) and
+:meth:`~ConsoleAction.perform` (validate against the ledger as it is, then
+append; or raise :class:`ActionRefused` having written nothing). The server
+(:mod:`selflab.controller.console.app`) checks the token, the CSRF value and
+the form before it calls ``perform``; an action checks only what it is about.
+
+Wired now:
+
+* ``stop``: ``stop_requested`` with ``emergency: false``: the controller
+  dispatches nothing more and finishes the experiments in flight;
+* ``emergency_stop``: ``stop_requested`` with ``emergency: true``: the
+  controller aborts its experiments through ``stop()``;
+
+both by :func:`request_stop`, the rule ``selflab stop`` follows (the
+campaign must be run by a live ``selflab run``; a Python ``Study`` is not
+stopped from outside).
+
+Hooks for the human-oversight actions (issue 17, phase 2): the names in
+:data:`PLANNED` are registered as :class:`Planned` placeholders, which the
+page does not offer and the server answers with 501 (nothing written). To
+wire one, write a class satisfying :class:`ConsoleAction` whose
+``spec.name`` is that name and register it over the placeholder::
+
+    registry = default_actions()
+    registry.register(VetoAction(), replace=True)   # spec.name == "veto", scope "experiment"
+    app = create_app(settings, actions=registry)
+
+Experiment-scoped actions are posted to
+``/c/{campaign}/experiments/{id}/actions/{name}`` and offered on the
+experiment's page and in its row of the experiments table (when
+``available``); campaign-scoped ones to ``/c/{campaign}/actions/{name}`` on
+the campaign's page. A form whose fields are not plain text (``edit``: one
+input per parameter) names its own template in ``spec.template``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selflab.controller.lease import active_holder
+from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.projection import CampaignState, ExperimentView
+
+Scope = Literal["campaign", "experiment"]
+
+
+class ActionRefused(Exception):
+    """The action cannot be done now, and nothing was written. ``status`` is
+    the HTTP status the console answers with (409: not now; 404: no such
+    thing; 501: not available in this selflab)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ActionForm(BaseModel):
+    """Base of every action's input: unknown fields refused, text stripped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ReasonForm(ActionForm):
+    """An optional reason, recorded with the event."""
+
+    reason: str = Field(default="", max_length=500, description="reason (optional, recorded in the ledger)")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What the page and the server know of an action before it runs."""
+
+    name: str
+    """The URL segment and registry key (``[a-z_]+``)."""
+    label: str
+    """The button's text."""
+    scope: Scope
+    form: type[ActionForm]
+    help: str = ""
+    danger: bool = False
+    """Drawn as a dangerous button (red)."""
+    template: str | None = None
+    """A template under ``console/templates/actions/`` that draws the form's
+    fields, for forms that are not a few text fields (``None``: one text
+    input per field of ``form``). It sees ``action``, ``exp`` (the
+    :class:`ExperimentView`, for an experiment-scoped action), ``campaign``
+    and ``who``; the form, the CSRF field and the button are drawn around it."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the name given when the console was unlocked, and from where."""
+
+    who: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an action acts on, as the console read it just before: the
+    campaign's projection (never change it), whether a controller runs it
+    now, the payload of its latest ``campaign_started``, and the experiment
+    for an experiment-scoped action."""
+
+    campaign: str
+    state: CampaignState
+    running: bool | None
+    started: Mapping[str, Any] | None = None
+    experiment: ExperimentView | None = None
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """Everything :meth:`ConsoleAction.perform` gets beside its validated form."""
+
+    ledger_url: str
+    target: Target
+    actor: Actor
+
+
+@runtime_checkable
+class ConsoleAction(Protocol):
+    """One write action of the console (see the module's docstring)."""
+
+    @property
+    def spec(self) -> ActionSpec: ...
+
+    def available(self, target: Target) -> bool:
+        """Whether the page offers the action for ``target`` now (the server
+        still lets :meth:`perform` decide)."""
+        ...
+
+    def perform(self, context: ActionContext, form: ActionForm) -> str:
+        """Append the action's event(s) and return a one-line message for the
+        person; or raise :class:`ActionRefused`, having written nothing."""
+        ...
+
+
+class ActionRegistry:
+    """The console's actions by name."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, ConsoleAction] = {}
+
+    def register(self, action: ConsoleAction, *, replace: bool = False) -> None:
+        """Add ``action``; ``replace`` to put it over one of the same name (a
+        :class:`Planned` placeholder)."""
+        if not isinstance(action, ConsoleAction):
+            raise TypeError(f"{action!r} is not a ConsoleAction (spec, available(), perform())")
+        name = action.spec.name
+        if not name.replace("_", "").isalpha() or not name.islower():
+            raise ValueError(f"action name {name!r}: lower-case letters and _ only (it is a URL segment)")
+        if name in self._actions and not replace:
+            raise ValueError(f"action {name!r} is registered already; pass replace=True to put another over it")
+        self._actions[name] = action
+
+    def get(self, name: str) -> ConsoleAction | None:
+        return self._actions.get(name)
+
+    def offered(self, scope: Scope, target: Target) -> list[ConsoleAction]:
+        """The actions of ``scope`` the page offers for ``target`` now, in registration order."""
+        return [a for a in self._actions.values() if a.spec.scope == scope and a.available(target)]
+
+    def __iter__(self) -> Iterator[ConsoleAction]:
+        return iter(list(self._actions.values()))
+
+
+# --- stop and emergency stop (wired) -----------------------------------------------------
+
+
+def request_stop(ledger_url: str, campaign: str, started: Mapping[str, Any] | None, *, emergency: bool, by: str,
+                 origin: str, reason: str = "") -> Event:
+    """Ask the controller running ``campaign`` to stop, through the ledger (a
+    ``stop_requested`` event: any host, no signal), as ``selflab stop`` does.
+
+    Refused, writing nothing, when no live controller holds the campaign's
+    lease, or when its latest start (``started``, the ``campaign_started``
+    payload) was a Python ``Study``, which does not read stop requests."""
+    writer = Ledger(ledger_url)  # (it appends one unfenced event; it takes no lease)
+    try:
+        holder = active_holder(writer, campaign)
+        if holder is None:
+            raise ActionRefused(f"campaign {campaign!r} is not running; nothing was requested "
+                                "(resume it with selflab run CONFIG --resume)")
+        if started is not None and started.get("controller", "run") != "run":
+            raise ActionRefused(f"campaign {campaign!r} is driven by a Python Study ({holder}), not by selflab run; "
+                                "nothing was requested: stop it from that program")
+        [event] = writer.append([NewEvent(campaign=campaign, kind="stop_requested", payload={
+            "emergency": emergency, "by": by, "origin": origin, "reason": reason})])
+        return event
+    finally:
+        writer.close()
+
+
+@dataclass(frozen=True)
+class StopAction:
+    """``stop`` (finish what runs, dispatch nothing more) or ``emergency_stop``
+    (abort what runs through ``stop()``)."""
+
+    emergency: bool
+
+    @property
+    def spec(self) -> ActionSpec:
+        if self.emergency:
+            return ActionSpec("emergency_stop", "Emergency stop", "campaign", ReasonForm, danger=True,
+                              help="abort the experiments in flight through their instruments' stop(); the campaign stays resumable")
+        return ActionSpec("stop", "Stop", "campaign", ReasonForm,
+                          help="dispatch nothing more; the experiments in flight finish; the campaign stays resumable")
+
+    def available(self, target: Target) -> bool:
+        return bool(target.running)
+
+    def perform(self, context: ActionContext, form: ActionForm) -> str:
+        assert isinstance(form, ReasonForm)
+        target = context.target
+        event = request_stop(context.ledger_url, target.campaign, target.started, emergency=self.emergency,
+                             by=context.actor.who, origin=context.actor.origin, reason=form.reason)
+        what = "emergency stop" if self.emergency else "stop"
+        return f"{what} requested for campaign {target.campaign!r} (ledger event {event.id}); the controller obeys within a second"
+
+
+# --- the hooks phase 2 fills --------------------------------------------------------------
+
+
+PLANNED: dict[str, tuple[str, Scope, str]] = {
+    "approve": ("Approve", "experiment", "let the proposal be dispatched as proposed"),
+    "veto": ("Veto", "experiment", "refuse the proposal, with a reason; it and its neighbourhood are not proposed again"),
+    "edit": ("Edit", "experiment", "change the proposal's parameters inside the limits, with a reason"),
+    "attach": ("Attach an experiment", "campaign", "record an experiment of your own, with or without its result"),
+    "note": ("Note", "campaign", "write a note into the ledger"),
+    "pause": ("Pause", "campaign", "dispatch nothing more until resumed; experiments in flight finish"),
+    "resume": ("Resume", "campaign", "dispatch again after a pause"),
+}
+"""The human-oversight actions of issue 17 that are not wired yet: name ->
+(label, scope, help). Each is registered as a :class:`Planned` placeholder."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A placeholder for an action not wired yet: never offered, and answered with 501."""
+
+    name: str
+
+    @property
+    def spec(self) -> ActionSpec:
+        label, scope, text = PLANNED[self.name]
+        return ActionSpec(self.name, label, scope, ActionForm, help=text)
+
+    def available(self, target: Target) -> bool:
+        return False
+
+    def perform(self, context: ActionContext, form: ActionForm) -> str:
+        raise ActionRefused(f"the {self.name!r} action is not available in this selflab yet; nothing was written", 501)
+
+
+def default_actions() -> ActionRegistry:
+    """The actions of this selflab: stop and emergency stop, and placeholders for :data:`PLANNED`."""
+    registry = ActionRegistry()
+    registry.register(StopAction(emergency=False))
+    registry.register(StopAction(emergency=True))
+    for name in PLANNED:
+        registry.register(Planned(name))
+    return registry
+
+
+def origin_of(client_host: str | None) -> str:
+    """Where an action came from, as the ledger records it."""
+    return f"selflab console on host {socket.gethostname()!r}" + (f" (browser at {client_host})" if client_host else "")

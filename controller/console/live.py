@@ -1,0 +1,119 @@
+"""Live updates: watch the ledger cheaply, tell every open page when it changed.
+
+:class:`Hub` polls the ledger's last event id every ``poll_s`` seconds (one
+indexed ``max(id)``: microseconds on SQLite and Postgres, and a read, so it
+never blocks the campaign's writer), and its leases every
+``lease_every_s`` (a controller that starts, stops or dies changes a page
+without writing an event). Whatever changed, it publishes a new *stamp*
+(``position.leases.figures``); a page carries the stamp it was drawn at
+(``data-stamp``), the server-sent event stream (``/stream``) sends every new
+one, and the page fetches itself again when they differ. So a write shows
+in the page about ``poll_s`` plus one page render after it commits.
+
+Example (inside the app's lifespan)::
+
+    hub = Hub(source, poll_s=0.2)
+    task = asyncio.create_task(hub.run())
+    async for stamp in hub.stamps():   # in the SSE endpoint
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from selflab.controller.console.source import LedgerSource
+
+log = logging.getLogger("selflab.console")
+
+
+class Hub:
+    """The ledger's latest stamp, and who waits for the next one."""
+
+    def __init__(self, source: LedgerSource, poll_s: float = 0.2, lease_every_s: float = 1.0) -> None:
+        self.source = source
+        self.poll_s = poll_s
+        self.lease_every_s = lease_every_s
+        self.position = 0
+        self.leases = "-"
+        self.figures = 0
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._complained = ""
+
+    @property
+    def stamp(self) -> str:
+        """What a page drawn now shows: the ledger position, the leases, the figures drawn."""
+        return f"{self.position}.{self.leases}.{self.figures}"
+
+    async def run(self) -> None:
+        """Poll until :meth:`close`."""
+        self._loop = asyncio.get_running_loop()
+        leases_due = 0.0
+        while not self._closing:
+            try:
+                position = await asyncio.to_thread(self.source.position)
+                leases = self.leases
+                if time.monotonic() >= leases_due:
+                    leases = hashlib.sha1(repr(await asyncio.to_thread(self.source.lease_fingerprint)).encode()).hexdigest()[:8]
+                    leases_due = time.monotonic() + self.lease_every_s
+                self._complained = ""
+            except Exception as exc:  # (a ledger unreachable for a moment: say so once, keep polling)
+                if str(exc) != self._complained:
+                    log.warning("console: cannot read the ledger: %s", exc)
+                    self._complained = str(exc)
+                await asyncio.sleep(max(self.poll_s, 1.0))
+                continue
+            if (position, leases) != (self.position, self.leases):
+                self.position, self.leases = position, leases
+                self._bump()
+            await asyncio.sleep(self.poll_s)
+
+    def _bump(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def figures_ready(self) -> None:
+        """A background figure is drawn (called from any thread)."""
+        if self._loop is None or self._loop.is_closed():
+            return
+
+        def bump() -> None:
+            self.figures += 1
+            self._bump()
+
+        try:
+            self._loop.call_soon_threadsafe(bump)
+        except RuntimeError:  # (the loop closed meanwhile: nobody to tell)
+            pass
+
+    async def stamps(self, keepalive_s: float = 15.0) -> AsyncIterator[str]:
+        """The current stamp, then each new one, until :meth:`close`; the same
+        stamp again every ``keepalive_s`` when nothing changes."""
+        last = None
+        while not self._closing:
+            if self.stamp != last:
+                last = self.stamp
+                yield last
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=keepalive_s)
+            except TimeoutError:
+                last = None
+
+    def close(self) -> None:
+        """Stop polling and end every stream (call on the event loop's thread,
+        or through :meth:`close_threadsafe`)."""
+        self._closing = True
+        self._bump()
+
+    def close_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.close)
+        else:
+            self._closing = True

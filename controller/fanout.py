@@ -1,0 +1,200 @@
+"""Many benchmark seeds at once: planners × problems × seeds, here, on local
+worker processes, or on a Ray cluster.
+
+Each :class:`SeedTask` is one campaign (:func:`selflab.controller.bench.run_seed`),
+so a seed gives the same record whichever way it runs. :func:`run_grid`
+runs a list of them and hands each outcome to a callback as it comes: a
+:class:`~selflab.controller.bench.RunRecord`, or a
+:class:`~selflab.controller.bench.SeedFailure` with the reason (the campaign
+stopped early, the code raised, or the worker died).
+
+* ``workers=1`` (and ``executor="process"``): one after the other, in this process.
+* ``executor="process"``: ``workers`` worker processes (the standard
+  library's ``concurrent.futures``, started with ``spawn``), each with
+  ``cpus // workers`` threads. Each worker process is a pool of its own, so
+  a worker that dies (killed, out of memory) fails only the seed it ran and
+  is replaced.
+* ``executor="ray"``: Ray tasks of one CPU and one thread each, at most
+  ``workers`` at a time, on the cluster at ``ray_address`` (``None``:
+  ``RAY_ADDRESS``, else a Ray started here and shut down at the end). Ray
+  does not retry a task whose worker died; it is a failed seed.
+
+Threads are set explicitly in every worker (:func:`selflab.instruments.ray_task.bound_threads`):
+the OpenMP/MKL/OpenBLAS variables and torch's thread count.
+
+Example::
+
+    tasks = grid_tasks([get_problem("branin")], ["sobol", "random"], range(3), budget=10)
+    run_grid(tasks, on_done=lambda task, outcome: print(task.label, outcome), workers=2)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from selflab.controller.bench import BenchError, Problem, RunRecord, SeedFailure, run_seed
+from selflab.instruments.ray_task import bound_threads, connect_ray, ray_error, require_ray
+
+__all__ = ["GridExecutor", "Outcome", "SeedTask", "grid_tasks", "local_cpus", "run_grid", "run_task"]
+
+GridExecutor = Literal["process", "ray"]
+Outcome = RunRecord | SeedFailure
+DoneFn = Callable[["SeedTask", Outcome], None]
+"""Called in the calling process with each task and its outcome, as each finishes."""
+ExperimentsFn = Callable[["SeedTask", int], None]
+"""Called with a task and its completed experiments so far (in-process runs only)."""
+
+RAY_TASK_CPUS = 1
+"""CPUs (and threads) each Ray task of a grid reserves."""
+
+
+class SeedTask(BaseModel):
+    """One seed of one planner on one problem: the arguments of :func:`~selflab.controller.bench.run_seed`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    problem: Problem
+    planner: str
+    seed: int
+    budget: int | None
+    batch: int = 1
+    options: dict[str, Any] = {}
+    cost_budget: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.planner} on {self.problem.name}, seed {self.seed}"
+
+
+def grid_tasks(problems: Sequence[Problem], planners: Sequence[str], seeds: Iterable[int], budget: int | None, batch: int = 1,
+               options: Mapping[str, Any] | None = None, cost_budget: float | None = None) -> list[SeedTask]:
+    """Every (problem, planner, seed), in that order."""
+    seeds = list(seeds)
+    return [SeedTask(problem=problem, planner=planner, seed=seed, budget=budget, batch=batch, options=dict(options or {}),
+                     cost_budget=cost_budget) for problem in problems for planner in planners for seed in seeds]
+
+
+def run_task(task: SeedTask, progress: ExperimentsFn | None = None) -> Outcome:
+    """Run one seed here; a failure is returned, not raised."""
+    callback = None if progress is None else (lambda seed, completed: progress(task, completed))
+    try:
+        return run_seed(task.problem, task.planner, task.budget, task.seed, task.batch, callback, task.options, task.cost_budget)
+    except BenchError as exc:
+        return SeedFailure(seed=task.seed, reason=str(exc))
+    except Exception as exc:  # the planner's or a simulator's own bug: this seed fails, the grid goes on
+        return SeedFailure(seed=task.seed, reason=f"{task.label}: {type(exc).__name__}: {exc}")
+
+
+def _run_bounded(task: SeedTask, threads: int) -> Outcome:
+    """:func:`run_task` in a worker, with ``threads`` threads."""
+    bound_threads(threads, load_torch=True)
+    return run_task(task)
+
+
+def local_cpus() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on every platform)
+        return os.cpu_count() or 1
+
+
+def run_grid(tasks: Sequence[SeedTask], *, on_done: DoneFn, workers: int = 1, executor: GridExecutor = "process",
+             ray_address: str | None = None, progress: ExperimentsFn | None = None) -> None:
+    """Run ``tasks`` (see the module docstring), calling ``on_done`` with each outcome.
+
+    ``progress`` hears of each completed experiment when tasks run in this
+    process (``workers=1``, ``executor="process"``).
+
+    Raises:
+        ValueError: ``workers < 1``.
+        selflab.instruments.ray_task.RayUnavailable: ``executor="ray"`` and Ray
+            is not installed or the cluster cannot be reached.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if executor == "ray":
+        _run_ray(tasks, on_done, workers, ray_address)
+    elif workers == 1:
+        for task in tasks:
+            on_done(task, run_task(task, progress))
+    else:
+        _run_processes(tasks, on_done, workers, max(1, local_cpus() // workers))
+
+
+def _run_processes(tasks: Sequence[SeedTask], on_done: DoneFn, workers: int, threads: int) -> None:
+    """``workers`` one-process pools, each running one task at a time."""
+    context = multiprocessing.get_context("spawn")
+    queue = deque(tasks)
+    slots: list[ProcessPoolExecutor | None] = [None] * workers
+    running: dict[Future[Outcome], tuple[int, SeedTask]] = {}
+    try:
+        while queue or running:
+            busy = {slot for slot, _ in running.values()}
+            for slot in range(workers):
+                if queue and slot not in busy:
+                    pool = slots[slot]
+                    if pool is None:
+                        pool = slots[slot] = ProcessPoolExecutor(1, mp_context=context, initializer=bound_threads, initargs=(threads,))
+                    task = queue.popleft()
+                    running[pool.submit(_run_bounded, task, threads)] = (slot, task)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: running[f][0]):
+                slot, task = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    outcome = SeedFailure(seed=task.seed, reason=f"{task.label}: its worker process died while it ran "
+                                          "(killed, or out of memory); rerun it with --resume")
+                    _close(slots[slot])
+                    slots[slot] = None
+                on_done(task, outcome)
+    except BaseException:
+        for pool in slots:
+            _close(pool)
+        raise
+    for pool in slots:
+        _close(pool, wait=True)
+
+
+def _close(pool: ProcessPoolExecutor | None, wait: bool = False) -> None:
+    """Shut ``pool`` down: at once, dropping what it has not started (``wait``: after its worker exits)."""
+    if pool is not None:
+        pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _run_ray(tasks: Sequence[SeedTask], on_done: DoneFn, workers: int, address: str | None) -> None:
+    """At most ``workers`` Ray tasks at a time."""
+    started_here = not require_ray().is_initialized()
+    ray = connect_ray(address)
+    remote = ray.remote(num_cpus=RAY_TASK_CPUS, max_retries=0)(_run_bounded)
+    queue = deque(tasks)
+    running: dict[Any, SeedTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.popleft()
+                running[remote.options(name=f"selflab:bench:{task.label}").remote(task, RAY_TASK_CPUS)] = task
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                task = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # (run_task returns failures; this is Ray's own trouble with the task)
+                    outcome = SeedFailure(seed=task.seed, reason=f"{task.label}: {type(exc.cause).__name__}: {exc.cause}")
+                except ray.exceptions.RayError as exc:  # its worker or node died
+                    outcome = SeedFailure(seed=task.seed, reason=f"{task.label}: its Ray worker died ({ray_error(exc)}); "
+                                          "rerun it with --resume")
+                on_done(task, outcome)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,190 @@
+"""The lab console in a real browser: Debian's headless Chromium driven by Playwright.
+
+Every page of every fixture ledger loads with no console error; a ledger
+write shows in the open page; a person unlocks the console and stops a
+running campaign from the page. Each test waits on markers the page sets
+(``body[data-ready]`` once the live stream is connected, ``#view[data-position]``
+after each live update), never on a fixed sleep. Screenshots go to the
+test's temporary folder (``screens/``; the path is printed), or under
+``$SELFLAB_CONSOLE_SCREENSHOTS`` when it is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_fixtures import FIXTURES, TOKEN, campaign_thread, empty_ledger, quadratic_running, serve, single_objective
+
+from selflab.controller.ledger import Ledger, NewEvent
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_ENV = "SELFLAB_CHROMIUM"
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (``apt-get install chromium``), or ``$SELFLAB_CHROMIUM``."""
+    found = os.environ.get(CHROMIUM_ENV) or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("no chromium: install Debian's (apt-get install -y chromium) or set SELFLAB_CHROMIUM to a Chromium binary")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium_path())
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Watched:
+    """A page whose console errors, uncaught exceptions, failed requests and
+    error responses are collected in ``problems``."""
+
+    def __init__(self, browser: Any, screens: Path) -> None:
+        self.context = browser.new_context(viewport={"width": 1360, "height": 900})
+        self.page = self.context.new_page()
+        self.screens = screens
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}")
+                     if not (r.url.endswith("/stream") or r.failure == "net::ERR_ABORTED") else None)  # (a live refresh cut by the next goto)
+        self.page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+
+    def open(self, url: str) -> None:
+        """Load ``url`` and wait until the page is live and its images are in."""
+        self.page.goto(url)
+        self.page.wait_for_selector("body[data-ready='1'][data-images='ready']", timeout=30_000)
+        self.loaded_images()
+
+    def loaded_images(self) -> None:
+        """Every image on the page has loaded and is not empty."""
+        widths = self.page.locator("img").evaluate_all("images => images.map(i => i.complete ? i.naturalWidth : -1)")
+        assert all(w > 0 for w in widths), widths
+
+    def shot(self, name: str) -> Path:
+        self.screens.mkdir(parents=True, exist_ok=True)
+        path = self.screens / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+SCREENS_ENV = "SELFLAB_CONSOLE_SCREENSHOTS"
+"""A folder for the screenshots (default: the test's temporary folder, ``screens/``)."""
+
+
+@pytest.fixture
+def watched(browser: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Watched]:
+    where = Path(os.environ[SCREENS_ENV]) / request.node.name if os.environ.get(SCREENS_ENV) else tmp_path / "screens"
+    page = Watched(browser, where)
+    try:
+        yield page
+    finally:
+        page.close()
+        print(f"screenshots: {page.screens}")
+
+
+def test_every_page_loads_without_console_errors(watched: Watched, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fixtures.sqlite'}"
+    for build in FIXTURES.values():
+        build(url)
+    page = watched.page
+    with serve(url) as server:
+        base = server.url.rstrip("/")
+        watched.open(base + "/")
+        assert page.locator("table.data tbody tr").count() == len(FIXTURES)
+        watched.shot("campaigns")
+        for name in FIXTURES:
+            for tab, path in (("overview", ""), ("experiments", "/experiments"), ("plots", "/plots"), ("events", "/events"),
+                              ("experiment", "/experiments/1")):
+                if name == "empty" and tab == "experiment":
+                    continue
+                watched.open(f"{base}/c/{name}{path}")
+                assert page.locator("#view").count() == 1
+                if tab != "experiment":
+                    assert page.locator("nav.tabs a.on").inner_text() == {"events": "event log"}.get(tab, tab)
+                watched.shot(f"{name}-{tab}")
+        # the experiments table sorts on a click, on the server
+        watched.open(f"{base}/c/single/experiments")
+        page.click("th[data-col='outcome:y'] a")
+        page.wait_for_selector("th.sorted[data-col='outcome:y']")
+        values = [float(v) for v in page.locator("tr.row td:nth-child(7)").all_inner_texts()]
+        assert values == sorted(values, reverse=True) and len(values) == 8
+        # the planner's model: the slices replace the "fitting" placeholder in place, once drawn
+        watched.open(f"{base}/c/single/plots")
+        page.wait_for_selector("#fig-slices_y img[src$='v=8']", timeout=60_000)
+        page.wait_for_selector("body[data-images='ready']", timeout=30_000)
+        watched.loaded_images()
+        watched.shot("single-plots-with-slices")
+    assert watched.problems == []
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    empty_ledger(empty)
+    with serve(empty) as server:
+        watched.open(server.url)
+        assert "holds no campaign yet" in page.inner_text("#view")
+        watched.shot("empty-ledger")
+    assert watched.problems == []
+
+
+def test_a_ledger_write_shows_in_the_open_page(watched: Watched, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'live.sqlite'}"
+    single_objective(url)
+    page = watched.page
+    with serve(url) as server:
+        watched.open(server.url + "c/single")
+        assert page.inner_text("[data-count='proposed']") == "0"
+        ledger = Ledger(url)
+        try:
+            [event] = ledger.append([NewEvent(campaign="single", kind="proposed", experiment_id=9,
+                                              payload={"params": {"x1": 1.0, "x2": 2.0}, "reason": {"strategy": "by hand"}})])
+        finally:
+            ledger.close()
+        page.wait_for_selector(f"#recent tr[data-event='{event.id}']", timeout=5_000)
+        assert int(page.get_attribute("#view", "data-position") or 0) >= event.id
+        assert page.inner_text("[data-count='proposed']") == "1"
+        watched.shot("live-update")
+    assert watched.problems == []
+
+
+def test_stop_a_running_campaign_from_the_page(watched: Watched, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'run.sqlite'}"
+    page = watched.page
+    with campaign_thread(quadratic_running(url)) as run, serve(url) as server:
+        watched.open(server.url + "c/live")
+        assert page.inner_text("#run-state") == "running"
+        assert page.locator("form[data-action='stop'] button").is_disabled()  # locked: reading needs no token, acting does
+        page.fill("input[name='who']", "ada")
+        page.fill("input[name='token']", TOKEN)
+        page.click("form.unlock button")
+        page.wait_for_selector("#who")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.inner_text("#who") == "ada"
+        page.fill("form[data-action='stop'] input[name='reason']", "end of the shift")
+        page.click("form[data-action='stop'] button")
+        page.wait_for_selector("#flash[data-kind='ok']")
+        assert "stop requested" in page.inner_text("#flash")
+        run["thread"].join(timeout=30)
+        page.wait_for_selector("#view[data-state='stopped (stop_requested)']", timeout=10_000)
+        assert page.inner_text("#stop-reason") == "stop_requested"
+        assert "stop requested by ada: end of the shift (obeyed)" in page.inner_text("#estop")
+        watched.shot("stopped-from-the-page")
+    assert run["stop"].reason == "stop_requested"
+    ledger = Ledger(url, create=False)
+    try:
+        [request] = [e for e in ledger.events("live") if e.kind == "stop_requested"]
+    finally:
+        ledger.close()
+    assert request.payload["by"] == "ada" and request.payload["emergency"] is False
+    assert watched.problems == []
