@@ -1,9 +1,9 @@
 """The ``selflab`` command line.
 
-Exit codes: 0 done; 1 the campaign could not finish (no instrument left, the
-planner failed) or an internal error; 2 bad input (config, ledger URL,
-arguments), with one line per fault and never a traceback; 130 stopped by
-Ctrl-C.
+Exit codes (:class:`selflab.controller.exit_codes.ExitCode`): 0 done; 1 the
+campaign could not finish (no instrument left, the planner failed) or an
+internal error; 2 bad input (config, ledger URL, arguments), with one line
+per fault and never a traceback; 130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from typing import Any
 from pathlib import Path
 
 from selflab.controller.config import ConfigError, LabConfig, load_config
+from selflab.controller.exit_codes import ExitCode
 from selflab.controller.ledger import Ledger, LedgerError, sqlite_path
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-_STOP_EXIT = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_INTERRUPTED, "emergency_stop": EXIT_INTERRUPTED, "no_instruments": EXIT_FAILED,
-              "planner_error": EXIT_FAILED, "refusals": EXIT_FAILED, "error": EXIT_FAILED, "lease_lost": EXIT_FAILED}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_MODULES = ("selflab.controller.bench_cmd", "selflab.controller.report_cmd", "selflab.simulators.emulate_cmd")
+COMMAND_MODULES = ("selflab.controller.bench_cmd", "selflab.controller.report_cmd", "selflab.simulators.emulate_cmd",
+                   "selflab.controller.console_cmd")
 """Modules that add subcommands: each has ``register(subparsers)``, which adds
 parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
 A module that is not there (yet) is skipped."""
@@ -117,30 +116,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for fault in exc.faults:
             print(str(fault), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except LedgerError as exc:
         print(f"selflab: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("selflab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return EXIT_OK
+        return ExitCode.OK
     except Exception as exc:
-        from selflab.controller.campaign import CampaignError
+        from selflab.controller.study import StudyError
 
-        if isinstance(exc, CampaignError):
+        if isinstance(exc, StudyError):
             print(f"selflab: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return ExitCode.BAD_INPUT
         damage = _sqlite_damage(exc)
         if damage is not None:  # (found past the ledger's own checks, e.g. by a campaign's writes)
             print(f"selflab: the ledger is damaged: {damage}; {RESTORE}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return ExitCode.BAD_INPUT
         if args.debug:
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
         print(f"selflab: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 RESTORE = "restore it from a backup, or point --ledger elsewhere"
@@ -164,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from selflab.controller.config import json_schema
 
         print(json.dumps(json_schema(), indent=2))  # (with planner_options: planner.options of each planner kind)
-        return EXIT_OK
+        return ExitCode.OK
     if args.command == "validate":
         return _validate(args)
     if args.command == "run":
@@ -196,7 +195,7 @@ def _drivers(args: argparse.Namespace) -> int:
             found.append({"name": name, "class": target, "error": str(exc)})
     if args.json:
         print(json.dumps(found, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     for info in found:
         print(f"{info['name']}  ({info['class']})" + (f" - {info['summary']}" if info.get("summary") else ""))
         if "error" in info:
@@ -209,7 +208,7 @@ def _drivers(args: argparse.Namespace) -> int:
             print(f"    limit  {key}: [{low:g}, {high:g}]")
         if info.get("outputs"):
             print("    outputs " + ", ".join(f"{k} [{v}]" for k, v in info["outputs"].items()))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -222,14 +221,14 @@ def _validate(args: argparse.Namespace) -> int:
         f"{len(config.objectives)} objective(s), {len(stations)} instrument(s), "
         f"planner {config.planner.kind}, ledger {config.ledger_url}"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _run(args: argparse.Namespace) -> int:
-    from selflab.controller.campaign import Campaign
     from selflab.controller.config import read_config
     from selflab.controller.fleet import check_campaign
     from selflab.controller.progress import LiveDisplay, setup_logging
+    from selflab.controller.runner import Runner
 
     # every config fault (fields, fleet, planner options) at once, before the ledger is touched
     config, stations, planner = check_campaign(read_config(args.config, ledger=args.ledger))
@@ -239,21 +238,24 @@ def _run(args: argparse.Namespace) -> int:
     ledger = Ledger(config.ledger_url)
     try:
         if args.quiet:
-            stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner).run(args.lease))
+            runner = Runner.from_config(config, ledger, resume=args.resume, stations=stations, planner=planner, lease_ttl_s=args.lease)
+            stop = asyncio.run(runner.run())
         else:
             with LiveDisplay(config, console) as display:
-                stop = asyncio.run(Campaign(config, ledger, resume=args.resume, stations=stations, planner=planner,
-                                            display=display).run(args.lease))
+                runner = Runner.from_config(config, ledger, resume=args.resume, stations=stations, planner=planner,
+                                            display=display, lease_ttl_s=args.lease)
+                stop = asyncio.run(runner.run())
     finally:
         ledger.close()
-    if not args.quiet or stop.reason in _STOP_EXIT:
+    code = ExitCode.for_stop(stop.reason)
+    if not args.quiet or code != ExitCode.OK:
         import shlex
 
         where = shlex.join([args.config, *(["--ledger", ledger.display_url] if args.ledger else [])])
         print(f"campaign {config.name} stopped: {stop.reason}" + (f" - {stop.detail}" if stop.detail else "")
               + f"\nsee: selflab status {where} | selflab report {where} --out DIR | selflab export {where} --out FILE.csv",
               file=sys.stderr)
-    return _STOP_EXIT.get(stop.reason, EXIT_OK)
+    return code
 
 
 def _check_resumable(config: LabConfig) -> None:
@@ -285,7 +287,7 @@ def _read(args: argparse.Namespace) -> int:
 
     if args.config is None and args.ledger is None:
         print(f"selflab {args.command}: give a CONFIG or --ledger URL", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     campaign = args.campaign
     url = args.ledger
     if args.config is not None:
@@ -300,7 +302,7 @@ def _read(args: argparse.Namespace) -> int:
         if args.command == "status":
             data = status_dict(state, ledger.writer_active(state.campaign))
             print(json.dumps(data, indent=2) if args.json else format_status(data))
-            return EXIT_OK
+            return ExitCode.OK
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "w", newline="", encoding="utf-8") as handle:
@@ -308,7 +310,7 @@ def _read(args: argparse.Namespace) -> int:
             print(f"wrote {n} experiments to {args.out}", file=sys.stderr)
         else:
             write_export(state, args.format, sys.stdout)
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         ledger.close()
 
@@ -333,11 +335,11 @@ def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
                "now belongs to another process; nothing was signalled or requested (resume it with selflab run CONFIG --resume)"
                if last is not None else " is not running")
         print(f"selflab stop: campaign {state.campaign!r}{why}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     if started and started[-1].payload.get("controller", "run") != "run":
         print(f"selflab stop: campaign {state.campaign!r} is driven by a Python Study ({holder}), not by selflab run; "
               "nothing was requested: stop it from that program", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     writer = Ledger(ledger.url)  # (the reader is read-only)
     try:
         [request] = writer.append([NewEvent(campaign=state.campaign, kind="stop_requested", payload={
@@ -354,9 +356,9 @@ def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:
     else:
         print(f"selflab stop: the controller ({holder}) has not stopped after {wait_s:g} s; check it, or kill it "
               "(the campaign stays resumable)", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     print(format_status(status_dict(load_state(ledger, state.campaign), False)))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

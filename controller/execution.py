@@ -1,7 +1,8 @@
 """Running one experiment on one instrument: timeout, retries, checked readings.
 
-Shared by the campaign loop (:mod:`selflab.controller.campaign`) and by workers
-(:mod:`selflab.controller.worker`), so both apply the same per-instrument policy.
+Shared by the runner and by workers (:mod:`selflab.controller.worker`), both
+through :class:`selflab.controller.executors.LocalExecutor`, so both apply the
+same per-instrument policy.
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@
 * :class:`LocalExecutor` runs it here, on the instrument's driver, with the
   instrument's timeout and retry policy (:func:`selflab.controller.execution.run_experiment`),
   due at its declared duration on a simulated clock; its end is recorded by the
-  campaign loop (:meth:`Executor.end`).
+  runner, or by a ``selflab worker`` for the experiments it claimed
+  (:meth:`Executor.end`, one failure classification:
+  :mod:`selflab.controller.failures`).
 * :class:`RemoteExecutor` queues it in the ledger's work queue for a
   ``selflab worker`` on the instrument's host (:mod:`selflab.controller.workqueue`),
-  which records its dispatch and its end; the loop learns of them by
-  following the ledger (:meth:`RemoteExecutor.follow`), and marks stale the
-  experiments of workers whose leases ran out.
+  which records its dispatch and its end; the runner learns of them by
+  following the ledger (:class:`selflab.controller.following.LedgerFollower`),
+  and marks stale the experiments of workers whose leases ran out.
 
 Either way an experiment in flight is a :class:`Flight` whose ``task`` ends
-with the readings or with the failure, and the loop treats both alike.
+with the readings or with the failure, and the runner treats both alike
+(:class:`selflab.controller.flights.Flights` picks a station's executor).
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from typing import Any, Protocol
 from selflab.controller import workqueue
 from selflab.controller.events import TERMINAL_KINDS
 from selflab.controller.execution import run_experiment, stop_instrument
+from selflab.controller.failures import failed_payload
 from selflab.controller.fleet import Station
 from selflab.controller.ledger import Event, Ledger, NewEvent
-from selflab.instruments.errors import InstrumentError, failure_kind
 
 log = logging.getLogger("selflab")
 
@@ -106,10 +109,8 @@ class LocalExecutor:
         if exc is None:
             return NewEvent(campaign=self.campaign, kind="completed", experiment_id=eid, instrument=station.name, at=at,
                             payload={"outcomes": flight.task.result(), "duration_s": took_s})
-        kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
-        message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
         return NewEvent(campaign=self.campaign, kind="failed", experiment_id=eid, instrument=station.name, at=at,
-                        payload={"error_kind": kind, "message": message or kind})
+                        payload=failed_payload(exc))
 
     async def abort(self, flights: list[Flight]) -> list[Flight]:
         for flight in flights:

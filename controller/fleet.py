@@ -7,10 +7,8 @@ Config values override the driver's declared ``capacity``, ``fidelity`` and
 ``cost``; config ``limits`` intersect with the driver's declared ones and can
 only narrow them.
 
-A cost expression is checked when the fleet is built, at the points the
-planners will use first (the centre of the space, the first Sobol points of
-the campaign's seed, every pool candidate up to :data:`POOL_CHECKED`) and at
-points spread over the space: it must give a finite cost >= 0 at each.
+A cost expression is checked when the fleet is built
+(:mod:`selflab.controller.cost_checks`).
 """
 
 from __future__ import annotations
@@ -21,17 +19,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selflab.controller.config import ConfigError, ConfigFault, InstrumentConfig, LabConfig, build_planner, check_config
+from selflab.controller.cost_checks import check_costs, finite
 from selflab.controller.expressions import Expression, ExpressionError, format_point
-from selflab.instruments.protocol import Describable, Limits, Pooled, Readable, Timed, declared_inputs, declared_limits, limit_violations
+from selflab.instruments.protocol import (
+    Describable,
+    HasCapacity,
+    HasCost,
+    HasFidelity,
+    Limits,
+    Pooled,
+    Readable,
+    Timed,
+    declared_inputs,
+    declared_limits,
+    limit_violations,
+)
+from selflab.instruments.ray_task import RayUnavailable, ray_task_instrument
 from selflab.instruments.registry import DriverError, build_driver
 from selflab.planners.protocol import Planner
 from selflab.planners.registry import planner_kinds
-from selflab.planners.space import CategoricalParameter, brief
-
-SOBOL_CHECKED = 16
-"""First Sobol points of the campaign's seed at which a cost expression is checked."""
-POOL_CHECKED = 2000
-"""Pool candidates at which a cost expression is checked (evenly spaced when there are more)."""
+from selflab.planners.space import CategoricalParameter, brief, point_key
 
 
 @dataclass
@@ -121,7 +128,7 @@ def _intersect(declared: Limits, configured: Mapping[str, tuple[float, float]]) 
     """
     out = dict(declared)
     for name, (low, high) in configured.items():
-        if not (_finite(low) and _finite(high)):
+        if not (finite(low) and finite(high)):
             out.setdefault(name, (low, high))
             continue
         if name in out:
@@ -131,11 +138,6 @@ def _intersect(declared: Limits, configured: Mapping[str, tuple[float, float]]) 
             low, high = max(low, d_low), min(high, d_high)
         out[name] = (low, high)
     return out
-
-
-def _finite(x: object) -> bool:
-    """Whether ``x`` is a real number that is neither NaN nor infinite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_campaign(data: Any) -> tuple[LabConfig, list[Station], Planner]:
@@ -163,20 +165,28 @@ def check_campaign(data: Any) -> tuple[LabConfig, list[Station], Planner]:
     return found.config, stations, planner
 
 
-def build_fleet(config: LabConfig) -> list[Station]:
-    """Build every instrument of ``config``. Raises :class:`ConfigError`
-    naming the field of each instrument that cannot be built, and each
-    input a driver declares (``inputs``) that is not a parameter."""
+def build_fleet(config: LabConfig, drivers: Mapping[str, Any] | None = None) -> list[Station]:
+    """Build every instrument of ``config`` (or take its live object from
+    ``drivers``, by instrument name: a :class:`~selflab.controller.runner.Runner`
+    built from Python objects). Raises :class:`ConfigError` naming the field
+    of each instrument that cannot be built, and each input a driver declares
+    (``inputs``) that is not a parameter."""
     faults: list[ConfigFault] = []
     stations: list[Station] = []
     params = {p.name: p for p in config.parameters}
     for i, inst in enumerate(config.instruments):
-        try:
-            driver = build_driver(inst.driver, inst.options)
-        except DriverError as exc:
-            where = "options" if str(exc).startswith("bad options") else "driver"
-            faults.append(ConfigFault(loc=f"instruments[{i}].{where}", message=str(exc)))
-            continue
+        if drivers is not None:
+            driver = drivers[inst.name]
+        else:
+            try:
+                driver = build_driver(inst.driver, inst.options)
+                if inst.executor == "ray":  # its run() as Ray tasks (capacity: the cluster's, unless configured)
+                    driver = ray_task_instrument(driver, inst.driver, inst.options, num_cpus=inst.num_cpus, num_gpus=inst.num_gpus,
+                                                 capacity=inst.capacity)
+            except DriverError as exc:
+                where = "executor" if isinstance(exc, RayUnavailable) else "options" if str(exc).startswith("bad options") else "driver"
+                faults.append(ConfigFault(loc=f"instruments[{i}].{where}", message=str(exc)))
+                continue
         for name in inst.limits:
             if name not in params:
                 faults.append(ConfigFault(loc=f"instruments[{i}].limits.{name}", message=f"{brief(name)} is not a parameter"))
@@ -191,7 +201,7 @@ def build_fleet(config: LabConfig) -> list[Station]:
             p = params.get(name)
             if p is None or isinstance(p, CategoricalParameter):
                 continue
-            if not (_finite(low) and _finite(high)):
+            if not (finite(low) and finite(high)):
                 faults.append(
                     ConfigFault(
                         loc=f"instruments[{i}].limits.{name}",
@@ -211,15 +221,15 @@ def build_fleet(config: LabConfig) -> list[Station]:
             Station(
                 config=inst,
                 driver=driver,
-                capacity=inst.capacity or int(getattr(driver, "capacity", 1) or 1),
-                fidelity=inst.fidelity if inst.fidelity is not None else float(getattr(driver, "fidelity", 1.0)),
-                cost=float(inst.cost) if isinstance(inst.cost, (int, float)) else float(getattr(driver, "cost", 1.0)),
+                capacity=inst.capacity or declared_capacity(driver),
+                fidelity=inst.fidelity if inst.fidelity is not None else declared_fidelity(driver),
+                cost=float(inst.cost) if isinstance(inst.cost, (int, float)) else declared_cost(driver),
                 limits=limits,
                 cost_expression=inst.cost_expression(),
             )
         )
         stations[-1].min_cost = stations[-1].cost
-    faults += _check_costs(config, stations)
+    faults += check_costs(config, stations, pool_of(stations))
     faults += _space_beyond_limits(config, stations)
     by_name = {s.name: s for s in stations}
     for i, lock in enumerate(config.interlocks):
@@ -256,6 +266,43 @@ def build_fleet(config: LabConfig) -> list[Station]:
     return stations
 
 
+def declared_capacity(driver: object) -> int:
+    """The slots the driver declares (:class:`HasCapacity`), else 1."""
+    return int(driver.capacity or 1) if isinstance(driver, HasCapacity) else 1
+
+
+def declared_fidelity(driver: object) -> float:
+    """The fidelity the driver declares (:class:`HasFidelity`), else 1 (the target)."""
+    return float(driver.fidelity) if isinstance(driver, HasFidelity) else 1.0
+
+
+def declared_cost(driver: object) -> float:
+    """The cost per experiment the driver declares (:class:`HasCost`), else 1."""
+    return float(driver.cost) if isinstance(driver, HasCost) else 1.0
+
+
+def clock_of(config: LabConfig, stations: list[Station]) -> str:
+    """The campaign clock: the config's, or for ``clock: auto`` simulated when
+    every instrument declares its durations (:class:`Timed`) and runs here."""
+    if config.clock != "auto":
+        return config.clock
+    timed = all(isinstance(s.driver, Timed) and not s.config.remote for s in stations)
+    return "simulated" if timed else "wall"
+
+
+def pool_of(stations: list[Station]) -> list[dict[str, Any]] | None:
+    """The measurable points of pool instruments (``candidates()``), each
+    once, or ``None`` when no instrument restricts its inputs to a pool."""
+    pools = [s.driver.candidates() for s in stations if isinstance(s.driver, Pooled)]
+    if not pools:
+        return None
+    seen: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+    for pool in pools:
+        for point in pool:
+            seen.setdefault(point_key(point), dict(point))
+    return list(seen.values())
+
+
 def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[ConfigFault]:
     """Parameters whose range reaches beyond what every instrument accepts.
 
@@ -270,7 +317,7 @@ def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[Con
         if isinstance(p, CategoricalParameter):
             continue
         limits = [(s.name, s.limits.get(p.name)) for s in stations]
-        if any(limit is None or not (_finite(limit[0]) and _finite(limit[1])) for _, limit in limits):
+        if any(limit is None or not (finite(limit[0]) and finite(limit[1])) for _, limit in limits):
             continue  # (a limit that is not finite is a fault of its own)
         low = min(limit[0] for _, limit in limits if limit is not None)
         high = max(limit[1] for _, limit in limits if limit is not None)
@@ -284,74 +331,3 @@ def _space_beyond_limits(config: LabConfig, stations: list[Station]) -> list[Con
                 )
             )
     return faults
-
-
-def _check_costs(config: LabConfig, stations: list[Station]) -> list[ConfigFault]:
-    """Check each cost expression at the points of :func:`_cost_points` within
-    the station's limits, and set its mean (``cost``) and least (``min_cost``)."""
-    faults: list[ConfigFault] = []
-    pool = _pool(stations)
-    for station in stations:
-        if station.cost_expression is None:
-            continue
-        index = next(k for k, inst in enumerate(config.instruments) if inst is station.config)
-        costs: list[float] = []
-        for where, point in _cost_points(config, station.limits, pool):
-            try:
-                costs.append(station.cost_of(point))
-            except ExpressionError as exc:
-                faults.append(ConfigFault(loc=f"instruments[{index}].cost", message=f"{exc} ({where}); "
-                                          "a cost must be a finite number >= 0 wherever the planner may propose"))
-                break
-        else:
-            station.cost, station.min_cost = sum(costs) / len(costs), min(costs)
-    return faults
-
-
-def _pool(stations: list[Station]) -> list[tuple[int, dict[str, Any]]]:
-    """The candidates of pool instruments (``candidates()``) with their
-    positions, at most :data:`POOL_CHECKED` of them, evenly spaced."""
-    pool = [dict(p) for s in stations if isinstance(s.driver, Pooled) for p in s.driver.candidates()]
-    step = max(1, math.ceil(len(pool) / POOL_CHECKED))
-    return list(enumerate(pool))[::step]
-
-
-def _cost_points(config: LabConfig, limits: Limits, pool: list[tuple[int, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """Where a cost expression is checked, each with a label for the fault
-    message: the centre of the space (the ``bo`` planner's first point), the
-    first Sobol points of the campaign's seed (the ``sobol`` planner's and
-    ``bo``'s initial design), the pool candidates, and :func:`_space_sample`.
-    Each is moved within ``limits``, where the instrument can be charged."""
-    from selflab.planners.baselines import SobolPlanner  # (imports scipy: only configs with a cost expression pay)
-    from selflab.planners.protocol import PlanContext
-
-    space = config.space
-    points = [("the centre of the space, the bo planner's first point", space.from_unit([0.5] * space.dim))]
-    sobol = SobolPlanner().propose(space, [], [], [], SOBOL_CHECKED, context=PlanContext(seed=config.seed))
-    points += [(f"Sobol point {k} of seed {config.seed}", dict(p.params)) for k, p in enumerate(sobol)]
-    points += [(f"pool candidate {k}", p) for k, p in pool]
-    points += [("a point of the space", p) for p in _space_sample(config)]
-    return [(where, _within(point, limits)) for where, point in points]
-
-
-def _within(point: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    """``point`` with each numeric value moved into its (finite) limit."""
-    out = dict(point)
-    for name, (low, high) in limits.items():
-        value = out.get(name)
-        if _finite(value) and _finite(low) and _finite(high):
-            out[name] = min(max(value, low), high)
-    return out
-
-
-def _space_sample(config: LabConfig, n: int = 64) -> list[dict[str, Any]]:
-    """``n`` points spread over the space, corners included."""
-    import itertools
-
-    import numpy as np
-
-    space = config.space
-    rng = np.random.default_rng(0)
-    units = [list(c) for c in itertools.product([0.0, 1.0], repeat=min(space.dim, 6))][:n // 2]
-    units = [u + [0.5] * (space.dim - len(u)) for u in units] + rng.random((n - len(units), space.dim)).tolist()
-    return [space.from_unit(u) for u in units]

@@ -1,9 +1,10 @@
-"""The campaign loop's decisions, as pure functions: which stop rule holds,
+"""The runner's decisions, as pure functions: which stop rule holds,
 how many experiments to ask for, which instrument takes a proposal (or why
 none may), and the fidelities on offer.
 
 No I/O and no clocks: everything they look at is an argument, so each
-decision can be tested alone and replayed. :mod:`selflab.controller.campaign` calls
+decision can be tested alone and replayed. The runner
+(:mod:`selflab.controller.runner`, :mod:`selflab.controller.dispatch`) calls
 them with the live stations and the ledger's projection.
 
 Example::

@@ -8,7 +8,10 @@ those events (:mod:`selflab.controller.projection`): close the notebook, reopen 
 study with ``resume=True`` and it carries on where the ledger says. A study
 holds its campaign's lease (:mod:`selflab.controller.lease`) while it is open, so no
 other controller (``selflab run``, another notebook) drives the campaign at
-the same time. No asyncio and no instruments here.
+the same time. The lease, the start and the appends are the plumbing of
+:class:`selflab.controller.record.CampaignRecord`; here are the actions. A
+:class:`selflab.controller.runner.Runner` drives a study with instruments.
+No asyncio and no instruments here.
 
 Example (a study built from Python objects alone)::
 
@@ -28,28 +31,28 @@ Example (a study built from Python objects alone)::
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-import sqlalchemy as sa
-
 from selflab.controller import lease
-from selflab.controller.clock import Clock, SimClock, WallClock
 from selflab.controller.config import LabConfig, build_planner, load_config, parse_config
-from selflab.controller.identity import process_started
-from selflab.controller.ledger import Event, Ledger, NewEvent
-from selflab.controller.projection import CampaignState, ExperimentView
+from selflab.controller.ledger import Ledger, NewEvent
+from selflab.controller.projection import ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
+from selflab.controller.record import (
+    CampaignRecord,
+    Problem,
+    StartHook,
+    StudyError,
+    changed_problem,
+    package_version,
+    started_payload,
+)
 from selflab.planners.protocol import (
     FidelityOption,
     Observation,
@@ -62,14 +65,9 @@ from selflab.planners.protocol import (
 )
 from selflab.planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief, point_key
 
-
-StartHook = Callable[[sa.Connection, CampaignState, datetime], list[Event]]
-"""Called inside a start's transaction: ``(connection, projection, now) -> events written``."""
-
-
-class StudyError(ValueError):
-    """An action the study refuses (an unknown trial, a result told twice, a
-    reading that is not a number); nothing was written. The message says why."""
+ClockKind = Literal["wall", "simulated"]
+"""The campaign clock: real time, or simulated time that a runner moves to each
+experiment's declared end (instruments that declare ``duration(params)``)."""
 
 
 class Trial(BaseModel):
@@ -92,64 +90,7 @@ class Trial(BaseModel):
                    reason=exp.reason, outcomes=exp.outcomes, error=exp.error)
 
 
-@dataclass(frozen=True)
-class Problem:
-    """What a study optimizes: its name, space, objectives and constraints."""
-
-    name: str
-    space: SearchSpace
-    objectives: tuple[Objective, ...]
-    constraints: tuple[OutcomeConstraint, ...] = ()
-    seed: int = 0
-    target_fidelity: float = 1.0
-
-    @property
-    def outcome_names(self) -> list[str]:
-        """Objectives, then constrained outcomes, each once: what a result must report."""
-        names = [o.name for o in self.objectives]
-        return names + [c.outcome for c in self.constraints if c.outcome not in names]
-
-    def snapshot(self) -> dict[str, Any]:
-        """The problem as ``campaign_started`` records it (the keys of a config)."""
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "parameters": [p.model_dump(mode="json") for p in self.space.parameters],
-            "objectives": [o.model_dump(mode="json") for o in self.objectives],
-            "constraints": [c.model_dump(mode="json") for c in self.constraints],
-            "target_fidelity": self.target_fidelity,
-        }
-
-
-def changed_problem(recorded: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
-    """Which of ``parameters`` and ``objectives`` differ between the snapshot a
-    campaign was started with and the one it is resumed with (a changed
-    problem is a new campaign)."""
-    old = recorded or {}
-    return [key for key in ("parameters", "objectives") if old.get(key) != now.get(key)]
-
-
-def package_version() -> str:
-    """The installed selflab's version, as ``campaign_started`` records it."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("selflab")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def started_payload(snapshot: dict[str, Any], seed: int, clock: str, resumed: bool, epoch: int, controller: str) -> dict[str, Any]:
-    """What ``campaign_started`` says: the problem, the code, the seed and the
-    controller: ``run`` (the campaign loop) or ``study`` (Python ask/tell), and
-    its process (host, pid and the process's start time, so that nobody
-    signals a process that merely reuses the pid)."""
-    return {"config": snapshot, "version": package_version(), "seed": seed, "clock": clock, "resumed": resumed,
-            "host": socket.gethostname(), "pid": os.getpid(), "process_started": process_started(os.getpid()) or 0.0,
-            "epoch": epoch, "controller": controller}
-
-
-class Study:
+class Study(CampaignRecord):
     """A campaign driven by ask/tell. Build one with :meth:`open` (from a
     config) or :meth:`create` (from Python objects); close it (or use it as a
     context manager) to give its lease back."""
@@ -157,38 +98,25 @@ class Study:
     def __init__(self, problem: Problem, ledger: Ledger, planner: Planner, *, snapshot: dict[str, Any] | None = None,
                  resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S, clock: str = "wall",
                  on_start: StartHook | None = None, resume_hint: str = "open it with resume=True to carry on") -> None:
-        """Take the campaign's lease and record its start (see :meth:`_start`).
-
-        ``clock`` is the campaign clock its events are stamped with (``wall``,
-        or ``simulated`` for the campaign loop on simulators). ``on_start`` is
-        called inside the start's transaction, after ``campaign_started``, to
-        settle what the previous controller left (the campaign loop abandons
-        proposals it never sent); it returns the events it wrote.
-        """
-        self.problem, self.ledger, self.planner = problem, ledger, planner
-        self._guard = threading.RLock()
-        self._snapshot = snapshot if snapshot is not None else problem.snapshot()
-        self.state = CampaignState(problem.name)
-        self.clock: Clock = WallClock()
-        self._followed = 0
-        """Ledger position :meth:`follow` has read up to."""
-        self._own: set[int] = set()
-        """Ids of events this study wrote that :meth:`follow` has not passed yet."""
+        """Take the campaign's lease and record its start (see
+        :class:`selflab.controller.record.CampaignRecord`)."""
+        self.planner = planner
         self._observations: list[Observation] = []
         """The completed trials as the planner sees them, built once each, in order (see :meth:`observations`)."""
-        self._closed = True
-        self.epoch = self._start(resume, lease_ttl_s, clock, on_start, resume_hint)
-        self._heartbeat = lease.Heartbeat(ledger, problem.name, self.epoch, lease_ttl_s).__enter__()
-        self._closed = False
+        super().__init__(problem, ledger, snapshot=snapshot, resume=resume, lease_ttl_s=lease_ttl_s, clock=clock,
+                         on_start=on_start, resume_hint=resume_hint)
 
     # --- building -----------------------------------------------------------------
 
     @classmethod
     def open(cls, config: LabConfig | Mapping[str, Any] | str | Path, ledger: Ledger | str | None = None, *,
-             planner: Planner | None = None, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> Study:
+             planner: Planner | None = None, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S,
+             clock: ClockKind = "wall") -> Study:
         """The study of a campaign config (a :class:`LabConfig`, its dict, or a
         YAML path). ``ledger`` defaults to the config's; ``planner`` to the
-        config's planner. Raises :class:`selflab.controller.config.ConfigError` for a
+        config's planner; ``clock`` is ``wall`` unless a
+        :class:`~selflab.controller.runner.Runner` is to drive simulators on
+        simulated time. Raises :class:`selflab.controller.config.ConfigError` for a
         bad config, :class:`selflab.controller.ledger.LedgerError` when another
         controller runs the campaign, and :class:`StudyError` when the
         ledger's campaign cannot be carried on (``resume`` not given, or a
@@ -199,71 +127,24 @@ class Study:
             config = parse_config(config)
         if not isinstance(ledger, Ledger):
             ledger = Ledger(ledger or config.ledger_url)
-        problem = Problem(name=config.name, space=config.space, objectives=tuple(config.objectives),
-                          constraints=tuple(config.constraints), seed=config.seed, target_fidelity=config.target_fidelity)
-        return cls(problem, ledger, planner or build_planner(config), snapshot=config.model_dump(mode="json"),
-                   resume=resume, lease_ttl_s=lease_ttl_s)
+        return cls(problem_of(config), ledger, planner or build_planner(config), snapshot=config.model_dump(mode="json"),
+                   resume=resume, lease_ttl_s=lease_ttl_s, clock=_clock(clock))
 
     @classmethod
     def create(cls, name: str, space: SearchSpace | Sequence[Parameter], objectives: Sequence[Objective], *,
                ledger: Ledger | str, planner: Planner, constraints: Sequence[OutcomeConstraint] = (), seed: int = 0,
-               target_fidelity: float = 1.0, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S) -> Study:
-        """A study from Python objects alone: no YAML, no import strings."""
+               target_fidelity: float = 1.0, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S,
+               clock: ClockKind = "wall") -> Study:
+        """A study from Python objects alone: no YAML, no import strings.
+        ``clock="simulated"`` stamps its events on simulated time, for a
+        :class:`~selflab.controller.runner.Runner` on simulators that declare
+        their durations."""
         if not isinstance(space, SearchSpace):
             space = SearchSpace(parameters=list(space))
         problem = Problem(name=name, space=space, objectives=tuple(objectives), constraints=tuple(constraints), seed=seed,
                           target_fidelity=target_fidelity)
-        return cls(problem, ledger if isinstance(ledger, Ledger) else Ledger(ledger), planner, resume=resume, lease_ttl_s=lease_ttl_s)
-
-    def _start(self, resume: bool, lease_ttl_s: float, clock: str, on_start: StartHook | None, resume_hint: str) -> int:
-        """Take the lease, replay the ledger and record the start, all in one
-        write transaction; returns the lease epoch.
-
-        Nothing else can append in between (SQLite's write lock, Postgres's
-        append lock, which workers' claims and results take too), so the
-        replay sees every event committed before the start, and no worker can
-        claim or finish work between the replay and ``campaign_started``.
-        Trials asked before and not yet told stay open (their experiments may
-        still be running in the lab) unless ``on_start`` settles them.
-        Raises :class:`StudyError` (and takes nothing) when the campaign cannot
-        start or resume, :class:`selflab.controller.ledger.LedgerError` when another
-        controller runs it.
-        """
-        name = self.problem.name
-        with self.ledger.transaction() as conn:
-            epoch = lease.acquire(conn, name, lease_ttl_s)
-            self.ledger.fence(name, epoch)
-            try:
-                self.state = CampaignState.replay(name, self.ledger.events(name))
-                # A campaign that never proposed anything (its instruments never
-                # connected, say) starts afresh, with the config as it is now.
-                resumed = self.state.starts > 0 and bool(self.state.experiments)
-                if resumed and not resume:
-                    raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
-                                     f"({self.state.counts()['completed']} completed experiments); {resume_hint}")
-                changed = changed_problem(self.state.config, self._snapshot) if resumed else []
-                if changed:
-                    raise StudyError(f"the {' and '.join(changed)} differ from those campaign {name!r} was started with; "
-                                     "a changed problem needs a new campaign name")
-                if resumed and self.state.clock != clock:
-                    raise StudyError(f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the "
-                                     f"{clock} clock; set clock: {self.state.clock}")
-                if clock == "simulated":
-                    self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
-                else:
-                    self.clock = WallClock(started_at=self.state.started_at)
-                started = NewEvent(campaign=name, kind="campaign_started", at=self.clock.now(),
-                                   payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch,
-                                                           "study" if on_start is None else "run"))
-                for event in self.ledger.insert_events(conn, [started]):
-                    self.state.apply(event)
-                for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:
-                    self.state.apply(event)
-            except BaseException:
-                self.ledger.fence(name, None)
-                raise
-        self._followed = self.state.last_position
-        return epoch
+        return cls(problem, ledger if isinstance(ledger, Ledger) else Ledger(ledger), planner, resume=resume,
+                   lease_ttl_s=lease_ttl_s, clock=_clock(clock))
 
     # --- asking and telling ---------------------------------------------------------
 
@@ -287,8 +168,8 @@ class Study:
 
     def propose(self, n: int, *, fidelities: Sequence[FidelityOption] | None = None,
                 candidates: Sequence[Mapping[str, Any]] | None = None) -> list[Proposal]:
-        """The planner's next ``n`` proposals, written nowhere (the campaign
-        loop records each with its dispatch; :meth:`ask` records them alone).
+        """The planner's next ``n`` proposals, written nowhere (the runner
+        records each with its dispatch; :meth:`ask` records them alone).
         The data is read under the study's lock and the planner runs outside
         it, so a model fit in a worker thread never holds up a result."""
         with self._guard:
@@ -369,15 +250,32 @@ class Study:
             return None
         with self._guard:
             self.follow()
-            if isinstance(self.planner, Recommender):
-                context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1,
-                                      constraints=self.problem.constraints, target_fidelity=self.problem.target_fidelity)
-                found = self.planner.recommend(self.problem.space, self.problem.objectives, self.observations(), context=context)
-                if found is not None:
-                    return found
+        found = self.planner_recommendation()
+        if found is not None:
+            return found
+        with self._guard:
             objective = self.problem.objectives[0]
             best = self.state.best(objective.name, objective.direction, self.problem.target_fidelity, self.problem.constraints)
             return None if best is None else Recommendation(params=best.params, fidelity=best.fidelity)
+
+    def planner_recommendation(self, *, candidates: Sequence[Mapping[str, Any]] | None = None) -> Recommendation | None:
+        """The planner's own best predicted point at the target fidelity
+        (``None`` when it is no :class:`~selflab.planners.protocol.Recommender`
+        or cannot say yet). ``candidates`` is the pool the planner proposes
+        from; it is told the unmeasured ones, as when it proposes. The data
+        are the projection as it stands (no new read of the ledger), read
+        under the study's lock; the planner runs outside it, so a runner may
+        call this in a worker thread. Raises what the planner raises."""
+        if not isinstance(self.planner, Recommender):
+            return None
+        with self._guard:
+            observations = self.observations()
+            context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1,
+                                  constraints=self.problem.constraints, target_fidelity=self.problem.target_fidelity)
+        if candidates is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
+            measured = {point_key(o.params) for o in observations}
+            context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in measured)})
+        return self.planner.recommend(self.problem.space, self.problem.objectives, observations, context=context)
 
     # --- reading the projection -----------------------------------------------------
 
@@ -437,6 +335,8 @@ class Study:
             return
         try:
             with self._guard:
+                if self.stop_recorded:  # (a runner recorded why it stopped, and nothing happened since)
+                    return
                 open_trials = len(self.state.with_status("proposed", "dispatched"))
                 self._append([NewEvent(campaign=self.problem.name, kind="campaign_stopped", payload={
                     "reason": "closed", "detail": f"study closed with {open_trials} trial(s) awaiting a result"})])
@@ -448,65 +348,6 @@ class Study:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-    # --- inside ----------------------------------------------------------------------------
-
-    def record(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
-        """Append events the campaign loop built (dispatches, results, instrument
-        and interlock events, its stop), and ``work`` rows for workers, in one
-        fenced transaction, and fold them into the projection."""
-        with self._guard:
-            return self._append(list(events), work)
-
-    def adopt(self, written: Sequence[Event]) -> list[Event]:
-        """Fold in events this controller wrote in a work-queue transaction of
-        its own (withdrawing or expiring workers' claims, which must change a
-        work row and append an event atomically)."""
-        with self._guard:
-            for event in written:
-                self.state.apply(event)
-                self._own.add(event.id)
-            return list(written)
-
-    def follow(self) -> list[Event]:
-        """Fold in the events others wrote since the last call (workers'
-        claims and results, say); returns them, in order."""
-        with self._guard:
-            foreign = []
-            for event in self.ledger.events(self.problem.name, after=self._followed):
-                self._followed = max(self._followed, event.id)
-                if event.id in self._own:
-                    self._own.discard(event.id)
-                    continue
-                self.state.apply(event)
-                foreign.append(event)
-            return foreign
-
-    def release(self) -> None:
-        """Give the campaign's lease back without recording anything (the
-        campaign loop records its own stop)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._heartbeat.__exit__(None, None, None)
-        self.ledger.fence(self.problem.name, None)
-
-    @property
-    def lease_lost(self) -> bool:
-        """Whether the heartbeat found the lease taken over by another controller."""
-        return self._heartbeat.lost.is_set()
-
-    def _append(self, events: list[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
-        if self._closed:
-            raise StudyError(f"study {self.problem.name!r} is closed; open it again with resume=True")
-        if not events and not work:
-            return []
-        now = self.clock.now()  # (events are stamped on the campaign clock)
-        written = self.ledger.append([e if e.at is not None else e.model_copy(update={"at": now}) for e in events], work)
-        for event in written:
-            self.state.apply(event)
-            self._own.add(event.id)
-        return written
 
     def _open_trial(self, trial_id: int) -> ExperimentView:
         self.follow()
@@ -530,4 +371,16 @@ class Study:
             raise StudyError(str(exc)) from None
 
 
-__all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "package_version", "started_payload"]
+def problem_of(config: LabConfig) -> Problem:
+    """The problem a campaign config states."""
+    return Problem(name=config.name, space=config.space, objectives=tuple(config.objectives),
+                   constraints=tuple(config.constraints), seed=config.seed, target_fidelity=config.target_fidelity)
+
+
+def _clock(kind: str) -> str:
+    if kind not in ("wall", "simulated"):
+        raise StudyError(f"clock must be 'wall' or 'simulated' (got {kind!r})")
+    return kind
+
+
+__all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "package_version", "problem_of", "started_payload"]

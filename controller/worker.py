@@ -3,8 +3,9 @@
 A worker builds and connects only the instruments it hosts (``remote: true``
 in the config, chosen with ``--instruments``), claims their queued
 experiments from the shared Postgres ledger (:mod:`selflab.controller.workqueue`),
-runs them with the instrument's timeout and retry policy
-(:mod:`selflab.controller.execution`), renews its leases with heartbeats, and records
+runs them through the same local executor as ``selflab run``
+(:class:`selflab.controller.executors.LocalExecutor`: the instrument's timeout and
+retry policy, the same failure classification), renews its leases with heartbeats, and records
 each end in the same transaction that marks its claim done. It exits when the
 campaign has stopped and it has nothing left in hand. Kill it at any moment:
 its leases run out, the planner marks its experiments stale and requeues them.
@@ -22,13 +23,16 @@ import logging
 import os
 import signal
 import socket
+import time
+from datetime import UTC, datetime
 
 from selflab.controller import workqueue
 from selflab.controller.config import ConfigError, ConfigFault, LabConfig
-from selflab.controller.execution import run_experiment, stop_instrument
+from selflab.controller.execution import stop_instrument
+from selflab.controller.executors import Flight, LocalExecutor
 from selflab.controller.fleet import Station, build_fleet
 from selflab.controller.ledger import Ledger, NewEvent
-from selflab.instruments.errors import InstrumentError, failure_kind
+from selflab.controller.stopping import SignalHandlers
 
 log = logging.getLogger("selflab")
 
@@ -49,7 +53,10 @@ class Worker:
         self.stations: list[Station] = [s for s in build_fleet(config) if s.name in chosen]
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_s, self.poll_s = lease_s, poll_s
-        self.tasks: dict[int, tuple[Station, int, asyncio.Task[dict[str, float]]]] = {}
+        self.executor = LocalExecutor(config.name, config.outcome_names, config.space.names, simulated=False)
+        self.tasks: dict[int, Flight] = {}
+        """The experiments this worker runs, by experiment id."""
+        self._signals = SignalHandlers([(signal.SIGINT, self._on_signal), (signal.SIGTERM, self._on_signal)])
         self._stopping = False
         self._position = 0
         self._planner_stopped = False
@@ -58,12 +65,7 @@ class Worker:
         """Work until the campaign stops; returns how many experiments this worker ran."""
         for station in self.stations:
             await asyncio.wait_for(station.driver.connect(), timeout=station.config.timeout)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+        self._signals.install()  # (where the loop cannot handle signals, Ctrl-C still reaches it)
         heartbeat = asyncio.create_task(self._heartbeat())
         self._follow()
         ran = 0
@@ -73,9 +75,9 @@ class Worker:
                 if not self._stopping:
                     self._claim()
                 if self.tasks:
-                    done, _ = await asyncio.wait([t for _, _, t in self.tasks.values()], timeout=self.poll_s,
+                    done, _ = await asyncio.wait([f.task for f in self.tasks.values()], timeout=self.poll_s,
                                                  return_when=asyncio.FIRST_COMPLETED)
-                    for eid in [eid for eid, (_, _, t) in self.tasks.items() if t in done]:
+                    for eid in [eid for eid, f in self.tasks.items() if f.task in done]:
                         self._finish(eid)
                         ran += 1
                     continue
@@ -84,6 +86,7 @@ class Worker:
                 await asyncio.sleep(self.poll_s)
         finally:
             heartbeat.cancel()
+            self._signals.remove()
             for station in self.stations:
                 try:
                     await asyncio.wait_for(station.driver.close(), timeout=10)
@@ -107,26 +110,20 @@ class Worker:
 
         for claim in workqueue.claim(self.ledger, self.config.name, free, self.name, self.lease_s, dispatched):
             station = by_name[claim.instrument]
-            task = asyncio.create_task(run_experiment(station, claim.params, claim.experiment_id, self.config.outcome_names,
-                                                      parameters=self.config.space.names))
-            self.tasks[claim.experiment_id] = (station, slots[claim.experiment_id], task)
+            self.tasks[claim.experiment_id] = self.executor.launch(claim.experiment_id, station, slots[claim.experiment_id],
+                                                                   claim.params, None)
             log.info("worker %s claimed experiment %d on %s: %s", self.name, claim.experiment_id, station.name, claim.params)
 
     def _finish(self, eid: int) -> None:
-        station, slot, task = self.tasks.pop(eid)
-        station.busy.discard(slot)
-        exc = task.exception() if not task.cancelled() else None
-        if task.cancelled():
-            event = NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=eid, instrument=station.name,
-                             payload={"reason": "interrupted", "message": f"worker {self.name} was stopped"})
-        elif exc is None:
-            event = NewEvent(campaign=self.config.name, kind="completed", experiment_id=eid, instrument=station.name,
-                             payload={"outcomes": task.result()})
+        flight = self.tasks.pop(eid)
+        station = flight.station
+        station.busy.discard(flight.slot)
+        if flight.task.cancelled():
+            event: NewEvent | None = NewEvent(campaign=self.config.name, kind="abandoned", experiment_id=eid, instrument=station.name,
+                                              payload={"reason": "interrupted", "message": f"worker {self.name} was stopped"})
         else:
-            kind = "timeout" if isinstance(exc, TimeoutError) else failure_kind(exc)
-            message = str(exc) if isinstance(exc, InstrumentError) else f"{type(exc).__name__}: {exc}"
-            event = NewEvent(campaign=self.config.name, kind="failed", experiment_id=eid, instrument=station.name,
-                             payload={"error_kind": kind, "message": message or kind})
+            event = self.executor.end(flight, datetime.now(UTC), time.monotonic() - flight.started)
+        assert event is not None
         if workqueue.finish(self.ledger, self.config.name, eid, self.name, [event]) is None:
             log.error("experiment %d on %s: its lease ran out before it finished, so the planner made it stale; "
                       "this result is not recorded (is the worker's clock or network stalling?)", eid, station.name)
@@ -150,9 +147,9 @@ class Worker:
     def _on_signal(self) -> None:
         if self._stopping:
             log.warning("worker %s: aborting %d experiment(s)", self.name, len(self.tasks))
-            for station, _, task in self.tasks.values():
-                task.cancel()
-                asyncio.get_running_loop().create_task(stop_instrument(station))
+            for flight in self.tasks.values():
+                flight.task.cancel()
+                asyncio.get_running_loop().create_task(stop_instrument(flight.station))
         else:
             log.warning("worker %s: claiming nothing more; finishing %d experiment(s) (again to abort)", self.name, len(self.tasks))
         self._stopping = True

@@ -9,7 +9,7 @@ is required::
             return {"mass_g": 1.25}
         async def close(self) -> None: ...
 
-Optional members, read with ``getattr`` when present:
+Optional members (most are small Protocols below, checked with ``isinstance``):
 
 ``limits``  ``dict[str, tuple[float, float]]``: declared safe ranges of
             numeric inputs, inclusive. A proposal outside them is refused
@@ -118,6 +118,27 @@ class Remembering(Protocol):
 
     async def outcome_of(self, params: Mapping[str, Any]) -> Mapping[str, float] | None:
         """The outcome it measured for ``params``, or ``None`` when it has none."""
+
+
+@runtime_checkable
+class HasCapacity(Protocol):
+    """An instrument that declares how many experiments it runs at once (default 1)."""
+
+    capacity: int
+
+
+@runtime_checkable
+class HasFidelity(Protocol):
+    """An instrument that declares the fidelity it serves, in (0, 1] (default 1, the target)."""
+
+    fidelity: float
+
+
+@runtime_checkable
+class HasCost(Protocol):
+    """An instrument that declares its cost units per experiment (default 1)."""
+
+    cost: float
 
 
 @runtime_checkable

@@ -253,6 +253,25 @@ class Planner(Protocol):
         ...
 
 
+@runtime_checkable
+class MultiFidelity(Protocol):
+    """A planner that says whether it chooses the fidelity of each proposal
+    (``multi_fidelity = True``): it is offered every online instrument's
+    slots, at every fidelity. Others are offered only the slots of the
+    instruments at the target fidelity (or the highest served)."""
+
+    multi_fidelity: bool
+
+
+@runtime_checkable
+class DeclaresBlocking(Protocol):
+    """A planner that says whether ``propose`` (and ``recommend``) take long
+    enough to need a worker thread (``blocking = True``, the default for a
+    planner that does not say) or take microseconds (``blocking = False``)."""
+
+    blocking: bool
+
+
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 

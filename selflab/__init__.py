@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Problem": "selflab.controller.study",
     "StudyError": "selflab.controller.study",
     "Runner": "selflab.controller.runner",
+    "InstrumentSettings": "selflab.controller.instrument_settings",
+    "StopRules": "selflab.controller.config",
     "LabConfig": "selflab.controller.config",
     "ConfigError": "selflab.controller.config",
     "load_config": "selflab.controller.config",
@@ -42,7 +44,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from selflab.controller.config import ConfigError, LabConfig, load_config, parse_config
+    from selflab.controller.config import ConfigError, LabConfig, StopRules, load_config, parse_config
+    from selflab.controller.instrument_settings import InstrumentSettings
     from selflab.controller.ledger import Ledger
     from selflab.controller.runner import Runner
     from selflab.controller.study import Problem, Study, StudyError, Trial
