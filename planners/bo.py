@@ -49,6 +49,29 @@ outcome (``"kernel"``) and its lengthscale prior (``"lengthscale_prior"``:
 The planner is stateless by contract; it only caches the last fit's
 hyperparameters (per outcome) to warm-start the next one.
 
+Trust (issue 18). Each BO proposal's reason also says how far to trust it:
+``predicted`` holds, per outcome, the mean and latent std the proposal was
+chosen with and ``noise_std`` the model's noise std there (``calibration``
+the ``std_scale`` applied), so that its result can be scored against them
+(the prequential z of :mod:`selflab.planners.calibration`); ``extrapolation`` flags a point beyond the
+data (:mod:`selflab.planners.extrapolation`; rule: ``extrapolation`` option);
+``loo`` holds leave-one-out figures after each full hyperparameter fit
+(z mean and spread, 90 % coverage, R², rank correlation; ``None`` otherwise);
+``calibration`` and ``feasibility`` say what the two options below did.
+
+- ``calibration: rescale`` (default ``none``): the model's std is multiplied
+  by the spread of the raw prequential scores of the last
+  ``calibration_window`` results before acquisition
+  (:meth:`~selflab.planners.surrogate.Surrogate.rescaled`). It needs results
+  that carry their proposal's prediction
+  (:class:`~selflab.planners.calibration.ScoredObservation`); plain
+  observations leave the factor at 1.
+- ``failures: learn`` (default ``avoid``): a Gaussian-process classifier of
+  completed against failed experiments weights the acquisition by the
+  probability of success (:mod:`selflab.planners.feasibility`; ``qlognei``
+  only). Failures the ledger says were timeouts or disconnections do not
+  count (:class:`~selflab.planners.feasibility.Failure` carries the kind).
+
 Its model can be looked at (:class:`~selflab.planners.protocol.Predictor`, what
 ``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
 the model ``propose`` fits (target-fidelity data, the objective's warp, a
@@ -75,11 +98,14 @@ import torch
 from botorch.exceptions.errors import BotorchError
 from botorch.utils.sampling import manual_seed
 from linear_operator.utils.errors import NanError, NotPSDError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
+from selflab.planners.calibration import LooStats, raw_scores, rescale_factor
 from selflab.planners.encoding import Encoding
+from selflab.planners.extrapolation import ExtrapolationRule, extrapolation_flags
+from selflab.planners.feasibility import Feasibility, FeasibilityWeighted, counts, encoded_failures, fit_feasibility
 from selflab.planners.optimize import maximize, too_close
 from selflab.planners.pool_scale import RankScale
 from selflab.planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
@@ -143,6 +169,25 @@ class BOOptions(BaseModel):
     torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads while proposing (None: leave torch's setting); see surrogate.numerics"
     )
+    calibration: Literal["none", "rescale"] = Field(
+        "none", description="rescale: multiply the model's std by the spread of its recent prequential scores before "
+        "acquisition, so that its intervals hold what they claim (selflab.planners.calibration)"
+    )
+    calibration_window: int = Field(10, ge=2, description="calibration: rescale: the last this many scored results set the factor")
+    failures: Literal["avoid", "learn"] = Field(
+        "avoid", description="avoid: failed points are kept away from, like pending ones; learn: also weight the acquisition by "
+        "the probability of success of a classifier fitted to completed and failed experiments (selflab.planners.feasibility)"
+    )
+    extrapolation: ExtrapolationRule = Field(
+        default_factory=ExtrapolationRule, description="when a proposal is flagged extrapolating (selflab.planners.extrapolation)"
+    )
+
+    @model_validator(mode="after")
+    def _learn_needs_log_acquisition(self) -> BOOptions:
+        if self.failures == "learn" and self.acquisition != "qlognei":
+            raise ValueError(f"failures: learn weights qlognei's log-scale acquisition; with acquisition: {self.acquisition} "
+                             "use failures: avoid")
+        return self
 
 
 class BOPlanner:
@@ -196,7 +241,7 @@ class BOPlanner:
         try:
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
                 surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), self._prior(context))
-                return self._bo(surrogate, objectives, pending, n, context)
+                return self._bo(surrogate, objectives, observations, pending, n, context)
         except _NUMERIC_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
             return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
@@ -342,26 +387,34 @@ class BOPlanner:
             return []
         return [fit_warp(data.Y[:, 0], o.direction)]
 
-    def _bo(self, surrogate: Surrogate, objectives: Sequence[Objective], pending: Sequence[Pending], n: int, context: PlanContext) -> list[Proposal]:
+    def _bo(
+        self, surrogate: Surrogate, objectives: Sequence[Objective], observations: Sequence[Observation], pending: Sequence[Pending],
+        n: int, context: PlanContext,
+    ) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding
         X_avoid = enc.encode([p.params for p in (*pending, *context.failed)])
         pool = enc.encode(list(context.candidates)) if context.candidates is not None else None
         seed = _mix(context.seed, context.step)
         started = time.perf_counter()
+        calibration = self._calibration(surrogate, observations)
+        model = surrogate.rescaled([calibration["std_scale"][out] for out in surrogate.outcomes]) if calibration["std_scale"] else surrogate
+        feasibility, feasibility_reason = self._feasibility(enc, observations, context)
         info: dict[str, Any]
         if o.acquisition == "ts":
-            objective, info = scalarized_objective(surrogate, objectives, context.constraints, seed)
+            objective, info = scalarized_objective(model, objectives, context.constraints, seed)
             choices = pool if pool is not None else sobol_candidates(enc, o.ts_candidates, seed)
             choices = choices[~too_close(enc, choices, X_avoid)]
             if not len(choices):
                 raise BotorchError("no Thompson-sampling candidate keeps away from the pending points")
-            idx, values = thompson_select(surrogate, objective, choices, min(n, len(choices)))
+            idx, values = thompson_select(model, objective, choices, min(n, len(choices)))
             X, name = choices[idx], "ts"
         else:
             acqf, name, info = build_acquisition(
-                surrogate, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed,
+                model, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed,
                 baseline_max=o.nei_baseline if surrogate.data.n > o.large_data else None,
             )
+            if feasibility is not None:
+                acqf = FeasibilityWeighted(acqf, feasibility)
             X, values = maximize(
                 acqf, enc, n, X_pending=X_avoid, candidates=pool,
                 maxiter=o.maxiter, **self._search_effort(surrogate.data.n),
@@ -370,7 +423,11 @@ class BOPlanner:
             if replaced:
                 info = {**info, "replaced_near_duplicates": replaced}
         acq_seconds = time.perf_counter() - started
-        mean, std = surrogate.stats(X)
+        mean, std = model.stats(X)
+        noise = model.noise_std(X)
+        flags = extrapolation_flags(surrogate, X, o.extrapolation)
+        p_success = feasibility.prob(X) if feasibility is not None else None
+        loo = self._loo(surrogate, context) if surrogate.refit == "full" else None
         fidelity = offered_fidelity(context)
         proposals = []
         for i, point in enumerate(enc.decode(X)):
@@ -379,6 +436,7 @@ class BOPlanner:
                 "acquisition": name,
                 "acquisition_value": _number(values[i]),
                 "predicted": {out: {"mean": _number(mean[i, j]), "std": _number(std[i, j])} for j, out in enumerate(surrogate.outcomes)},
+                "noise_std": {out: _number(noise[i, j]) for j, out in enumerate(surrogate.outcomes)},
                 "fit_seconds": surrogate.fit_seconds,
                 "acquisition_seconds": acq_seconds,
                 "n_observations": surrogate.data.n,
@@ -388,10 +446,52 @@ class BOPlanner:
                 "kernel": dict(zip(surrogate.outcomes, surrogate.kernels)),
                 "lengthscale_prior": {out: "dimension_scaled" if k == "rbf" else surrogate.lengthscale_prior
                                       for out, k in zip(surrogate.outcomes, surrogate.kernels)},
+                "extrapolation": flags[i],
+                "calibration": calibration,
+                "feasibility": {**feasibility_reason, "p_success": None if p_success is None else _number(p_success[i])},
+                "loo": loo,
                 **info,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
         return proposals
+
+    def _calibration(self, surrogate: Surrogate, observations: Sequence[Observation]) -> dict[str, Any]:
+        """``calibration: rescale``: the factor of each outcome's std (from the
+        raw prequential scores of its last ``calibration_window`` scored
+        results; see :mod:`selflab.planners.calibration`), for the reason; ``std_scale`` is
+        ``None`` when not rescaling."""
+        o = self.options
+        if o.calibration != "rescale":
+            return {"mode": o.calibration, "std_scale": None, "n_scored": None}
+        scores = {out: raw_scores(observations, out) for out in surrogate.outcomes}
+        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window) for out, z in scores.items()},
+                "n_scored": {out: len(z) for out, z in scores.items()}}
+
+    def _feasibility(
+        self, enc: Encoding, observations: Sequence[Observation], context: PlanContext
+    ) -> tuple[Feasibility | None, dict[str, Any]]:
+        """``failures: learn``: the success classifier of completed (at the target
+        fidelity) against failed experiments that count (``None`` without such a
+        failure, or when its fit fails), and what the reason says about it."""
+        counted = sum(1 for f in context.failed if counts(f))
+        reason: dict[str, Any] = {"mode": self.options.failures, "failures_counted": counted,
+                                  "failures_ignored": len(context.failed) - counted}
+        if self.options.failures != "learn" or not counted:
+            return None, reason
+        completed = enc.encode([ob.params for ob in observations if ob.fidelity == context.target_fidelity])
+        try:
+            return fit_feasibility(enc, completed, encoded_failures(enc, context.failed)), reason
+        except Exception as exc:  # any failure of the classifier's fit: no weighting, said in the reason
+            return None, {**reason, "error": f"{type(exc).__name__}: {exc}"}
+
+    @staticmethod
+    def _loo(surrogate: Surrogate, context: PlanContext) -> dict[str, Any] | None:
+        """Leave-one-out figures of each outcome's freshly fitted model (:class:`~selflab.planners.calibration.LooStats`)."""
+        try:
+            loo = surrogate.leave_one_out(context.target_fidelity)
+        except _NUMERIC_ERRORS:
+            return None
+        return {out: LooStats.of(l.observed, l.predicted.mean, l.predicted.std).as_reason() for out, l in loo.items()}
 
     def _keep_apart(
         self, acqf: Any, enc: Encoding, X: torch.Tensor, values: torch.Tensor, X_avoid: torch.Tensor, free: bool, seed: int
@@ -464,7 +564,8 @@ def model_free_reason(
     that all of a planner's reasons have the same fields."""
     return {
         **reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
-        "n_observations": n_observations, "device": str(device), "refit": None, "kernel": {}, "lengthscale_prior": {}, **({"error": error} if error else {}),
+        "n_observations": n_observations, "device": str(device), "refit": None, "kernel": {}, "lengthscale_prior": {},
+        "noise_std": {}, "extrapolation": None, "calibration": None, "feasibility": None, "loo": None, **({"error": error} if error else {}),
     }
 
 

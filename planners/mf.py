@@ -65,7 +65,10 @@ Built from the same parts as :class:`~selflab.planners.bo.BOPlanner`:
   unit cost, what the fidelities were compared on), ``candidates_by_fidelity``
   (the best cost-aware value found at each fidelity tried) and
   ``target_share_rule``; ``predicted`` is the posterior at the proposed point
-  and fidelity.
+  and fidelity (and ``noise_std`` the model's noise std there, so that the
+  result can be scored against it: :mod:`selflab.planners.calibration`), and ``extrapolation``
+  its flags (:mod:`selflab.planners.extrapolation`; the distance counts the design
+  inputs, the std ratio is at the proposed fidelity).
 - **Showing the model** (:class:`~selflab.planners.protocol.Predictor`, for
   ``selflab report``): :meth:`MFPlanner.predict` is this GP's posterior at the
   target fidelity, :meth:`MFPlanner.leave_one_out` its leave-one-out
@@ -99,6 +102,7 @@ from selflab.planners.acquisition import build_mf_acquisition, fidelity_cost_mod
 from selflab.planners.baselines import SobolPlanner, offered_fidelity
 from selflab.planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
 from selflab.planners.encoding import Encoding
+from selflab.planners.extrapolation import extrapolation_flags
 from selflab.planners.optimize import maximize, maximize_by_level, too_close
 from selflab.planners.protocol import FidelityOption, LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
 from selflab.planners.space import Objective, Point, SearchSpace
@@ -309,6 +313,8 @@ class MFPlanner:
             return []
         X = torch.stack([x for x, _, _ in chosen])
         mean, std = surrogate.stats(X)
+        noise = surrogate.noise_std(X)
+        flags = extrapolation_flags(surrogate, X)
         proposals = []
         for i, (point, (x, value, extra)) in enumerate(zip(enc.decode(X[:, : enc.dim]), chosen)):
             fidelity, cost = float(x[-1]), cost_of(float(x[-1]))
@@ -320,12 +326,14 @@ class MFPlanner:
                 "fidelity": fidelity,
                 "cost": cost,
                 "predicted": {objective.name: {"mean": _number(mean[i, 0]), "std": _number(std[i, 0])}},
+                "noise_std": {objective.name: _number(noise[i, 0])},
                 "fit_seconds": surrogate.fit_seconds,
                 "acquisition_seconds": acq_seconds,
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
                 "refit": surrogate.refit,
                 "kernel": {objective.name: "multi_fidelity"}, "lengthscale_prior": {},
+                "extrapolation": flags[i],
                 **extra,
             }
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))

@@ -46,7 +46,8 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from copy import deepcopy
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal
 
@@ -61,6 +62,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
 from gpytorch.constraints import GreaterThan
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
@@ -201,17 +203,39 @@ class Surrogate:
     lengthscale_prior: LengthscalePrior = "gamma"
     """The lengthscale prior of the ``matern`` kernels among them."""
 
-    def stats(self, X: Tensor) -> tuple[Tensor, Tensor]:
-        """``n x d`` -> posterior mean and std, each ``n x m``, original units (no
-        observation noise; a warped outcome's mean is its posterior median)."""
+    def stats(self, X: Tensor, *, observation_noise: bool = False) -> tuple[Tensor, Tensor]:
+        """``n x d`` -> posterior mean and std, each ``n x m``, original units (a
+        warped outcome's mean is its posterior median, its std by the delta
+        method). ``observation_noise``: the std of a new reading (the model's
+        noise added), else of the latent function."""
         with numerics(threads=None), torch.no_grad():
-            posterior = self.model.posterior(X)
+            posterior = self.model.posterior(X, observation_noise=observation_noise)
             mean, std = posterior.mean, posterior.variance.clamp_min(0).sqrt()
         for j, warp in enumerate(self.warps):
             if warp is not None:
                 mean, std = mean.clone(), std.clone()
                 mean[..., j], std[..., j] = warp.untransform(mean[..., j], std[..., j])
         return mean, std
+
+    def noise_std(self, X: Tensor) -> Tensor:
+        """``n x d`` -> ``n x m``: the std that observation noise adds to a new
+        reading at ``X``, original units (0 where the model cannot say, e.g. a
+        model given each training point's noise, which knows none at new points)."""
+        _, latent = self.stats(X)
+        _, total = self.stats(X, observation_noise=True)
+        return (total.square() - latent.square()).clamp_min(0).sqrt()
+
+    def rescaled(self, factors: Sequence[float]) -> Surrogate:
+        """A copy whose posterior std of outcome ``j`` is ``factors[j]`` times this
+        one's, mean unchanged (``calibration: rescale``): the kernel and the
+        noise variance are both multiplied by ``factors[j] ** 2``, which scales
+        the posterior covariance exactly. This surrogate is left as it is."""
+        if all(f == 1.0 for f in factors):
+            return self
+        models = list(self.model.models) if isinstance(self.model, ModelListGP) else [self.model]
+        scaled = [_scaled_copy(m, float(f)) if f != 1.0 else m for m, f in zip(models, factors)]
+        model: Model = scaled[0] if len(scaled) == 1 else ModelListGP(*scaled)
+        return replace(self, model=model)
 
     def predict(self, points: Sequence[Mapping[str, float | int | str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Mean and std (arrays of shape ``(len(points),)``) per outcome, original
@@ -559,6 +583,25 @@ def _load(model: Model, hypers: Mapping[str, Tensor]) -> None:
     """Load the hyperparameters whose names and shapes fit ``model``."""
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in hypers.items() if k in own and own[k].shape == v.shape}, strict=False)
+
+
+def _scaled_copy(model: Model, factor: float) -> Model:
+    """A deep copy of a single-output exact GP with its kernel and noise
+    variance multiplied by ``factor ** 2`` (posterior covariance likewise)."""
+    copy = deepcopy(model)
+    like = next(copy.parameters())
+    outer = ScaleKernel(copy.covar_module).to(like)
+    outer.outputscale = torch.tensor(factor**2).to(like)
+    outer.raw_outputscale.requires_grad_(False)
+    copy.covar_module = outer
+    noise = copy.likelihood.noise.detach() * factor**2
+    if isinstance(copy.likelihood, GaussianLikelihood) and not isinstance(copy.likelihood, FixedNoiseGaussianLikelihood):
+        floor = copy.likelihood.noise_covar.raw_noise_constraint.lower_bound.to(noise)
+        noise = noise.clamp_min(floor * (1 + 1e-6))  # (an inferred noise at its floor, scaled down: stays at the floor)
+    copy.likelihood.noise = noise
+    copy.train()  # (drops the cached prediction strategy of the old covariance)
+    copy.eval()
+    return copy
 
 
 def _check(model: Model, X: Tensor) -> None:

@@ -7,6 +7,10 @@ name               what                                        reported metric
 ``branin``         botorch Branin, 2-D, minimize ``y``         best ``y`` (opt 0.397887)
 ``hartmann6``      botorch Hartmann, 6-D, minimize ``y``       best ``y`` (opt -3.32237)
 ``reactor``        plug-flow reactor, 4-D, maximize ``yield``  best yield (opt ~0.9155)
+``reactor_clog``   the reactor with a hidden failure region:   best yield (opt ~0.9155)
+                   it clogs (fails, kind ``clogged``) at high
+                   concentration and low temperature, ~30 % of
+                   the box (``simulators.reactor``: clogging)
 ``gramacy``        botorch ConstrainedGramacy, 2-D, minimize   best feasible ``y``
                    ``y`` subject to ``c1 >= 0``, ``c2 >= 0``   (opt 0.5998)
 ``branin_currin``  botorch BraninCurrin, 2-D, minimize both    hypervolume w.r.t. (18, 6)
@@ -18,6 +22,10 @@ name               what                                        reported metric
 ``autoam``         Liang et al. 2021 pool, maximize score      best measured (pool max)
 ``pool:PATH.csv``  any CSV: one objective column, every        best measured
                    other column an input
+``carburizing``    gas carburizing (1-D diffusion PDE, ~1 s     best feasible cycle
+                   of CPU per run), 4-D, minimize              time (optimum unknown)
+                   ``cycle_time`` s.t. ``case_depth >= 0.8``,
+                   ``surface_carbon <= 0.85``
 =================  ==========================================  =======================
 
 Multi-fidelity problems (:attr:`Problem.levels`: one instrument per fidelity,
@@ -235,8 +243,8 @@ class BotorchInstrument:
 
 def problem_names() -> list[str]:
     """The named problems (``pool:PATH.csv`` comes on top of these)."""
-    return ["augmented_branin", "augmented_hartmann", "autoam", "branin", "branin_currin", "gramacy", "hartmann6",
-            "p3ht", "perovskite", "reactor", "reactor_multifidelity"]
+    return ["augmented_branin", "augmented_hartmann", "autoam", "branin", "branin_currin", "carburizing", "gramacy", "hartmann6",
+            "p3ht", "perovskite", "reactor", "reactor_clog", "reactor_multifidelity"]
 
 
 def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
@@ -276,7 +284,7 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
         levels = [FidelityLevel(fidelity=f, cost=c, driver=spec, options={"fidelity": f, "cost": c})
                   for f, c in sorted(DEFAULT_COSTS.items())]
         return base.model_copy(update={"name": spec, "driver": spec, "options": {"fidelity": 1.0}, "levels": levels})
-    if spec in ("reactor", "reactor_multifidelity"):
+    if spec in ("reactor", "reactor_multifidelity", "reactor_clog"):
         from selflab.simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
 
         units = {"residence_time": "min", "temperature": "degC", "equivalents": None, "concentration": "mol/L"}
@@ -286,11 +294,20 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
                           driver="reactor", optimum=PlugFlowReactor().optimum, direction="maximize")
         if spec == "reactor":
             return reactor
+        if spec == "reactor_clog":
+            return reactor.model_copy(update={"name": spec, "options": {"clogging": True}})
         # The lumped model is a 60 s computation (fidelity 0.5, cost 0.05); the
         # plug-flow reactor itself (its own residence time plus overhead) is the target.
         levels = [FidelityLevel(fidelity=0.5, cost=0.05, driver="reactor", options={"model": "cstr"}),
                   FidelityLevel(fidelity=1.0, cost=1.0, driver="reactor", options={"model": "pfr"})]
         return reactor.model_copy(update={"options": {"model": "pfr"}, "levels": levels})
+    if spec == "carburizing":
+        from selflab.simulators.carburizing import CARBURIZING_LIMITS
+
+        return Problem(name=spec, parameters=[FloatParameter(name=n, low=lo, high=hi) for n, (lo, hi) in CARBURIZING_LIMITS.items()],
+                       objectives=[Objective(name="cycle_time", direction="minimize")],
+                       constraints=[Constraint(outcome="case_depth", op=">=", value=0.8), Constraint(outcome="surface_carbon", op="<=", value=0.85)],
+                       driver="carburizing", optimum=None, direction="minimize")
     if spec == "gramacy":
         return Problem(name=spec, parameters=unit, objectives=[Objective(name="y", direction="minimize")],
                        constraints=[Constraint(outcome="c1", op=">=", value=0), Constraint(outcome="c2", op=">=", value=0)],

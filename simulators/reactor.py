@@ -73,6 +73,25 @@ The lumped model is a simulation, not an experiment: its declared duration is
 fidelity 0.5 and its cost 0.05, against 1200 s plus the residence time,
 fidelity 1 and cost 1 for the plug-flow "robot".
 
+Clogging: a hidden failure region
+---------------------------------
+``PlugFlowReactor(clogging=True)`` (off by default) adds a failure that
+depends on the chemistry: the product crystallizes and blocks the line when
+the inlet concentration exceeds its solubility, which doubles every 20 degC
+(a van 't Hoff-like rule, :func:`solubility`)::
+
+    c_sat(T) = solubility_30c * 2 ** ((T - 30) / solubility_doubling_c)   mol/L
+
+with ``solubility_30c = 0.25`` mol/L and ``solubility_doubling_c = 20``
+degC by default: 0.25 mol/L at 30 degC, 1 at 70, 2 (the top of the box) at
+90. A run with ``concentration > c_sat(temperature)`` raises
+:class:`ReactorClogged` (ledger kind ``clogged``) instead of returning a
+reading. That is high concentration at low temperature, about 30 % of the box
+(uniformly random settings; :func:`clogged_fraction`). The optimum stays
+feasible (at 87.1 degC, up to 1.81 mol/L), but the region borders the good
+settings at 60-85 degC, so a planner that only avoids the failed *points*
+keeps proposing into it. The lumped (``model="cstr"``) computation never clogs.
+
 Default constants
 -----------------
 =========  =====================  ==================
@@ -119,7 +138,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from selflab.instruments.errors import BadResponse
+from selflab.instruments.errors import BadResponse, InstrumentError
 from selflab.simulators.simulated import Simulation, check_non_negative, check_positive
 
 __all__ = [
@@ -128,9 +147,12 @@ __all__ = [
     "Kinetics",
     "Outlet",
     "PlugFlowReactor",
+    "ReactorClogged",
     "best_yield",
+    "clogged_fraction",
     "composition",
     "solve_cstr",
+    "solubility",
     "solve_pfr",
 ]
 
@@ -146,6 +168,45 @@ REACTOR_LIMITS: dict[str, tuple[float, float]] = {
     "concentration": (0.1, 2.0),  # [A]0, mol/L
 }
 """Declared safe input ranges of :class:`PlugFlowReactor` (inclusive)."""
+
+
+class ReactorClogged(InstrumentError):
+    """The reactor line blocked: the inlet concentration exceeded the product's
+    solubility at the reactor temperature (``clogging=True``; see the module
+    docstring). A failure of the chemistry at these settings, not of the
+    instrument: the same settings clog again."""
+
+    kind = "clogged"
+
+
+SOLUBILITY_30C = 0.25
+"""Default product solubility at 30 degC, mol/L."""
+SOLUBILITY_DOUBLING_C = 20.0
+"""Default temperature rise (degC) that doubles the solubility."""
+
+
+def solubility(temperature_c: float, at_30c: float = SOLUBILITY_30C, doubling_c: float = SOLUBILITY_DOUBLING_C) -> float:
+    """The product's solubility (mol/L) at ``temperature_c``: ``at_30c * 2 ** ((T - 30) / doubling_c)``.
+
+    >>> solubility(30.0), solubility(70.0), solubility(90.0)
+    (0.25, 1.0, 2.0)
+    """
+    return at_30c * 2.0 ** ((temperature_c - 30.0) / doubling_c)
+
+
+def clogged_fraction(at_30c: float = SOLUBILITY_30C, doubling_c: float = SOLUBILITY_DOUBLING_C,
+                     limits: Mapping[str, tuple[float, float]] = REACTOR_LIMITS, grid: int = 400) -> float:
+    """The fraction of the box (uniform in temperature and concentration) where the reactor clogs.
+
+    >>> round(clogged_fraction(), 3)
+    0.305
+    """
+    (t_low, t_high), (c_low, c_high) = limits["temperature"], limits["concentration"]
+    total = 0.0
+    for j in range(grid):
+        t = t_low + (t_high - t_low) * (j + 0.5) / grid
+        total += min(max(c_high - max(solubility(t, at_30c, doubling_c), c_low), 0.0), c_high - c_low) / (c_high - c_low)
+    return total / grid
 
 
 @dataclass(frozen=True)
@@ -414,6 +475,10 @@ class PlugFlowReactor:
             the competing pathway off).
         ea1_j_per_mol, ea2_j_per_mol, ea3_j_per_mol: activation energies,
             J mol^-1, ``>= 0``.
+        clogging: the hidden failure region (module docstring): a run above
+            the solubility raises :class:`ReactorClogged`; default off.
+        solubility_30c_mol_per_l: the solubility at 30 degC, ``> 0``; default 0.25.
+        solubility_doubling_c: degC per doubling of the solubility, ``> 0``; default 20.
 
     Attributes:
         optimum: the best reachable yield of the plug-flow reactor (from
@@ -447,6 +512,9 @@ class PlugFlowReactor:
         ea2_j_per_mol: float = Kinetics.ea2,
         a3_l_per_mol_s: float = Kinetics.a3,
         ea3_j_per_mol: float = Kinetics.ea3,
+        clogging: bool = False,
+        solubility_30c_mol_per_l: float = SOLUBILITY_30C,
+        solubility_doubling_c: float = SOLUBILITY_DOUBLING_C,
     ) -> None:
         self._sim = Simulation(
             limits=REACTOR_LIMITS,
@@ -469,6 +537,9 @@ class PlugFlowReactor:
             a3=check_non_negative("a3_l_per_mol_s", a3_l_per_mol_s),
             ea3=check_non_negative("ea3_j_per_mol", ea3_j_per_mol),
         )
+        self.clogging = bool(clogging)
+        self.solubility_30c_mol_per_l: float = check_positive("solubility_30c_mol_per_l", solubility_30c_mol_per_l)
+        self.solubility_doubling_c: float = check_positive("solubility_doubling_c", solubility_doubling_c)
         self.limits: dict[str, tuple[float, float]] = dict(self._sim.limits)
         self.inputs: tuple[str, ...] = tuple(self.limits)
         """The inputs ``run(params)`` reads (see :class:`~selflab.instruments.protocol.DeclaresInputs`)."""
@@ -519,6 +590,13 @@ class PlugFlowReactor:
         tau = self._sim.parse(params, ("residence_time",))["residence_time"]
         return self.overhead_s + (60.0 * tau if self.model == "pfr" else 0.0)
 
+    def clogs(self, temperature_c: float, concentration: float) -> bool:
+        """Whether a run at these settings clogs (always ``False`` unless
+        ``clogging`` is on and the model is the plug-flow reactor)."""
+        if not self.clogging or self.model != "pfr":
+            return False
+        return concentration > solubility(temperature_c, self.solubility_30c_mol_per_l, self.solubility_doubling_c)
+
     def outlet(self, params: Mapping[str, Any]) -> Outlet:
         """Noise-free outlet composition for ``params`` under :attr:`model`
         (limits are checked, connection is not)."""
@@ -537,8 +615,14 @@ class PlugFlowReactor:
             InstrumentDisconnected: not connected.
             BadResponse: an input is missing or not a number.
             OutOfLimits: an input is outside :attr:`limits`.
+            ReactorClogged: ``clogging`` is on and the concentration exceeds
+                the solubility at the temperature (plug-flow model only).
         """
         x = self._sim.read_inputs(params)
+        if self.clogs(x["temperature"], x["concentration"]):
+            limit = solubility(x["temperature"], self.solubility_30c_mol_per_l, self.solubility_doubling_c)
+            raise ReactorClogged(f"reactor line clogged: concentration {x['concentration']:.3g} mol/L is above the product's "
+                                 f"solubility {limit:.3g} mol/L at {x['temperature']:.3g} degC; lower the concentration or raise the temperature")
         out = self._solve(
             x["residence_time"], x["temperature"], x["equivalents"], x["concentration"], self.kinetics
         )
