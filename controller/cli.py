@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMAND_MODULES = ("selflab.controller.bench_cmd", "selflab.controller.report_cmd", "selflab.simulators.emulate_cmd",
-                   "selflab.controller.console_cmd")
+                   "selflab.controller.console_cmd", "selflab.controller.oversight_cmd")
 """Modules that add subcommands: each has ``register(subparsers)``, which adds
 parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
 A module that is not there (yet) is skipped."""
@@ -283,7 +283,8 @@ def _check_resumable(config: LabConfig) -> None:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from selflab.controller.reports import format_status, load_state, status_dict, write_export
+    from selflab.controller.oversight import format_oversight, oversight_status
+    from selflab.controller.reports import format_status, load_state, status_dict
 
     if args.config is None and args.ledger is None:
         print(f"selflab {args.command}: give a CONFIG or --ledger URL", file=sys.stderr)
@@ -301,18 +302,47 @@ def _read(args: argparse.Namespace) -> int:
             return _emergency_stop(ledger, state, args.wait)
         if args.command == "status":
             data = status_dict(state, ledger.writer_active(state.campaign))
-            print(json.dumps(data, indent=2) if args.json else format_status(data))
+            data["oversight"] = oversight_status(state)
+            print(json.dumps(data, indent=2) if args.json else format_status(data) + "\n" + format_oversight(data["oversight"]))
             return ExitCode.OK
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "w", newline="", encoding="utf-8") as handle:
-                n = write_export(state, args.format, handle)
+                n = _export(state, args.format, handle)
             print(f"wrote {n} experiments to {args.out}", file=sys.stderr)
         else:
-            write_export(state, args.format, sys.stdout)
+            _export(state, args.format, sys.stdout)
         return ExitCode.OK
     finally:
         ledger.close()
+
+
+def _export(state: Any, fmt: str, out: Any) -> int:
+    """``selflab export``: the report's rows, with the oversight columns
+    (:data:`~selflab.controller.columns.OVERSIGHT_COLUMNS`) when the campaign
+    has human oversight; returns the number of rows."""
+    import csv
+
+    from selflab.controller.columns import OVERSIGHT_COLUMNS
+    from selflab.controller.oversight import oversight_cells
+    from selflab.controller.reports import export_rows
+
+    columns, rows = export_rows(state)
+    overseen = ((state.config or {}).get("oversight") or {}).get("approval", "off") != "off" or any(
+        e.approval for e in state.experiments.values())
+    if overseen:  # (a campaign without oversight keeps the columns it always had)
+        columns = columns + list(OVERSIGHT_COLUMNS)
+        for row in rows:
+            row.update(oversight_cells(state.experiments[row["experiment_id"]]))
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    else:
+        for row in rows:
+            out.write(json.dumps({k: row[k] for k in columns}) + "\n")
+    return len(rows)
 
 
 def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:

@@ -11,7 +11,11 @@ EXPORT_HEAD = ("experiment_id", "status", "instrument", "fidelity", "cost")
 """The columns before the parameters and outcomes."""
 EXPORT_TAIL = ("proposed_at", "started_at", "finished_at", "error")
 """The columns after them."""
-EXPORT_COLUMNS = frozenset(EXPORT_HEAD + EXPORT_TAIL)
+OVERSIGHT_COLUMNS = ("approval", "original_params")
+"""Human oversight's columns, after the tail: ``awaiting``, ``approved``,
+``edited`` or ``vetoed`` (empty: none asked), and the planner's params (JSON)
+of an edited proposal (see :func:`selflab.controller.oversight.oversight_cells`)."""
+EXPORT_COLUMNS = frozenset(EXPORT_HEAD + EXPORT_TAIL + OVERSIGHT_COLUMNS)
 """Every name reserved for a fixed export column."""
 
 

@@ -227,6 +227,20 @@ class Interlock(_Strict):
         return self
 
 
+class OversightConfig(_Strict):
+    """Human oversight of a running campaign (:mod:`selflab.controller.oversight`)."""
+
+    approval: Literal["off", "all", "flagged"] = Field(
+        default="off", description="off: proposals go straight to the instruments; all: every proposal awaits a person's "
+        "approval; flagged: only those a flagger marks (extrapolation, closeness to an instrument limit)")
+    veto_radius: float = Field(
+        default=0.1, gt=0, le=0.5, description="no later proposal comes within this max-coordinate distance of a vetoed "
+        "point on the unit cube (each parameter scaled to [0, 1])")
+    limit_margin: float = Field(
+        default=0.05, ge=0, le=0.5, description="flagged: a proposal within this fraction of a parameter's range of an "
+        "instrument limit is flagged")
+
+
 class LabConfig(_Strict):
     """A whole campaign."""
 
@@ -245,6 +259,7 @@ class LabConfig(_Strict):
     )
     ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
     interlocks: list[Interlock] = Field(default_factory=list)
+    oversight: OversightConfig = Field(default_factory=OversightConfig)
     stale_policy: Literal["requeue", "drop"] = Field(
         default="requeue", description="experiments in flight at a crash whose outcome is unknown: run their params again, or not"
     )

@@ -65,6 +65,7 @@ def handle(args: argparse.Namespace) -> int:
     if path is None or (path.exists() and path.stat().st_size > 0):  # (a ledger not made yet is waited for)
         Ledger(url, create=False).close()  # a bad URL, an unreachable server, a file that is no ledger: LedgerError, exit 2
 
+    from selflab.controller.console.actions import oversight_actions
     from selflab.controller.console.app import Console, ConsoleSettings
     from selflab.controller.console.security import TokenError, bind_warning, load_token
     from selflab.controller.console.server import ConsoleServer, listen
@@ -88,7 +89,7 @@ def handle(args: argparse.Namespace) -> int:
 
         logging.getLogger("selflab.console").warning("%s", warning)
     _quiet_model_threads()
-    console = Console(ConsoleSettings(ledger_url=url, campaign=campaign, host=args.host), token)
+    console = Console(ConsoleSettings(ledger_url=url, campaign=campaign, host=args.host), token, oversight_actions())
     server = ConsoleServer(console, sock)
     said = {"file": f"from {args.token_file}", "env": "from SELFLAB_CONSOLE_TOKEN", "generated": token}[source]
     print(f"selflab console: {server.url}" + (f"c/{campaign}" if campaign else "") + f"  (ledger {console.source.display_url})\n"

@@ -11,6 +11,13 @@ worker), the ones that must wait, and the ones refused (``abandoned``, with
 the reason). Only then does it launch the experiments, so ``proposed`` and
 ``dispatched`` are always in the ledger before ``Instrument.run`` is called.
 
+With human oversight (``oversight.approval``), a proposal the gate holds
+(:func:`selflab.controller.oversight.gate`) is recorded ``proposed`` with
+``awaiting_approval`` and routed nowhere; proposals awaiting count against
+the allowance like queued ones (so no more await than there are free
+slots), and each round first dispatches the proposals a person approved or
+edited (with the edited params).
+
 Example::
 
     dispatcher = Dispatcher(study, config, stations, flights, control, pool=None, doing=print)
@@ -30,6 +37,7 @@ from selflab.controller.config import LabConfig
 from selflab.controller.fleet import Station
 from selflab.controller.flights import Flights
 from selflab.controller.ledger import NewEvent
+from selflab.controller.oversight import ProposalFlagger, default_flaggers, gate
 from selflab.controller.scheduler import (
     StopInfo,
     affordable,
@@ -72,6 +80,9 @@ class Dispatcher:
         self.refusals = 0
         """Proposals in a row that ended without being dispatched (reset by a dispatch)."""
         self.last_refusal = ""
+        self.approval = config.oversight.approval
+        self.flaggers: list[ProposalFlagger] = default_flaggers(config.space, config.model_dump(mode="json"))
+        """What flags a proposal for approval under ``approval: flagged`` (replace or extend freely)."""
         self.multi_fidelity = chooses_fidelity(study.planner)
         self.blocking = blocks(study.planner)
         """The planner's capabilities, read once (an ``isinstance`` on a Protocol takes microseconds)."""
@@ -88,8 +99,14 @@ class Dispatcher:
         in this round but not yet in flight."""
         state = self.study.state
         return allowance(self.usable(), self.config.stop, completed=state.counts()["completed"],
-                         in_flight=len(self.flights) + launching, queued=len(self.queue),
+                         in_flight=len(self.flights) + launching, queued=len(self.queue) + self.held(),
                          cost_spent=state.cost_spent + committed)
+
+    def held(self) -> int:
+        """Proposals awaiting approval, and approved ones not yet in the queue or in flight."""
+        state = self.study.state
+        return len(state.awaiting()) + sum(1 for e in state.approved_unsent()
+                                           if e.experiment_id not in self.queue and e.experiment_id not in self.flights.active)
 
     def budget_left(self) -> float:
         if self.config.stop.max_cost is None:
@@ -106,6 +123,15 @@ class Dispatcher:
         launches: list[tuple[int, Station, int, dict[str, Any]]] = []
         work: list[dict[str, Any]] = []
         budget_left = self.budget_left()
+        for exp in state.approved_unsent():  # a person approved (or edited) it: route it like a new one, with its params
+            if exp.experiment_id not in self.queue and exp.experiment_id not in self.flights.active:
+                proposal = Proposal(params=exp.params, fidelity=exp.fidelity, reason=exp.reason)
+                route = route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
+                if route.accepting:
+                    self.queue[exp.experiment_id] = (proposal, list(route.accepting))
+                else:
+                    events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
+                                           payload={"reason": route.reason, "message": route.message}))
         for eid, (proposal, accepting) in list(self.queue.items()):
             station = pick_station(accepting, budget_left, proposal.params)
             online = [s for s in accepting if s.online]
@@ -127,13 +153,20 @@ class Dispatcher:
                      for e in state.requeues_owed()[:n]]
         if n > len(proposals):
             proposals += await self.propose(n - len(proposals))
-        if n > 0 and not proposals and not len(self.flights) and not self.queue and self.control.stop is None:
+        if n > 0 and not proposals and not len(self.flights) and not self.queue and not self.held() and self.control.stop is None:
             self.control.stop = StopInfo("planner_exhausted", f"planner {self.study.planner_kind} had nothing more to propose")
         first_id = state.next_experiment_id
         for i, proposal in enumerate(proposals[:n]):
             eid = first_id + i
             params = dict(proposal.params)
-            events += self.study.proposed_events([proposal], first=eid)
+            [event] = self.study.proposed_events([proposal], first=eid)
+            awaiting, flags = gate(self.approval, self.flaggers, proposal)
+            if awaiting or flags:
+                event = event.model_copy(update={"payload": {**event.payload, "awaiting_approval": awaiting, "flags": flags}})
+            events.append(event)
+            if awaiting:
+                log.info("experiment %d awaits approval%s", eid, f" ({', '.join(flags)})" if flags else "")
+                continue
             route = route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
             accepting = list(route.accepting)
             station = pick_station(accepting, budget_left, params)

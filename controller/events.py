@@ -14,8 +14,21 @@ Experiment events carry an ``experiment_id``:
                       dispatched before a stop, or aborted by Ctrl-C (terminal)
 ``stale``             was in flight when the controller died (terminal)
 ``attached``          chosen and run by a person or another tool, recorded
-                      whole: it enters the ledger completed
+                      whole: it enters the ledger completed (or, without its
+                      result yet, running: a result comes with ``completed``)
+``approved``          a person let a proposal awaiting approval be dispatched
+``vetoed``            a person refused it, with a reason (terminal: it ends
+                      ``abandoned``, reason ``vetoed``; the planner keeps away)
+``edited``            a person changed its parameters (which approves it); the
+                      ``proposed`` event keeps the original
 ====================  =======================================================
+
+Human oversight (:mod:`selflab.controller.oversight`) writes ``approved``,
+``vetoed``, ``edited``, ``note``, ``attach_requested`` (an experiment of a
+person's own, which the campaign's lease holder records as ``attached``),
+``pause_requested`` / ``resume_requested`` and ``stop_requested``, all
+unfenced (epoch NULL): a person acts from any process while a runner holds
+the lease, and the runner obeys by following the ledger.
 
 Campaign events: ``campaign_started`` (config snapshot, package version, seed;
 ``resumed`` on a resume), ``campaign_stopped`` (reason),
@@ -63,6 +76,12 @@ class EventKind(StrEnum):
     RECOMMENDED = "recommended"
     NOTE = "note"
     STOP_REQUESTED = "stop_requested"
+    APPROVED = "approved"
+    VETOED = "vetoed"
+    EDITED = "edited"
+    ATTACH_REQUESTED = "attach_requested"
+    PAUSE_REQUESTED = "pause_requested"
+    RESUME_REQUESTED = "resume_requested"
 
 
 class ExperimentState(StrEnum):
@@ -88,7 +107,7 @@ TERMINAL_STATES: frozenset[ExperimentState] = frozenset(
 )
 EXPERIMENT_KINDS: tuple[EventKind, ...] = (
     EventKind.PROPOSED, EventKind.DISPATCHED, EventKind.COMPLETED, EventKind.FAILED, EventKind.ABANDONED,
-    EventKind.STALE, EventKind.ATTACHED,
+    EventKind.STALE, EventKind.ATTACHED, EventKind.APPROVED, EventKind.VETOED, EventKind.EDITED,
 )
 """Kinds that carry an ``experiment_id``."""
 TERMINAL_KINDS: tuple[EventKind, ...] = (EventKind.COMPLETED, EventKind.FAILED, EventKind.ABANDONED, EventKind.STALE)
@@ -156,6 +175,11 @@ class Proposed(Payload):
     fidelity: float = 1.0
     planner: str = ""
     reason: dict[str, Any] = Field(default_factory=dict)
+    awaiting_approval: bool = False
+    """Held for a person's approval (``oversight.approval``): not dispatched
+    until ``approved`` or ``edited``, and never if ``vetoed``."""
+    flags: list[str] = Field(default_factory=list)
+    """Why a flagger held it (``oversight.approval: flagged``)."""
 
 
 class Dispatched(Payload):
@@ -195,6 +219,67 @@ class Attached(Payload):
     by: str = ""
     """Who attached it (a person, a tool)."""
     message: str = ""
+    request: int | None = None
+    """The ``attach_requested`` event it fulfils (written from another process), if any."""
+    pending: bool = False
+    """Recorded without its result: it runs until a ``completed`` (or ``failed``) event ends it."""
+
+    @field_validator("outcomes", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class Approved(Payload):
+    """A person let a proposal awaiting approval be dispatched as proposed."""
+
+    by: str
+    origin: str = ""
+    reason: str = ""
+
+
+class Vetoed(Payload):
+    """A person refused a proposal awaiting approval; it is never dispatched,
+    and the planner keeps away from its neighbourhood."""
+
+    by: str
+    reason: str
+    origin: str = ""
+
+
+class Edited(Payload):
+    """A person changed a proposal's parameters (inside the space and some
+    instrument's limits) and so approved it; it is dispatched with ``params``."""
+
+    params: dict[str, float | int | str]
+    original: dict[str, float | int | str]
+    """The parameters the planner proposed (also in the ``proposed`` event)."""
+    by: str
+    reason: str = ""
+    origin: str = ""
+
+
+class AttachRequested(Payload):
+    """A person's experiment, asked to be recorded from another process; the
+    holder of the campaign's lease turns it into an ``attached`` experiment
+    (so experiment ids are allocated by one process only)."""
+
+    params: dict[str, float | int | str]
+    outcomes: dict[str, float] | None = None
+    """``None``: not measured yet (recorded running; a result comes later)."""
+    fidelity: float = 1.0
+    by: str
+    message: str = ""
+    origin: str = ""
+
+
+class HoldRequested(Payload):
+    """A person paused (``pause_requested``) or resumed (``resume_requested``)
+    dispatch: the runner sends nothing new while paused; what runs finishes."""
+
+    by: str
+    reason: str = ""
+    origin: str = ""
 
 
 class StopRequested(Payload):
@@ -242,6 +327,12 @@ PAYLOADS: dict[str, type[Payload]] = {
     EventKind.ATTACHED: Attached,
     EventKind.NOTE: Note,
     EventKind.STOP_REQUESTED: StopRequested,
+    EventKind.APPROVED: Approved,
+    EventKind.VETOED: Vetoed,
+    EventKind.EDITED: Edited,
+    EventKind.ATTACH_REQUESTED: AttachRequested,
+    EventKind.PAUSE_REQUESTED: HoldRequested,
+    EventKind.RESUME_REQUESTED: HoldRequested,
 }
 """Kind -> the model of its payload (string keys work: a kind equals its value)."""
 

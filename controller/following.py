@@ -1,7 +1,9 @@
 """What others write to a running campaign's ledger, taken in by its runner.
 
 A person's stop request (``selflab stop`` on any host writes
-``stop_requested``), and, for remote instruments, the records of
+``stop_requested``), a person's approvals, vetoes, edits, pauses and resumes
+and attach requests (:mod:`selflab.controller.oversight`: the projection
+folds them in, and the runner is woken), and, for remote instruments, the records of
 ``selflab worker`` processes: their claims, the ends of the experiments they
 ran, the instruments they took offline. :class:`LedgerFollower` reads them
 every quarter second, resolves the flights they end, expires the claims of
@@ -29,6 +31,9 @@ from selflab.controller.study import Study
 
 log = logging.getLogger("selflab")
 
+HUMAN_ACTIONS = frozenset({"approved", "vetoed", "edited", "pause_requested", "resume_requested", "attach_requested", "note"})
+"""Kinds a person writes that the runner wakes up for (the projection already holds them)."""
+
 
 class LedgerFollower:
     """Takes in what others write to the campaign's ledger (see the module docs)."""
@@ -44,6 +49,11 @@ class LedgerFollower:
             for event in self.study.follow():
                 if event.kind == "stop_requested":
                     self.control.on_stop_requested(event.payload)
+                    continue
+                if event.kind in HUMAN_ACTIONS:  # a person approved, vetoed, edited, paused or resumed: act now
+                    log.info("%s by %s%s", event.kind, event.payload.get("by", ""),
+                             f" on experiment {event.experiment_id}" if event.experiment_id is not None else "")
+                    self.control.wake_up()
                     continue
                 self.settle(event)
                 idle_since = time.monotonic()

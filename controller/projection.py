@@ -9,6 +9,13 @@ An experiment moves ``proposed -> dispatched -> completed | failed |
 abandoned | stale``, or ``proposed -> abandoned`` when it never ran. The first
 terminal event wins; a later one is kept in :attr:`CampaignState.anomalies`,
 never silently applied.
+
+Human oversight adds a projection state on top: a proposal recorded with
+``awaiting_approval`` is ``proposed`` with :attr:`ExperimentView.approval`
+``awaiting`` (shown as ``awaiting_approval``, :attr:`ExperimentView.shown_status`)
+until ``approved`` or ``edited`` (``approval`` becomes that word, and it is
+ready to dispatch) or ``vetoed`` (it ends ``abandoned``, ``end_reason``
+``vetoed``; its point joins :meth:`CampaignState.vetoed`).
 """
 
 from __future__ import annotations
@@ -53,10 +60,34 @@ class ExperimentView:
     """Ledger position of its terminal event: results in the order they came."""
     requeue: bool = False
     """Stale, with its params owed a new run (``stale_policy: requeue``)."""
+    approval: str = ""
+    """Human oversight: ``""`` (none asked), ``awaiting``, ``approved``, ``edited`` or ``vetoed``."""
+    flags: list[str] = field(default_factory=list)
+    """Why a flagger held the proposal for approval."""
+    original_params: dict[str, Any] | None = None
+    """The planner's parameters, when a person edited them (``params`` are the edited ones)."""
+    oversight: list[dict[str, Any]] = field(default_factory=list)
+    """The human actions on it: ``{"action", "by", "at", "reason"}``, in order."""
+    attached: bool = False
+    """Chosen and run by a person or another tool (an ``attached`` event)."""
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATES
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """Proposed and held for a person's approval."""
+        return self.status == ExperimentState.PROPOSED and self.approval == "awaiting"
+
+    @property
+    def shown_status(self) -> str:
+        """The state a person reads: ``awaiting_approval`` and ``vetoed`` beside the ledger states."""
+        if self.awaiting_approval:
+            return "awaiting_approval"
+        if self.status == ExperimentState.ABANDONED and self.end_reason == "vetoed":
+            return "vetoed"
+        return str(self.status)
 
 
 @dataclass
@@ -104,6 +135,14 @@ class CampaignState:
     """``(at, by, text)`` of every ``note``, in order."""
     completions: list[int] = field(default_factory=list)
     """Ids of completed experiments (attached ones too), in the order their results came."""
+    hold: dict[str, Any] | None = None
+    """The latest ``pause_requested`` payload while a person holds dispatch (``None``: not paused)."""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    """Every human action (approve, veto, edit, attach, note, pause, resume, stop):
+    ``{"action", "by", "at", "experiment_id", "text"}``, in ledger order."""
+    attach_requests: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """``attach_requested`` payloads not yet recorded as ``attached``, by event id."""
+    _vetoed: list[int] = field(default_factory=list, repr=False)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
     _by_status: dict[str, dict[int, ExperimentView]] = field(default_factory=dict, repr=False, compare=False)
@@ -146,9 +185,19 @@ class CampaignState:
             return
         if kind == EventKind.STOP_REQUESTED:
             self.stop_request = dict(p)
+            self._act(event, "emergency stop" if p.get("emergency", True) else "stop", p.get("reason", ""))
             return
         if kind == EventKind.NOTE:
             self.notes.append((event.at, p.get("by", ""), p["text"]))
+            self._act(event, "note", p["text"])
+            return
+        if kind in (EventKind.PAUSE_REQUESTED, EventKind.RESUME_REQUESTED):
+            self.hold = dict(p) if kind == EventKind.PAUSE_REQUESTED else None
+            self._act(event, "pause" if kind == EventKind.PAUSE_REQUESTED else "resume", p.get("reason", ""))
+            return
+        if kind == EventKind.ATTACH_REQUESTED:
+            self.attach_requests[event.id] = dict(p)
+            self._act(event, "attach requested", p.get("message", ""))
             return
         if kind in (EventKind.PAUSED, EventKind.RESUMED):
             self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == EventKind.PAUSED else None
@@ -168,15 +217,22 @@ class CampaignState:
                 self.anomalies.append(f"event {event.id}: experiment {eid} attached over an existing one")
                 return
             self._max_id = max(self._max_id, eid)
-            exp = ExperimentView(experiment_id=eid, status=ExperimentState.COMPLETED, params=dict(p["params"]),
-                                 fidelity=float(p.get("fidelity", 1.0)),
+            pending = bool(p.get("pending", False))
+            exp = ExperimentView(experiment_id=eid, status=ExperimentState.DISPATCHED if pending else ExperimentState.COMPLETED,
+                                 params=dict(p["params"]), fidelity=float(p.get("fidelity", 1.0)),
                                  reason={"strategy": "attached", "by": p.get("by", ""), "message": p.get("message", "")},
-                                 instrument=event.instrument, outcomes={k: float(v) for k, v in p["outcomes"].items()},
-                                 proposed_at=event.at, finished_at=event.at, finished_position=event.id)
+                                 instrument=event.instrument, outcomes={k: float(v) for k, v in (p.get("outcomes") or {}).items()},
+                                 proposed_at=event.at, started_at=event.at, attached=True,
+                                 finished_at=None if pending else event.at, finished_position=0 if pending else event.id)
             self.experiments[eid] = exp
             self._enter(exp)
-            self.completions.append(eid)
-            self._offer(exp)
+            request = p.get("request")
+            if isinstance(request, int):
+                self.attach_requests.pop(request, None)
+            self._act(event, "attach", p.get("message", ""))
+            if not pending:
+                self.completions.append(eid)
+                self._offer(exp)
             return
         if kind == EventKind.PROPOSED:
             if eid in self.experiments:
@@ -191,6 +247,8 @@ class CampaignState:
                 reason=dict(p.get("reason", {})),
                 instrument=event.instrument,
                 proposed_at=event.at,
+                approval="awaiting" if p.get("awaiting_approval") else "",
+                flags=list(p.get("flags", [])),
             )
             self.experiments[eid] = exp
             self._enter(exp)
@@ -205,6 +263,9 @@ class CampaignState:
         if exp.terminal:
             self.anomalies.append(f"event {event.id}: {kind} for experiment {eid}, already {exp.status}")
             return
+        if kind in (EventKind.APPROVED, EventKind.VETOED, EventKind.EDITED):
+            self._oversee(event, exp)
+            return
         if kind == EventKind.DISPATCHED:
             if exp.status != ExperimentState.PROPOSED:
                 self.anomalies.append(f"event {event.id}: experiment {eid} dispatched twice")
@@ -217,7 +278,7 @@ class CampaignState:
             self.cost_spent += exp.cost
             self.instrument(exp.instrument).in_flight += 1
             return
-        was_running = exp.status == ExperimentState.DISPATCHED
+        was_running = exp.status == ExperimentState.DISPATCHED and not exp.attached
         self._set_status(exp, ExperimentState(kind))
         exp.finished_at = event.at
         exp.finished_position = event.id
@@ -247,6 +308,35 @@ class CampaignState:
             elif kind == EventKind.FAILED:
                 view.failed += 1
                 view.consecutive_failures += 1
+
+    def _oversee(self, event: Event, exp: ExperimentView) -> None:
+        """Fold in a person's approve, veto or edit of an awaiting proposal."""
+        kind, p, eid = event.kind, event.payload, exp.experiment_id
+        if not exp.awaiting_approval:
+            self.anomalies.append(f"event {event.id}: {kind} for experiment {eid}, which is not awaiting approval")
+            return
+        action = {EventKind.APPROVED: "approve", EventKind.VETOED: "veto", EventKind.EDITED: "edit"}[EventKind(kind)]
+        exp.oversight.append({"action": action, "by": p.get("by", ""), "at": event.at, "reason": p.get("reason", "")})
+        self._act(event, action, p.get("reason", ""))
+        if kind == EventKind.APPROVED:
+            exp.approval = "approved"
+        elif kind == EventKind.EDITED:
+            exp.approval = "edited"
+            exp.original_params = dict(exp.params)
+            exp.params = dict(p["params"])
+        else:
+            exp.approval = "vetoed"
+            self._set_status(exp, ExperimentState.ABANDONED)
+            exp.end_reason = "vetoed"
+            exp.error = f"vetoed by {p.get('by', '')}: {p.get('reason', '')}"
+            exp.finished_at = event.at
+            exp.finished_position = event.id
+            self._vetoed.append(eid)
+
+    def _act(self, event: Event, action: str, text: str) -> None:
+        """Log a human action for status and the console."""
+        self.actions.append({"action": action, "by": event.payload.get("by", ""), "at": event.at,
+                             "experiment_id": event.experiment_id, "text": text})
 
     def _enter(self, exp: ExperimentView) -> None:
         """Index a new experiment under its status."""
@@ -287,6 +377,18 @@ class CampaignState:
         ran and failed, and those no instrument could price (``bad_cost``),
         in the order they ended."""
         return [self.experiments[eid] for eid in self._avoided]
+
+    def vetoed(self) -> list[ExperimentView]:
+        """Vetoed proposals, in the order they were vetoed: the planner keeps away from their neighbourhoods."""
+        return [self.experiments[eid] for eid in self._vetoed]
+
+    def awaiting(self) -> list[ExperimentView]:
+        """Proposals held for a person's approval, by id."""
+        return [e for e in self.with_status(ExperimentState.PROPOSED) if e.approval == "awaiting"]
+
+    def approved_unsent(self) -> list[ExperimentView]:
+        """Proposals a person approved or edited that are not dispatched yet, by id."""
+        return [e for e in self.with_status(ExperimentState.PROPOSED) if e.approval in ("approved", "edited")]
 
     def requeues_owed(self) -> list[ExperimentView]:
         """Stale experiments marked for requeue whose params have not been run

@@ -35,6 +35,13 @@ from selflab.controller.ledger import Event, Ledger, NewEvent
 from selflab.controller.projection import CampaignState
 from selflab.planners.space import Objective, OutcomeConstraint, SearchSpace
 
+def attach_events(state: CampaignState, campaign: str, at: datetime) -> list[NewEvent]:
+    """``attached`` events for a person's open attach requests (see :func:`selflab.controller.oversight.fulfil_attach_requests`)."""
+    from selflab.controller.oversight import fulfil_attach_requests  # (oversight builds on this module's StudyError)
+
+    return fulfil_attach_requests(state, campaign, at)
+
+
 StartHook = Callable[[sa.Connection, CampaignState, datetime], list[Event]]
 """Called inside a start's transaction: ``(connection, projection, now) -> events written``."""
 
@@ -176,6 +183,8 @@ class CampaignRecord:
                     self.state.apply(event)
                 for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:
                     self.state.apply(event)
+                for event in self.ledger.insert_events(conn, attach_events(self.state, name, self.clock.now())):
+                    self.state.apply(event)
             except BaseException:
                 self.ledger.fence(name, None)
                 raise
@@ -203,7 +212,9 @@ class CampaignRecord:
 
     def follow(self) -> list[Event]:
         """Fold in the events others wrote since the last call (workers'
-        claims and results, say); returns them, in order."""
+        claims and results, a person's actions); returns them, in order. As
+        the lease holder, it records a person's open attach requests as
+        ``attached`` experiments (:mod:`selflab.controller.oversight`)."""
         with self._guard:
             foreign = []
             for event in self.ledger.events(self.problem.name, after=self._followed):
@@ -213,6 +224,8 @@ class CampaignRecord:
                     continue
                 self.state.apply(event)
                 foreign.append(event)
+            if self.state.attach_requests and not self._closed:
+                self._append(attach_events(self.state, self.problem.name, self.clock.now()))
             return foreign
 
     def release(self) -> None:

@@ -4,7 +4,8 @@ moment leaves a ledger it can carry on from.
 * :func:`settle_unsent` runs inside the start's transaction
   (:class:`selflab.controller.record.CampaignRecord`): work no worker claimed is
   withdrawn (so none can claim it now) and proposals never sent are
-  ``abandoned``.
+  ``abandoned``, except those under human oversight: a proposal awaiting
+  approval still awaits, and an approved one is dispatched by the new run.
 * :func:`reconcile` settles the experiments that were in flight: an
   instrument that remembers the outcome (:class:`~selflab.instruments.protocol.Remembering`)
   has it adopted as ``completed`` (``recovered``); a remote one is awaited
@@ -57,7 +58,7 @@ def settle_unsent(ledger: Ledger, campaign: str, remote: bool) -> StartHook:
         written += ledger.insert_events(conn, [
             NewEvent(campaign=campaign, kind="abandoned", experiment_id=exp.experiment_id, at=now,
                      payload={"reason": "not_dispatched", "message": "proposed but not sent before the controller stopped"})
-            for exp in state.with_status("proposed") if exp.experiment_id not in withdrawn])
+            for exp in state.with_status("proposed") if exp.experiment_id not in withdrawn and not exp.approval])
         return written
 
     return settle
@@ -71,6 +72,8 @@ async def reconcile(study: Study, config: LabConfig, stations: list[Station], fl
     requeue = config.stale_policy == "requeue"
     events: list[NewEvent] = []
     for exp in state.with_status("dispatched"):
+        if exp.attached:  # a person's own experiment, pending its result: not the controller's to settle
+            continue
         station = by_name.get(exp.instrument or "")
         if station is not None and station.config.remote:  # its worker may still be at it: wait for it again
             flights.await_worker(exp.experiment_id, station, exp.params)

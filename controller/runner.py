@@ -234,7 +234,7 @@ class Runner:
                 raise LeaseLost("the lease heartbeat found it held by another controller")
             if control.stop is None:
                 control.stop = self._stop_rule()
-            if control.stop is None and self.interlocks.paused_by is None:
+            if control.stop is None and self.interlocks.paused_by is None and self.state.hold is None:
                 if await self.dispatcher.fill():
                     self.display.update(self.state, self.stations)
             if not self.flights and self.interlocks.paused_by is not None and control.stop is None:
@@ -253,6 +253,10 @@ class Runner:
                     control.stop = StopInfo("refusals", f"{self.dispatcher.refusals} proposals in a row could not be dispatched; "
                                             f"the last: {self.dispatcher.last_refusal}")
                     break
+                if self.state.hold is not None or self.state.awaiting():  # a person's turn: the follower wakes us
+                    self._doing("paused by " + str(self.state.hold.get("by", "a person")) if self.state.hold is not None
+                                else f"{len(self.state.awaiting())} proposal(s) awaiting approval")
+                    await control.wait(1.0)
                 continue
             self._doing(self._waiting_note())
             finished = await self.flights.next_done(control.armed(), self._time_left())

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict
 from selflab.controller import lease
 from selflab.controller.config import LabConfig, build_planner, load_config, parse_config
 from selflab.controller.ledger import Ledger, NewEvent
+from selflab.controller.oversight import check_awaiting, check_edit, default_actor, keep_away, need_text, origin
 from selflab.controller.projection import ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
 from selflab.controller.record import (
@@ -78,7 +79,8 @@ class Trial(BaseModel):
     params: dict[str, float | int | str]
     fidelity: float = 1.0
     status: str
-    """``proposed`` (asked, no result yet), ``dispatched``, ``completed``, ``failed``, ``abandoned`` or ``stale``."""
+    """``proposed`` (asked, no result yet), ``dispatched``, ``completed``, ``failed``, ``abandoned`` or ``stale``;
+    with human oversight also ``awaiting_approval`` and ``vetoed``."""
     reason: dict[str, Any] = {}
     """Why the planner proposed it (strategy, acquisition value, predicted mean and std, ...)."""
     outcomes: dict[str, float] = {}
@@ -86,7 +88,7 @@ class Trial(BaseModel):
 
     @classmethod
     def of(cls, exp: ExperimentView) -> Trial:
-        return cls(trial_id=exp.experiment_id, params=exp.params, fidelity=exp.fidelity, status=exp.status,
+        return cls(trial_id=exp.experiment_id, params=exp.params, fidelity=exp.fidelity, status=exp.shown_status,
                    reason=exp.reason, outcomes=exp.outcomes, error=exp.error)
 
 
@@ -175,13 +177,21 @@ class Study(CampaignRecord):
         with self._guard:
             context = self.context(fidelities=fidelities, candidates=candidates)
             data = (self.problem.space, self.problem.objectives, self.observations(), self.pending(), n)
+            vetoed = [e.params for e in self.state.vetoed()]
         if context.candidates is not None and not context.candidates:
             return []
         started = time.perf_counter()
         proposals = self.planner.propose(*data, context=context)
+        proposals = keep_away(self.problem.space, proposals, vetoed, self.veto_radius, self.problem.seed + context.step)
         seconds = time.perf_counter() - started
         return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}})
                 for p in proposals[:n]]
+
+    @property
+    def veto_radius(self) -> float:
+        """``oversight.veto_radius`` of the campaign's config (default 0.1)."""
+        oversight = (self.state.config or {}).get("oversight") or {}
+        return float(oversight.get("veto_radius", 0.1))
 
     def proposed_events(self, proposals: Sequence[Proposal], first: int | None = None) -> list[NewEvent]:
         """``proposed`` events for ``proposals``, numbered from ``first`` (default: the next free id)."""
@@ -218,21 +228,76 @@ class Study(CampaignRecord):
                                    payload={"reason": "withdrawn", "message": reason})])
             return self.trial(trial_id)
 
-    def attach(self, params: Mapping[str, Any], outcomes: Mapping[str, Any], *, fidelity: float = 1.0, by: str = "",
+    def attach(self, params: Mapping[str, Any], outcomes: Mapping[str, Any] | None, *, fidelity: float = 1.0, by: str = "",
                message: str = "") -> Trial:
         """Record an experiment a person or another tool chose and ran; it
-        counts as a completed trial from now on."""
+        counts as a completed trial from now on. ``outcomes=None``: not
+        measured yet; it is pending until :meth:`tell` gives its result."""
         with self._guard:
             self.follow()
             point = dict(params)
             faults = self.problem.space.violations(point)
             if faults:
                 raise StudyError(f"cannot attach {brief(point)}: {'; '.join(faults)}")
-            readings = self._readings(outcomes, "the attached experiment")
+            readings = self._readings(outcomes, "the attached experiment") if outcomes is not None else {}
             eid = self.state.next_experiment_id
             self._append([NewEvent(campaign=self.problem.name, kind="attached", experiment_id=eid, payload={
-                "params": point, "outcomes": readings, "fidelity": fidelity, "by": by, "message": message})])
+                "params": point, "outcomes": readings, "fidelity": fidelity, "by": by, "message": message,
+                "pending": outcomes is None})])
             return self.trial(eid)
+
+    # --- human oversight (the same rules as selflab.controller.oversight.OversightWriter) ----
+
+    def approve(self, trial_id: int, *, by: str = "", reason: str = "") -> Trial:
+        """Let a proposal awaiting approval be dispatched as proposed."""
+        with self._guard:
+            self.follow()
+            check_awaiting(self.state, trial_id, "approve")
+            self._append([NewEvent(campaign=self.problem.name, kind="approved", experiment_id=trial_id,
+                                   payload={"by": by or default_actor(), "reason": reason, "origin": origin()})])
+            return self.trial(trial_id)
+
+    def veto(self, trial_id: int, reason: str, *, by: str = "") -> Trial:
+        """Refuse a proposal awaiting approval: never dispatched, and no later
+        proposal comes near it (``oversight.veto_radius``)."""
+        with self._guard:
+            self.follow()
+            check_awaiting(self.state, trial_id, "veto")
+            why = need_text(reason, "a reason", "a veto")
+            self._append([NewEvent(campaign=self.problem.name, kind="vetoed", experiment_id=trial_id,
+                                   payload={"by": by or default_actor(), "reason": why, "origin": origin()})])
+            return self.trial(trial_id)
+
+    def edit(self, trial_id: int, params: Mapping[str, Any], reason: str, *, by: str = "") -> Trial:
+        """Change a proposal awaiting approval (inside the space and some
+        instrument's limits), which approves it; it is dispatched with the
+        new params, and ``original_params`` keeps the planner's."""
+        with self._guard:
+            self.follow()
+            exp = check_awaiting(self.state, trial_id, "edit")
+            why = need_text(reason, "a reason", "an edit")
+            point = check_edit(self.state, exp, params)
+            self._append([NewEvent(campaign=self.problem.name, kind="edited", experiment_id=trial_id, payload={
+                "params": point, "original": dict(exp.params), "by": by or default_actor(), "reason": why, "origin": origin()})])
+            return self.trial(trial_id)
+
+    def pause(self, reason: str = "", *, by: str = "") -> None:
+        """Hold dispatch (a runner sends nothing new; what runs finishes) until :meth:`resume`."""
+        with self._guard:
+            self.follow()
+            if self.state.hold is not None:
+                raise StudyError(f"campaign {self.problem.name!r} is paused already")
+            self._append([NewEvent(campaign=self.problem.name, kind="pause_requested",
+                                   payload={"by": by or default_actor(), "reason": reason, "origin": origin()})])
+
+    def resume(self, reason: str = "", *, by: str = "") -> None:
+        """Dispatch again after :meth:`pause`."""
+        with self._guard:
+            self.follow()
+            if self.state.hold is None:
+                raise StudyError(f"campaign {self.problem.name!r} is not paused")
+            self._append([NewEvent(campaign=self.problem.name, kind="resume_requested",
+                                   payload={"by": by or default_actor(), "reason": reason, "origin": origin()})])
 
     def note(self, text: str, *, by: str = "") -> None:
         """Write a remark into the campaign's ledger."""
@@ -309,7 +374,8 @@ class Study(CampaignRecord):
         constraints, fidelities on offer, failed points, and a pool."""
         context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1, constraints=self.problem.constraints,
                               target_fidelity=self.problem.target_fidelity,
-                              failed=tuple(Pending(params=e.params, fidelity=e.fidelity) for e in self.state.avoided()))
+                              failed=tuple(Pending(params=e.params, fidelity=e.fidelity)
+                                           for e in [*self.state.avoided(), *self.state.vetoed()]))
         if fidelities is not None:
             context = context.model_copy(update={"fidelities": tuple(fidelities)})
         if candidates is not None:

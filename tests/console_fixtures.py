@@ -269,3 +269,43 @@ def _run(config: LabConfig) -> Any:
         return asyncio.run(Campaign(config, ledger).run())
     finally:
         ledger.close()
+
+
+def gated_running(url: str, name: str = "gated", delay_s: float = 0.02, max_experiments: int = 4) -> LabConfig:
+    """A wall-clock campaign with ``oversight: {approval: all}`` on one
+    ``labdrivers:Quadratic`` slot: every proposal waits for a person."""
+    return parse_config({
+        "name": name, "seed": 3, "ledger": url, "clock": "wall",
+        "parameters": [{"name": "x", "type": "float", "low": 0, "high": 1}, {"name": "z", "type": "float", "low": 0, "high": 1}],
+        "objectives": [{"name": "y", "direction": "maximize"}],
+        "instruments": [{"name": "q1", "driver": "labdrivers:Quadratic", "options": {"delay_s": delay_s}}],
+        "planner": {"kind": "random"}, "stop": {"max_experiments": max_experiments},
+        "oversight": {"approval": "all", "veto_radius": 0.15},
+    })
+
+
+@contextlib.contextmanager
+def runner_thread(config: LabConfig) -> Iterator[dict[str, Any]]:
+    """Run ``config`` with a :class:`~selflab.controller.runner.Runner` on a
+    thread; yields a dict with ``runner`` at once, and ``stop`` (or ``error``)
+    once it ends (``thread`` to join)."""
+    from selflab.controller.runner import Runner
+
+    result: dict[str, Any] = {}
+    ledger = Ledger(config.ledger_url)
+    result["runner"] = Runner.from_config(config, ledger)
+
+    def run() -> None:
+        try:
+            result["stop"] = asyncio.run(result["runner"].run())
+        except BaseException as exc:  # (reported to the test)
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"runner-{config.name}", daemon=True)
+    result["thread"] = thread
+    thread.start()
+    try:
+        yield result
+    finally:
+        thread.join(timeout=60)
+        ledger.close()

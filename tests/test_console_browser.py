@@ -188,3 +188,76 @@ def test_stop_a_running_campaign_from_the_page(watched: Watched, tmp_path: Path)
         ledger.close()
     assert request.payload["by"] == "ada" and request.payload["emergency"] is False
     assert watched.problems == []
+
+
+def test_approve_veto_and_edit_from_the_page(watched: Watched, tmp_path: Path) -> None:
+    """``approval: all``: in the page a person vetoes the first proposal, edits
+    the second and approves the rest; the instrument never gets the vetoed
+    point, gets the edited one, and no later proposal comes near the vetoed one."""
+    from console_fixtures import gated_running, runner_thread
+
+    from selflab.controller.console.actions import oversight_actions
+    from selflab.controller.oversight import near
+    from selflab.controller.projection import CampaignState
+    from selflab.planners.space import SearchSpace
+
+    url = f"sqlite:///{tmp_path / 'gated.sqlite'}"
+    config = gated_running(url)
+    page = watched.page
+    with runner_thread(config) as run, serve(url, actions=oversight_actions()) as server:
+        watched.open(server.url + "c/gated/experiments")
+        page.fill("input[name='who']", "ada")
+        page.fill("input[name='token']", TOKEN)
+        page.click("form.unlock button")
+        page.wait_for_selector("#who")
+        page.wait_for_selector("body[data-ready='1']")
+        done: list[str] = []
+
+        def next_awaiting() -> str:
+            seen = "".join(f":not([data-id='{i}'])" for i in done)
+            row = page.wait_for_selector(f"tr.st-awaiting_approval{seen}", timeout=15_000)
+            assert row is not None
+            eid = row.get_attribute("data-id") or ""
+            done.append(eid)
+            return eid
+
+        def acted(text: str) -> None:
+            page.wait_for_selector(f"#flash[data-kind='ok']:has-text('{text}')", timeout=10_000)
+
+        vetoed = next_awaiting()
+        watched.shot("awaiting-approval")
+        page.fill(f"tr[data-id='{vetoed}'] form[data-action='veto'] input[name='reason']", "too close to the hot spot")
+        page.click(f"tr[data-id='{vetoed}'] form[data-action='veto'] button")
+        acted(f"vetoed experiment {vetoed}")
+        edited = next_awaiting()
+        row = f"tr[data-id='{edited}'] form[data-action='edit']"
+        page.fill(f"{row} input[name='p_x']", "0.31")
+        page.fill(f"{row} input[name='p_z']", "0.62")
+        page.fill(f"{row} input[name='reason']", "a safer point")
+        page.click(f"{row} button")
+        acted(f"edited experiment {edited}")
+        for _ in range(3):
+            eid = next_awaiting()
+            page.click(f"tr[data-id='{eid}'] form[data-action='approve'] button")
+            acted(f"approved experiment {eid}")
+        run["thread"].join(timeout=30)
+        page.wait_for_selector("#view tr.st-vetoed", timeout=10_000)
+        watched.shot("after-oversight")
+        watched.open(server.url + f"c/gated/experiments/{edited}")
+        assert "edit by ada" in page.inner_text("#oversight") and "the planner proposed" in page.inner_text("#oversight")
+        watched.shot("edited-experiment")
+    assert run.get("error") is None and run["stop"].reason == "max_experiments"
+    sent = run["runner"].stations[0].driver.sent
+    ledger = Ledger(url, create=False)
+    try:
+        state = CampaignState.replay("gated", ledger.events("gated"))
+    finally:
+        ledger.close()
+    veto = state.experiments[int(vetoed)]
+    assert veto.shown_status == "vetoed" and veto.oversight[0]["by"] == "ada"
+    assert veto.params not in sent
+    assert {"x": 0.31, "z": 0.62} in sent and state.experiments[int(edited)].original_params not in sent
+    space = SearchSpace.model_validate({"parameters": config.model_dump(mode="json")["parameters"]})
+    later = [e for e in state.experiments.values() if e.experiment_id > int(vetoed)]
+    assert len(later) == 4 and not any(near(space, e.params, [veto.params], 0.15) for e in later)
+    assert watched.problems == []

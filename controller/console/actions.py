@@ -20,11 +20,12 @@ both by :func:`request_stop`, the rule ``selflab stop`` follows (the
 campaign must be run by a live ``selflab run``; a Python ``Study`` is not
 stopped from outside).
 
-Hooks for the human-oversight actions (issue 17, phase 2): the names in
-:data:`PLANNED` are registered as :class:`Planned` placeholders, which the
-page does not offer and the server answers with 501 (nothing written). To
-wire one, write a class satisfying :class:`ConsoleAction` whose
-``spec.name`` is that name and register it over the placeholder::
+and the human-oversight actions (:data:`PLANNED`, each an
+:class:`OversightAction` over :class:`selflab.controller.oversight.OversightWriter`):
+``approve``, ``veto`` (a reason), ``edit`` (one input per parameter and a
+reason) on an experiment awaiting approval; ``attach``, ``note``, ``pause``
+and ``resume`` on the campaign. A lab may register its own action (or a
+:class:`Planned` placeholder, answered with 501) over one of them::
 
     registry = default_actions()
     registry.register(VetoAction(), replace=True)   # spec.name == "veto", scope "experiment"
@@ -45,23 +46,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selflab.controller.lease import active_holder
 from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.oversight import ActionRefused, OversightWriter
 from selflab.controller.projection import CampaignState, ExperimentView
 
 Scope = Literal["campaign", "experiment"]
-
-
-class ActionRefused(Exception):
-    """The action cannot be done now, and nothing was written. ``status`` is
-    the HTTP status the console answers with (409: not now; 404: no such
-    thing; 501: not available in this selflab)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ActionForm(BaseModel):
@@ -229,7 +221,101 @@ class StopAction:
         return f"{what} requested for campaign {target.campaign!r} (ledger event {event.id}); the controller obeys within a second"
 
 
-# --- the hooks phase 2 fills --------------------------------------------------------------
+# --- human oversight (wired: selflab.controller.oversight) --------------------------------
+
+
+class NoForm(ActionForm):
+    """No input."""
+
+
+class NeedReason(ActionForm):
+    reason: str = Field(min_length=1, max_length=500, description="reason (required, recorded in the ledger)")
+
+
+class EditForm(ActionForm):
+    """New parameter values (posted as ``p_NAME`` fields) and a reason."""
+
+    reason: str = Field(min_length=1, max_length=500, description="reason (required)")
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            params = {k[2:]: v for k, v in data.items() if isinstance(k, str) and k.startswith("p_")}
+            data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("p_"))}
+            if params:
+                data["params"] = params
+        return data
+
+
+class AttachForm(ActionForm):
+    params: str = Field(min_length=1, max_length=2000, description="parameters: x=0.3 z=0.6")
+    outcomes: str = Field(default="", max_length=2000, description="result (optional): y=0.9")
+    message: str = Field(default="", max_length=500, description="remark (optional)")
+
+
+class NoteForm(ActionForm):
+    text: str = Field(min_length=1, max_length=2000, description="note")
+
+
+def _pairs(text: str, what: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in text.replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ActionRefused(f"{what}: {item!r} is not NAME=VALUE; nothing was written", 422)
+        found[name] = value
+    return found
+
+
+@dataclass(frozen=True)
+class OversightAction:
+    """approve, veto, edit (experiment scope), attach, note, pause, resume
+    (campaign scope): one unfenced event each, through
+    :class:`~selflab.controller.oversight.OversightWriter`, which checks it
+    against the ledger in the same write transaction."""
+
+    name: str
+
+    @property
+    def spec(self) -> ActionSpec:
+        label, scope, text = PLANNED[self.name]
+        form: type[ActionForm] = {"approve": ReasonForm, "veto": NeedReason, "edit": EditForm, "attach": AttachForm,
+                                  "note": NoteForm, "pause": ReasonForm, "resume": ReasonForm}[self.name]
+        return ActionSpec(self.name, label, scope, form, help=text, danger=self.name == "veto",
+                          template="edit.html" if self.name == "edit" else None)
+
+    def available(self, target: Target) -> bool:
+        if self.spec.scope == "experiment":
+            return target.experiment is not None and target.experiment.awaiting_approval
+        if self.name == "pause":
+            return target.state.hold is None and target.state.starts > 0
+        if self.name == "resume":
+            return target.state.hold is not None
+        return target.state.starts > 0
+
+    def perform(self, context: ActionContext, form: ActionForm) -> str:
+        target, who = context.target, context.actor.who
+        eid = target.experiment.experiment_id if target.experiment is not None else 0
+        with OversightWriter(context.ledger_url, target.campaign) as writer:
+            if isinstance(form, EditForm):
+                event = writer.edit(eid, form.params, form.reason, by=who)
+            elif isinstance(form, NeedReason):
+                event = writer.veto(eid, form.reason, by=who)
+            elif isinstance(form, AttachForm):
+                outcomes = _pairs(form.outcomes, "outcomes") if form.outcomes else None
+                event = writer.attach(_pairs(form.params, "params"), outcomes, by=who, message=form.message)
+            elif isinstance(form, NoteForm):
+                event = writer.note(form.text, by=who)
+            else:
+                assert isinstance(form, ReasonForm)
+                act = {"approve": lambda: writer.approve(eid, by=who, reason=form.reason),
+                       "pause": lambda: writer.pause(form.reason, by=who),
+                       "resume": lambda: writer.resume(form.reason, by=who)}[self.name]
+                event = act()
+        on = f" experiment {event.experiment_id}" if event.experiment_id is not None else ""
+        return f"{event.kind}{on} by {who} (ledger event {event.id})"
 
 
 PLANNED: dict[str, tuple[str, Scope, str]] = {
@@ -241,8 +327,8 @@ PLANNED: dict[str, tuple[str, Scope, str]] = {
     "pause": ("Pause", "campaign", "dispatch nothing more until resumed; experiments in flight finish"),
     "resume": ("Resume", "campaign", "dispatch again after a pause"),
 }
-"""The human-oversight actions of issue 17 that are not wired yet: name ->
-(label, scope, help). Each is registered as a :class:`Planned` placeholder."""
+"""The human-oversight actions of issue 17: name -> (label, scope, help),
+each an :class:`OversightAction`."""
 
 
 @dataclass(frozen=True)
@@ -250,11 +336,12 @@ class Planned:
     """A placeholder for an action not wired yet: never offered, and answered with 501."""
 
     name: str
+    label: str = ""
+    scope: Scope = "campaign"
 
     @property
     def spec(self) -> ActionSpec:
-        label, scope, text = PLANNED[self.name]
-        return ActionSpec(self.name, label, scope, ActionForm, help=text)
+        return ActionSpec(self.name, self.label or self.name, self.scope, ActionForm)
 
     def available(self, target: Target) -> bool:
         return False
@@ -264,12 +351,24 @@ class Planned:
 
 
 def default_actions() -> ActionRegistry:
-    """The actions of this selflab: stop and emergency stop, and placeholders for :data:`PLANNED`."""
+    """The phase-1 registry: stop and emergency stop, and :class:`Planned`
+    placeholders (501) for the names of :data:`PLANNED`. The console serves
+    :func:`oversight_actions`; this one is kept for labs and tests that pin
+    the placeholders."""
     registry = ActionRegistry()
     registry.register(StopAction(emergency=False))
     registry.register(StopAction(emergency=True))
+    for name, (label, scope, _) in PLANNED.items():
+        registry.register(Planned(name, label, scope))
+    return registry
+
+
+def oversight_actions() -> ActionRegistry:
+    """The actions ``selflab console`` serves: stop, emergency stop and every
+    human-oversight action (:class:`OversightAction`) in place of the placeholders."""
+    registry = default_actions()
     for name in PLANNED:
-        registry.register(Planned(name))
+        registry.register(OversightAction(name), replace=True)
     return registry
 
 

@@ -129,7 +129,7 @@ def columns(state: CampaignState) -> list[Column]:
     def heading(name: str) -> str:
         return f"{name} [{units[name]}]" if units.get(name) else name
 
-    cols = [Column("id", "#", lambda e: e.experiment_id, True), Column("status", "state", lambda e: str(e.status)),
+    cols = [Column("id", "#", lambda e: e.experiment_id, True), Column("status", "state", lambda e: e.shown_status),
             Column("instrument", "instrument", lambda e: e.instrument), Column("fidelity", "fidelity", lambda e: e.fidelity, True)]
     cols += [Column(f"param:{p['name']}", heading(p["name"]), _param(p["name"]), p.get("type") != "categorical") for p in params]
     cols += [Column(f"outcome:{n}", heading(n), _outcome(n), True) for n in outcome_names(state)]
