@@ -175,11 +175,12 @@ class Proposed(Payload):
     fidelity: float = 1.0
     planner: str = ""
     reason: dict[str, Any] = Field(default_factory=dict)
-    awaiting_approval: bool = False
+    awaiting_approval: bool = Field(default=False, exclude_if=lambda held: not held)
     """Held for a person's approval (``oversight.approval``): not dispatched
     until ``approved`` or ``edited``, and never if ``vetoed``."""
-    flags: list[str] = Field(default_factory=list)
-    """Why a flagger held it (``oversight.approval: flagged``)."""
+    flags: list[str] = Field(default_factory=list, exclude_if=lambda flags: not flags)
+    """Left out of the stored payload while false or empty, so a campaign without
+    oversight writes the same ``proposed`` payload as before. Why a flagger held it (``oversight.approval: flagged``)."""
 
 
 class Dispatched(Payload):
