@@ -321,11 +321,9 @@ def _export(state: Any, fmt: str, out: Any) -> int:
     """``selflab export``: the report's rows, with the oversight columns
     (:data:`~selflab.controller.columns.OVERSIGHT_COLUMNS`) when the campaign
     has human oversight; returns the number of rows."""
-    import csv
-
     from selflab.controller.columns import OVERSIGHT_COLUMNS
     from selflab.controller.oversight import oversight_cells
-    from selflab.controller.reports import export_rows
+    from selflab.controller.reports import export_rows, write_export
 
     columns, rows = export_rows(state)
     overseen = ((state.config or {}).get("oversight") or {}).get("approval", "off") != "off" or any(
@@ -334,15 +332,7 @@ def _export(state: Any, fmt: str, out: Any) -> int:
         columns = columns + list(OVERSIGHT_COLUMNS)
         for row in rows:
             row.update(oversight_cells(state.experiments[row["experiment_id"]]))
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    else:
-        for row in rows:
-            out.write(json.dumps({k: row[k] for k in columns}) + "\n")
-    return len(rows)
+    return write_export(state, fmt, out, (columns, rows))
 
 
 def _emergency_stop(ledger: Ledger, state: Any, wait_s: float) -> int:

@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--token-file", metavar="FILE", help="read the write token from FILE (else SELFLAB_CONSOLE_TOKEN, else a new one is printed)")
+    p.add_argument("--nice", type=int, default=10, metavar="N",
+                   help="run the console at this lower CPU priority (default 10; 0: as the shell), so that it never takes "
+                        "cores from a campaign on the same machine")
     p.set_defaults(handler=handle)
 
 
@@ -65,7 +68,7 @@ def handle(args: argparse.Namespace) -> int:
     if path is None or (path.exists() and path.stat().st_size > 0):  # (a ledger not made yet is waited for)
         Ledger(url, create=False).close()  # a bad URL, an unreachable server, a file that is no ledger: LedgerError, exit 2
 
-    from selflab.controller.console.actions import oversight_actions
+    from selflab.controller.console.actions import default_actions
     from selflab.controller.console.app import Console, ConsoleSettings
     from selflab.controller.console.security import TokenError, bind_warning, load_token
     from selflab.controller.console.server import ConsoleServer, listen
@@ -89,7 +92,8 @@ def handle(args: argparse.Namespace) -> int:
 
         logging.getLogger("selflab.console").warning("%s", warning)
     _quiet_model_threads()
-    console = Console(ConsoleSettings(ledger_url=url, campaign=campaign, host=args.host), token, oversight_actions())
+    _lower_priority(args.nice)
+    console = Console(ConsoleSettings(ledger_url=url, campaign=campaign, host=args.host), token, default_actions())
     server = ConsoleServer(console, sock)
     said = {"file": f"from {args.token_file}", "env": "from SELFLAB_CONSOLE_TOKEN", "generated": token}[source]
     print(f"selflab console: {server.url}" + (f"c/{campaign}" if campaign else "") + f"  (ledger {console.source.display_url})\n"
@@ -101,6 +105,12 @@ def handle(args: argparse.Namespace) -> int:
         print(f"selflab console: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _lower_priority(increment: int) -> None:
+    """Yield the CPU to the campaign: a viewer must never slow the lab it shows."""
+    if increment > 0 and sys.platform != "win32":
+        os.nice(increment)
 
 
 def _quiet_model_threads() -> None:

@@ -195,6 +195,10 @@ class Completed(Payload):
     recovered: bool = False
     """Reported after a restart by the instrument, which finished it while the
     controller was down."""
+    by: str = Field(default="", exclude_if=lambda who: not who)
+    """A person who gave the result of their own attached experiment later
+    (``selflab result``); left out of the stored payload when empty."""
+    origin: str = Field(default="", exclude_if=lambda where: not where)
 
 
 class Failed(Payload):

@@ -19,6 +19,11 @@ stopped early, the code raised, or the worker died).
   ``RAY_ADDRESS``, else a Ray started here and shut down at the end). Ray
   does not retry a task whose worker died; it is a failed seed.
 
+On parallel workers the tasks start longest first (:func:`longest_first`:
+model-based planners, bigger budgets and dimensions before model-free ones),
+so that no long seed starts last and runs alone; records do not depend on
+the order.
+
 Threads are set explicitly in every worker (:func:`selflab.instruments.ray_task.bound_threads`):
 the OpenMP/MKL/OpenBLAS variables and torch's thread count.
 
@@ -42,8 +47,9 @@ from pydantic import BaseModel, ConfigDict
 
 from selflab.controller.bench import BenchError, Problem, RunRecord, SeedFailure, run_seed
 from selflab.instruments.ray_task import bound_threads, connect_ray, ray_error, require_ray
+from selflab.planners.registry import MODEL_FREE
 
-__all__ = ["GridExecutor", "Outcome", "SeedTask", "grid_tasks", "local_cpus", "run_grid", "run_task"]
+__all__ = ["GridExecutor", "Outcome", "SeedTask", "expected_work", "grid_tasks", "local_cpus", "longest_first", "run_grid", "run_task"]
 
 GridExecutor = Literal["process", "ray"]
 Outcome = RunRecord | SeedFailure
@@ -79,6 +85,23 @@ def grid_tasks(problems: Sequence[Problem], planners: Sequence[str], seeds: Iter
     seeds = list(seeds)
     return [SeedTask(problem=problem, planner=planner, seed=seed, budget=budget, batch=batch, options=dict(options or {}),
                      cost_budget=cost_budget) for problem in problems for planner in planners for seed in seeds]
+
+
+def expected_work(task: SeedTask) -> float:
+    """A rough, relative guess at a task's CPU time, to start the longest
+    first: a model-based planner refits a GP each step (about ``budget``
+    fits, each growing with the data and the dimension), a model-free one
+    costs almost nothing beside the simulator."""
+    budget = task.budget if task.budget is not None else 50
+    per_step = 0.01 if task.planner in MODEL_FREE else float(len(task.problem.parameters))
+    return budget * budget * per_step / max(1, task.batch)
+
+
+def longest_first(tasks: Sequence[SeedTask]) -> list[SeedTask]:
+    """``tasks`` in the order to start them on parallel workers: longest
+    expected first (so that no long seed starts last and runs alone while
+    the other workers idle), ties in grid order."""
+    return sorted(tasks, key=expected_work, reverse=True)
 
 
 def run_task(task: SeedTask, progress: ExperimentsFn | None = None) -> Outcome:
@@ -121,12 +144,12 @@ def run_grid(tasks: Sequence[SeedTask], *, on_done: DoneFn, workers: int = 1, ex
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if executor == "ray":
-        _run_ray(tasks, on_done, workers, ray_address)
+        _run_ray(longest_first(tasks), on_done, workers, ray_address)
     elif workers == 1:
         for task in tasks:
             on_done(task, run_task(task, progress))
     else:
-        _run_processes(tasks, on_done, workers, max(1, local_cpus() // workers))
+        _run_processes(longest_first(tasks), on_done, workers, max(1, local_cpus() // workers))
 
 
 def _run_processes(tasks: Sequence[SeedTask], on_done: DoneFn, workers: int, threads: int) -> None:

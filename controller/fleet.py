@@ -236,7 +236,9 @@ def build_fleet(config: LabConfig, drivers: Mapping[str, Any] | None = None) -> 
         station = by_name.get(lock.pause_when.instrument)
         if station is not None and not isinstance(station.driver, Readable):
             faults.append(ConfigFault(loc=f"interlocks[{i}].pause_when",
-                                      message=f"instrument {brief(station.name)} has no read() method, so its readings cannot be watched while dispatch is paused"))
+                                      message=f"instrument {brief(station.name)} has no read() method, so its readings cannot be watched while dispatch is paused"
+                                      + (" (it runs its experiments as Ray tasks, executor: ray, so nothing here has live readings)"
+                                         if station.config.executor == "ray" else "")))
     outputs: set[str] = set()
     described = True
     for station in stations:

@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 
 from selflab.controller.clock import SimClock
 from selflab.controller.config import ConfigError, ConfigFault, InstrumentConfig, Interlock, LabConfig, StopRules, check_config
+from selflab.controller.config_models import OversightConfig
 from selflab.controller.fleet import Station, build_fleet
 from selflab.controller.study import Study, StudyError
 from selflab.instruments.protocol import Instrument
@@ -65,10 +66,11 @@ class InstrumentSettings(BaseModel):
 def objects_campaign(study: Study, instruments: Mapping[str, object],
                      settings: Mapping[str, InstrumentSettings | Mapping[str, Any]] | None = None, *,
                      stop: StopRules | Mapping[str, Any] | None = None, interlocks: Sequence[Interlock | Mapping[str, Any]] = (),
-                     stale_policy: str = "requeue") -> tuple[LabConfig, list[Station]]:
+                     stale_policy: str = "requeue",
+                     oversight: OversightConfig | Mapping[str, Any] | None = None) -> tuple[LabConfig, list[Station]]:
     """The campaign of ``study`` run on instrument objects: its config (the
     study's problem, the instruments' settings, ``stop``, ``interlocks``,
-    ``stale_policy``) and its stations. ``stop=None`` sets no stop rule: the
+    ``stale_policy``, ``oversight``) and its stations. ``stop=None`` sets no stop rule: the
     run goes on until Ctrl-C or the planner has nothing more to propose.
     Raises :class:`~selflab.controller.config.ConfigError` with every fault,
     each naming the instrument or field, before anything touches the ledger
@@ -95,6 +97,8 @@ def objects_campaign(study: Study, instruments: Mapping[str, object],
             "ledger": study.ledger.url,
             "interlocks": [lock.model_dump(mode="json") if isinstance(lock, Interlock) else dict(lock) for lock in interlocks],
             "stale_policy": stale_policy}
+    if oversight is not None:
+        data["oversight"] = oversight.model_dump(mode="json") if isinstance(oversight, OversightConfig) else dict(oversight)
     found = check_config(data)
     found_faults = [f for f in found.faults if not f.loc.startswith("planner")]  # (the planner is an object, not a kind)
     if found_faults or found.config is None:

@@ -54,6 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 import sqlalchemy as sa
 
 from selflab.controller import lease
+from selflab.controller.events import ExperimentState
 from selflab.controller.ledger import Event, Ledger, LedgerError, NewEvent
 from selflab.controller.ledger_schema import LEASES
 from selflab.controller.projection import CampaignState, ExperimentView
@@ -287,6 +288,22 @@ def check_attach(state: CampaignState, params: Mapping[str, Any], outcomes: Mapp
         raise ActionRefused(f"{exc}; nothing was written", 422) from None
 
 
+def check_result(state: CampaignState, eid: Any, outcomes: Mapping[str, Any]) -> dict[str, float]:
+    """Clean outcomes for attached experiment ``eid``, which must still await its result."""
+    exp = state.experiments.get(eid) if isinstance(eid, int) else None
+    if exp is None:
+        raise ActionRefused(f"cannot give a result: campaign {state.campaign!r} has no such experiment {eid!r}; nothing was written", 404)
+    if not exp.attached or exp.status != ExperimentState.DISPATCHED:
+        what = "it is not an attached experiment (the instrument gives its result)" if not exp.attached else f"it is {exp.shown_status}"
+        raise ActionRefused(f"cannot give a result to experiment {eid}: {what}; nothing was written")
+    assert state.config is not None
+    readings = {k: _number(v) for k, v in outcomes.items()}
+    try:
+        return clean_readings(readings, outcome_names(state.config), f"experiment {eid}", parameters=space_of(state).names)
+    except ReadingError as exc:
+        raise ActionRefused(f"{exc}; nothing was written", 422) from None
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -320,7 +337,7 @@ def oversight_cells(exp: ExperimentView) -> dict[str, Any]:
             "original_params": json.dumps(exp.original_params, sort_keys=True) if exp.original_params is not None else None}
 
 
-def oversight_status(state: CampaignState, last: int = 8) -> dict[str, Any]:
+def oversight_status(state: CampaignState, last: int = 10) -> dict[str, Any]:
     """``selflab status``'s ``oversight`` part: proposals awaiting approval,
     whether a person paused dispatch, open attach requests and the last actions."""
     return {"awaiting_approval": [e.experiment_id for e in state.awaiting()],
@@ -420,6 +437,15 @@ class OversightWriter:
             return NewEvent(campaign=self.campaign, kind="resume_requested", payload={"by": by or default_actor(), "reason": reason, "origin": origin()})
         return self._write(build)
 
+    def result(self, eid: int, outcomes: Mapping[str, Any], *, by: str = "") -> Event:
+        """Give the result of an attached experiment recorded without one
+        (``completed``, naming who gave it)."""
+        def build(state: CampaignState) -> NewEvent:
+            readings = check_result(state, eid, outcomes)
+            return NewEvent(campaign=self.campaign, kind="completed", experiment_id=eid, instrument=state.experiments[eid].instrument,
+                            payload={"outcomes": readings, "by": by or default_actor(), "origin": origin()})
+        return self._write(build)
+
     def attach(self, params: Mapping[str, Any], outcomes: Mapping[str, Any] | None = None, *, fidelity: float = 1.0,
                by: str = "", message: str = "") -> Event:
         """Ask for a person's experiment to be recorded (``attach_requested``).
@@ -448,5 +474,5 @@ class OversightWriter:
 
 
 __all__ = ["APPROVAL_POLICIES", "ActionRefused", "ExtrapolationFlagger", "LimitFlagger", "OversightWriter", "ProposalFlagger",
-           "check_attach", "check_awaiting", "check_edit", "default_actor", "default_flaggers", "fulfil_attach_requests", "gate",
+           "check_attach", "check_awaiting", "check_edit", "check_result", "default_actor", "default_flaggers", "fulfil_attach_requests", "gate",
            "keep_away", "near"]

@@ -1,4 +1,4 @@
-"""The human-oversight commands: ``selflab approve|veto|edit|attach|note|pause|resume``.
+"""The human-oversight commands: ``selflab approve|veto|edit|attach|result|note|pause|resume``.
 
 Each writes one unfenced ledger event through
 :class:`selflab.controller.oversight.OversightWriter` (any host, while a
@@ -9,6 +9,7 @@ line why it was refused, having written nothing (exit 2)::
     selflab veto 8 --reason "too hot for the new reactor" --ledger sqlite:///runs/demo.sqlite
     selflab edit 9 temperature=80 time=30 --reason "cooler" --config lab.yaml
     selflab attach temperature=85 time=20 --result yield=0.61 --config lab.yaml
+    selflab result 12 yield=0.58 --config lab.yaml      # an experiment attached without its result
     selflab note "new reagent batch" --config lab.yaml
     selflab pause --reason "cleaning" --config lab.yaml ; selflab resume --config lab.yaml
 
@@ -37,6 +38,8 @@ def register(subparsers: Any) -> None:
                  [("id", {"type": int, "metavar": "ID"}), ("params", {"nargs": "+", "metavar": "NAME=VALUE"})]),
         "attach": ("record an experiment of your own (NAME=VALUE ...), with --result NAME=VALUE ... or without",
                    [("params", {"nargs": "+", "metavar": "NAME=VALUE"})]),
+        "result": ("give the result (NAME=VALUE ...) of an experiment you attached without one",
+                   [("id", {"type": int, "metavar": "ID"}), ("outcomes", {"nargs": "+", "metavar": "NAME=VALUE"})]),
         "note": ("write a note into the campaign's ledger", [("text", {"metavar": "TEXT"})]),
         "pause": ("dispatch nothing new until resumed; experiments in flight finish", []),
         "resume": ("dispatch again after a pause", []),
@@ -101,6 +104,8 @@ def handle(args: argparse.Namespace) -> int:
             elif command == "attach":
                 result = pairs(args.result, "--result") if args.result else None
                 event = writer.attach(pairs(args.params, "attach"), result, fidelity=args.fidelity, by=by, message=args.message)
+            elif command == "result":
+                event = writer.result(args.id, pairs(args.outcomes, "result"), by=by)
             elif command == "note":
                 event = writer.note(args.text, by=by)
             elif command == "pause":

@@ -286,6 +286,8 @@ class CampaignState:
             exp.outcomes = {k: float(v) for k, v in p["outcomes"].items()}
             self.completions.append(eid)
             self._offer(exp)
+            if p.get("by"):  # (a person gave the result of their attached experiment)
+                self._act(event, "result", ", ".join(f"{k}={v:g}" for k, v in exp.outcomes.items()))
         elif kind == EventKind.FAILED:
             exp.error = f"{p['error_kind']}: {p['message']}"
             self._avoided.append(eid)
@@ -366,6 +368,24 @@ class CampaignState:
         """Experiments by state, every state present (zeros included); the keys equal their strings."""
         return {s: self._counts.get(s, 0) for s in STATES}
 
+    def shown_counts(self) -> dict[str, int]:
+        """Experiments by the state a person reads (:attr:`ExperimentView.shown_status`):
+        :meth:`counts`, with ``awaiting_approval`` taken out of ``proposed`` and
+        ``vetoed`` out of ``abandoned`` (so the values still add up to the total)."""
+        counts: dict[str, int] = {str(s): n for s, n in self.counts().items()}
+        awaiting, vetoed = len(self.awaiting()), len(self._vetoed)
+        counts[ExperimentState.PROPOSED] -= awaiting
+        counts[ExperimentState.ABANDONED] -= vetoed
+        return counts | {"awaiting_approval": awaiting, "vetoed": vetoed}
+
+    def with_shown_status(self, status: str) -> list[ExperimentView]:
+        """Experiments whose :attr:`ExperimentView.shown_status` is ``status``, by id."""
+        if status == "awaiting_approval":
+            return self.awaiting()
+        if status == "vetoed":
+            return sorted(self.vetoed(), key=lambda e: e.experiment_id)
+        return [e for e in self.with_status(status) if e.shown_status == status]
+
     def with_status(self, *statuses: str) -> list[ExperimentView]:
         """Experiments in any of ``statuses``, by id (from an index: as cheap
         as the answer is long)."""
@@ -443,20 +463,13 @@ class CampaignState:
             e for e in self.experiments.values()
             if e.status == ExperimentState.COMPLETED and all(o.name in e.outcomes for o in objectives) and all(c.satisfied(e.outcomes) for c in constraints)
         ]
-        signs = [o.sign for o in objectives]
+        if not points:
+            return []
+        import moocore  # (a C implementation: O(n log n) for two and three objectives)
 
-        def vector(e: ExperimentView) -> list[float]:
-            return [s * e.outcomes[o.name] for s, o in zip(signs, objectives, strict=True)]
-
-        front = []
-        for e in points:
-            v = vector(e)
-            dominated = any(
-                all(a >= b for a, b in zip(w, v)) and any(a > b for a, b in zip(w, v))
-                for w in map(vector, points)
-            )
-            if not dominated:
-                front.append(e)
+        signed = [[o.sign * e.outcomes[o.name] for o in objectives] for e in points]
+        keep = moocore.is_nondominated(signed, maximise=True, keep_weakly=True)  # (equal results: both stay on the front)
+        front = [e for e, on in zip(points, keep, strict=True) if on]
         return sorted(front, key=lambda e: e.experiment_id)
 
 

@@ -28,7 +28,10 @@ Writes into DIR (and prints each path):
   leave-one-out predictions against the observed values, with 95 % intervals
   and the fraction of results inside them;
 * ``cost_<objective>.png``: each result at the cumulative cost spent, coloured
-  by fidelity when there are several, with the best so far at the target fidelity.
+  by fidelity when there are several, with the best so far at the target fidelity;
+* ``actions.csv`` (when people acted): every approve, veto, edit, attach,
+  note, pause, resume and stop request, with when, who, on which experiment
+  and why.
 
 Everything comes from the ledger (the config snapshot of ``campaign_started``)
 and the planner that config names.
@@ -128,4 +131,22 @@ def write_report(state: CampaignState, out: Path, note: Callable[[str], None] = 
     for panel in panels:
         if len(panel.values):
             paths.append(plots.save(plots.cost_figure(panel, title=f"{panel.name} against cost spent"), out / f"cost_{panel.name}.png"))
+    if state.actions:
+        paths.append(write_actions(state, out / "actions.csv"))
     return paths
+
+
+def write_actions(state: CampaignState, path: Path) -> Path:
+    """``actions.csv``: every person's action on the campaign (approve, veto,
+    edit, attach, note, pause, resume, stop), in ledger order, with who acted,
+    when, on which experiment and why."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["at", "action", "experiment_id", "by", "text"])
+        writer.writeheader()
+        for action in state.actions:
+            writer.writerow({"at": action["at"].isoformat(), "action": action["action"], "experiment_id": action["experiment_id"],
+                             "by": action["by"], "text": action["text"]})
+    return path

@@ -98,6 +98,7 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "last_event_at": _iso(state.last_at),
         "elapsed_s": elapsed,
         "counts": {str(status): n for status, n in state.counts().items()},
+        "shown_counts": state.shown_counts(),
         "best": best,
         "constraints": [str(c) for c in constraints],
         "pareto": pareto,
@@ -225,9 +226,11 @@ def export_rows(state: CampaignState) -> tuple[list[str], list[dict[str, Any]]]:
     return columns, rows
 
 
-def write_export(state: CampaignState, fmt: str, out: IO[str]) -> int:
-    """Write ``csv`` or ``jsonl`` to ``out``; returns the number of rows."""
-    columns, rows = export_rows(state)
+def write_export(state: CampaignState, fmt: str, out: IO[str],
+                 table: tuple[list[str], list[dict[str, Any]]] | None = None) -> int:
+    """Write ``csv`` or ``jsonl`` to ``out``: ``table`` (columns, rows), by
+    default :func:`export_rows`; returns the number of rows."""
+    columns, rows = table if table is not None else export_rows(state)
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()

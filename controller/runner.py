@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from selflab.controller import lease
 from selflab.controller.clock import SimClock
 from selflab.controller.config import Interlock, LabConfig, StopRules, build_planner
+from selflab.controller.config_models import OversightConfig
 from selflab.controller.connections import close_all, connect_all
 from selflab.controller.dispatch import Dispatcher
 from selflab.controller.execution import check_outcomes, stop_instrument
@@ -82,7 +83,8 @@ class Runner:
     def __init__(self, study: Study, instruments: Mapping[str, object], *,
                  settings: Mapping[str, InstrumentSettings | Mapping[str, Any]] | None = None,
                  stop: StopRules | Mapping[str, Any] | None = None, interlocks: Sequence[Interlock | Mapping[str, Any]] = (),
-                 stale_policy: str = "requeue", display: Display | None = None) -> None:
+                 stale_policy: str = "requeue", oversight: OversightConfig | Mapping[str, Any] | None = None,
+                 display: Display | None = None) -> None:
         """A runner for an open ``study`` on instrument objects (``name ->
         object``, each with async ``connect()``, ``run(params)`` and
         ``close()``). ``settings`` gives some of them an
@@ -92,11 +94,15 @@ class Runner:
         :class:`~selflab.controller.config.StopRules` or a dict such as
         ``{"max_experiments": 20}``; ``None``: until Ctrl-C or the planner has
         nothing more to propose); ``interlocks`` and ``stale_policy`` are as
-        in a config. Raises :class:`~selflab.controller.config.ConfigError`
+        in a config; ``oversight`` is a config's ``oversight`` (an
+        :class:`~selflab.controller.config_models.OversightConfig` or a dict
+        such as ``{"approval": "all"}``: proposals then await a person's
+        approval, given through :meth:`Study.approve` or ``selflab approve``).
+        Raises :class:`~selflab.controller.config.ConfigError`
         naming each bad instrument or setting. The study stays open after
         :meth:`run`: close it (its ``with`` block) when done."""
         config, stations = objects_campaign(study, instruments, settings, stop=stop, interlocks=interlocks,
-                                            stale_policy=stale_policy)
+                                            stale_policy=stale_policy, oversight=oversight)
         self._setup(study, config, stations, display, owns_study=False)
 
     @classmethod

@@ -34,6 +34,14 @@ stream, a cache) starts afresh each experiment.
   it (``max_retries=0``); the instrument's own ``retries`` policy applies.
 * **Threads**: a task runs with as many threads as the CPUs it reserves
   (:func:`bound_threads`).
+* **Not forwarded**: ``read()`` (:class:`~selflab.instruments.protocol.Readable`)
+  and ``outcome_of()`` (:class:`~selflab.instruments.protocol.Remembering`).
+  The driver built here runs nothing, so it has no live readings for an
+  interlock to watch and remembers no outcome; each task's driver is gone
+  when its task ends. So an interlock cannot watch a Ray instrument (the
+  config check says so), and an experiment in flight when the controller
+  dies ends ``stale`` (and is requeued by ``stale_policy: requeue``) rather
+  than recovered.
 
 Ray is optional (``pip install 'selflab[ray]'``): it is imported when an
 instrument is built with ``executor: ray``, never before. :func:`connect_ray`

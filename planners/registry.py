@@ -24,6 +24,9 @@ PLANNERS: dict[str, str] = {
 }
 """Planner kind -> ``module:Class``."""
 
+MODEL_FREE: frozenset[str] = frozenset({"random", "sobol"})
+"""Planner kinds that fit no model: a proposal costs microseconds, not a GP fit."""
+
 
 def options_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of each planner kind's ``planner.options`` (from the

@@ -145,3 +145,15 @@ def test_bound_threads_sets_the_variables_and_torch() -> None:
             "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["1", "1", "1"]
+
+
+def test_parallel_workers_start_the_longest_seeds_first() -> None:
+    """Model-based planners on bigger problems start before model-free ones,
+    so that a long seed never starts last and runs alone; ties keep grid order."""
+    from selflab.controller.fanout import longest_first
+
+    tasks = grid_tasks([get_problem("branin"), get_problem("hartmann6")], ["sobol", "bo"], range(2), budget=20)
+    order = [(t.problem.name, t.planner, t.seed) for t in longest_first(tasks)]
+    assert order[:2] == [("hartmann6", "bo", 0), ("hartmann6", "bo", 1)]
+    assert order[2:4] == [("branin", "bo", 0), ("branin", "bo", 1)]
+    assert {p for _, p, _ in order[4:]} == {"sobol"} and sorted(order) == sorted((t.problem.name, t.planner, t.seed) for t in tasks)

@@ -38,6 +38,7 @@ from selflab.controller.console.actions import (
     ActionForm,
     ActionRegistry,
     ActionSpec,
+    OversightAction,
     Planned,
     Target,
     default_actions,
@@ -307,7 +308,7 @@ def test_writes_need_the_token_and_a_good_form(tmp_path: Path) -> None:
         good = user.csrf("/c/live")
         refused(404, "no campaign action 'launch'", web.post("/c/live/actions/launch", data={"csrf": good}, headers=json_))
         refused(404, "no experiment action 'stop'", web.post("/c/live/experiments/1/actions/stop", data={"csrf": good}, headers=json_))
-        refused(501, "not available in this selflab yet", web.post("/c/live/experiments/1/actions/veto", data={"csrf": good}, headers=json_))
+        refused(422, "reason", web.post("/c/live/experiments/1/actions/veto", data={"csrf": good}, headers=json_))
         refused(422, "Extra inputs are not permitted", web.post(stop, data={"csrf": good, "urgency": "high"}, headers=json_))
         refused(422, "at most 500 characters", web.post(stop, data={"csrf": good, "reason": "x" * 501}, headers=json_))
         refused(422, "given more than once", web.post(stop, content=urlencode([("csrf", good), ("reason", "a"), ("reason", "b")]),
@@ -370,12 +371,14 @@ class FlagAction:
 
 def test_registry_takes_new_actions(tmp_path: Path) -> None:
     registry = default_actions()
-    assert [a.spec.name for a in registry] == ["stop", "emergency_stop", "approve", "veto", "edit", "attach", "note", "pause", "resume"]
-    assert isinstance(registry.get("veto"), Planned)
+    assert [a.spec.name for a in registry] == ["stop", "emergency_stop", "approve", "veto", "edit", "attach", "result", "note",
+                                               "pause", "resume"]
+    assert isinstance(registry.get("veto"), OversightAction)
     with pytest.raises(TypeError, match="not a ConsoleAction"):
         registry.register(object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="registered already"):
         registry.register(Planned("veto"))
+    registry.register(Planned("veto", "Veto", "experiment"), replace=True)  # a lab switches one off
     registry.register(FlagAction())
     url = f"sqlite:///{tmp_path / 'hooks.sqlite'}"
     single_objective(url)
@@ -387,6 +390,8 @@ def test_registry_takes_new_actions(tmp_path: Path) -> None:
         assert web.post("/c/single/experiments/3/actions/flag", data={}, headers=bearer).status_code == 422  # (remark is required)
         done = web.post("/c/single/experiments/3/actions/flag", data={"remark": "odd colour", "by": "ada"}, headers=bearer)
         assert done.json() == {"ok": True, "message": "flagged"}
+        off = web.post("/c/single/experiments/3/actions/veto", data={}, headers=bearer)
+        assert off.status_code == 501 and "not available in this selflab yet" in off.json()["error"], off.text
     assert [e.payload for e in events_of(url, "single") if e.kind == "note"] == [{"text": "#3: odd colour", "by": "ada"}]
     empty = ActionRegistry()
     assert empty.offered("campaign", Target("x", CampaignState("x"), True)) == []
@@ -483,3 +488,112 @@ def test_command_serves_loopback_until_ctrl_c(fixture_url: str) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_a_burst_of_writes_reaches_the_pages_coalesced(fixture_url: str) -> None:
+    """A fast campaign writes many events a second; the pages hear of them at
+    most once per ``min_gap_s`` (so each redraws at most that often), the
+    first change after a quiet spell goes out at once, and the last one is
+    never lost."""
+    import asyncio
+
+    from selflab.controller.console.live import Hub
+    from selflab.controller.console.source import LedgerSource
+
+    source = LedgerSource(fixture_url)
+    hub = Hub(source, poll_s=0.02, lease_every_s=60, min_gap_s=1.0)
+    writes, gap_s = 40, 0.03
+
+    def burst() -> int:
+        ledger = Ledger(fixture_url)
+        try:
+            last = 0
+            for i in range(writes):
+                [event] = ledger.append([NewEvent(campaign="single", kind="note", payload={"text": f"burst {i}", "by": "test"})])
+                last = event.id
+                time.sleep(gap_s)
+            return last
+        finally:
+            ledger.close()
+
+    async def watch() -> tuple[list[tuple[float, int]], int, float]:
+        poller = asyncio.create_task(hub.run())
+        seen: list[tuple[float, int]] = []
+
+        async def collect() -> None:
+            async for stamp in hub.stamps():
+                seen.append((time.monotonic(), int(stamp.split(".")[0])))
+
+        collector = asyncio.create_task(collect())
+        while hub.position == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.2)  # (quiet: the gap after the first stamp has ended)
+        started = time.monotonic()
+        last = await asyncio.to_thread(burst)
+        deadline = time.monotonic() + 3.0
+        while (not seen or seen[-1][1] < last) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        hub.close()
+        await asyncio.gather(poller, collector)
+        return seen, last, started
+
+    seen, last, started = asyncio.run(watch())
+    source.close()
+    during = [(t, position) for t, position in seen if t >= started]
+    assert during and during[-1][1] == last, "the last write must reach the pages"
+    assert during[0][0] - started < 0.6, "the first change after a quiet spell goes out at once, not after the gap"
+    burst_s = writes * gap_s
+    assert len(during) <= burst_s / 1.0 + 2, f"{len(during)} updates for a {burst_s:.1f} s burst: not coalesced"
+    gaps = [b[0] - a[0] for a, b in zip(during, during[1:], strict=False)]
+    assert all(g >= 0.95 for g in gaps), gaps
+
+
+def test_awaiting_and_vetoed_are_counted_and_filtered(tmp_path: Path) -> None:
+    """The overview counts proposals awaiting approval and vetoed ones apart
+    (the counts still add up), and the experiments table filters on them."""
+    from conftest import quadratic_config
+
+    from selflab.controller.events import Proposed
+    from selflab.controller.study import Study
+
+    url = f"sqlite:///{tmp_path / 'held.sqlite'}"
+    cfg = quadratic_config(name="held", ledger=url, oversight={"approval": "all"})
+    with Study.open(cfg) as study:
+        study.record([NewEvent(campaign="held", kind="proposed", experiment_id=i, payload=Proposed(
+            params={"x": 0.2 * i, "z": 0.5}, awaiting_approval=True)) for i in (1, 2, 3)])
+        study.veto(2, "too hot", by="ada")
+        study.approve(3, by="ada")
+    from selflab.controller.oversight import OversightWriter
+
+    with OversightWriter(url, "held") as writer:  # a person's own experiment, not measured yet (nobody holds the lease)
+        assert writer.attach({"x": 0.9, "z": 0.1}, None, by="bob").experiment_id == 4
+    with serve(url, campaign="held") as server, httpx.Client(base_url=server.url, timeout=10) as web:
+        bearer = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+        assert "Give its result" in web.get("/c/held/experiments/4").text
+        assert "Give its result" not in web.get("/c/held/experiments/3").text
+        bad = web.post("/c/held/experiments/4/actions/result", data={"outcomes": "y=oops"}, headers=bearer)
+        assert bad.status_code == 422 and "nothing was written" in bad.json()["error"], bad.text
+        not_attached = web.post("/c/held/experiments/3/actions/result", data={"outcomes": "y=0.5"}, headers=bearer)
+        assert not_attached.status_code == 409 and "not an attached experiment" in not_attached.json()["error"], not_attached.text
+        given = web.post("/c/held/experiments/4/actions/result", data={"outcomes": "y=0.25", "by": "bob"}, headers=bearer)
+        assert given.status_code == 200 and given.json()["ok"], given.text
+        again = web.post("/c/held/experiments/4/actions/result", data={"outcomes": "y=0.3"}, headers=bearer)
+        assert again.status_code == 409 and "it is completed" in again.json()["error"], again.text
+        page = web.get("/c/held").text
+        assert re.search(r'data-count="awaiting_approval">1<', page)
+        assert re.search(r'data-count="vetoed">1<', page)
+        assert re.search(r'data-count="proposed">1<', page)  # the approved one, not yet sent
+        assert re.search(r'data-count="abandoned">0<', page) and re.search(r'data-count="completed">1<', page)
+        table = web.get("/c/held/experiments", params={"status": "awaiting_approval"}).text
+        assert re.findall(r'<tr class="row st-[a-z_]+" data-id="(\d+)"', table) == ["1"]
+        assert '<option value="awaiting_approval" selected>' in table
+        vetoed = web.get("/c/held/experiments", params={"status": "vetoed"}).text
+        assert re.findall(r'<tr class="row st-[a-z_]+" data-id="(\d+)"', vetoed) == ["2"]
+    ledger = Ledger(url, create=False)
+    try:
+        state = CampaignState.replay("held", ledger.events("held"))
+    finally:
+        ledger.close()
+    shown = state.shown_counts()
+    assert sum(shown.values()) == sum(state.counts().values()) == 4
+    assert state.experiments[4].outcomes == {"y": 0.25} and state.actions[-1]["action"] == "result"

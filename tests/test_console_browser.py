@@ -196,7 +196,6 @@ def test_approve_veto_and_edit_from_the_page(watched: Watched, tmp_path: Path) -
     point, gets the edited one, and no later proposal comes near the vetoed one."""
     from console_fixtures import gated_running, runner_thread
 
-    from selflab.controller.console.actions import oversight_actions
     from selflab.controller.oversight import near
     from selflab.controller.projection import CampaignState
     from selflab.planners.space import SearchSpace
@@ -204,7 +203,7 @@ def test_approve_veto_and_edit_from_the_page(watched: Watched, tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'gated.sqlite'}"
     config = gated_running(url)
     page = watched.page
-    with runner_thread(config) as run, serve(url, actions=oversight_actions()) as server:
+    with runner_thread(config) as run, serve(url) as server:
         watched.open(server.url + "c/gated/experiments")
         page.fill("input[name='who']", "ada")
         page.fill("input[name='token']", TOKEN)

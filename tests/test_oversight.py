@@ -332,13 +332,18 @@ def test_cli_forms_and_status_and_export(sqlite_url: str, tmp_path: Path, capsys
     assert main(["note", "new batch", *base]) == 0
     assert main(["pause", *base]) == 0 and main(["resume", *base]) == 0
     assert main(["attach", "x=0.3", "z=0.6", "--result", "y=0.9", *base]) == 0
+    assert main(["attach", "x=0.35", "z=0.6", *base]) == 0
+    assert main(["result", "6", "y=0.7", *base]) == 0
     out = capsys.readouterr().out
     assert "vetoed experiment 2 in campaign 'gated' by ada" in out and "attached experiment 5" in out
     assert main(["veto", "2", "--reason", "again", *base]) == 2
     assert main(["edit", "4", "x=7", "z=0.5", "--reason", "r", *base]) == 2
     assert main(["approve", "99", *base]) == 2
+    assert main(["result", "6", "y=0.8", *base]) == 2
+    assert main(["result", "1", "y=0.8", *base]) == 2
     err = capsys.readouterr().err
-    assert "it is vetoed" in err and "no such experiment" in err and err.count("\n") == 3
+    assert "it is vetoed" in err and "no such experiment" in err and err.count("\n") == 5
+    assert "cannot give a result to experiment 6: it is completed" in err and "not an attached experiment" in err
     assert main(["status", "--ledger", sqlite_url]) == 0
     status = capsys.readouterr().out
     assert "oversight  1 awaiting approval (4), 1 vetoed" in status and "veto experiment 2 by ada: too hot" in status
@@ -347,4 +352,13 @@ def test_cli_forms_and_status_and_export(sqlite_url: str, tmp_path: Path, capsys
     assert main(["export", "--ledger", sqlite_url, "--format", "jsonl"]) == 0
     rows = {r["experiment_id"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert [rows[i]["approval"] for i in (1, 2, 3, 4, 5)] == ["approved", "vetoed", "edited", "awaiting", None]
+    assert rows[6]["y"] == 0.7
     assert json.loads(rows[3]["original_params"]) == {"x": 0.30000000000000004, "z": 0.5} and rows[3]["x"] == 0.45
+    assert main(["report", "--ledger", sqlite_url, "--out", str(tmp_path / "report")]) == 0
+    import csv
+
+    with (tmp_path / "report" / "actions.csv").open() as handle:
+        actions = list(csv.DictReader(handle))
+    assert [(a["action"], a["experiment_id"], a["by"]) for a in actions][:3] == [("approve", "1", "ada"), ("veto", "2", "ada"),
+                                                                                  ("edit", "3", "ada")]
+    assert actions[1]["text"] == "too hot" and {a["action"] for a in actions} >= {"note", "pause", "resume", "attach"}

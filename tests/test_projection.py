@@ -144,4 +144,7 @@ def test_pareto_front_and_constrained_best() -> None:
     assert [e.experiment_id for e in state.pareto(objectives, purity)] == [1, 2]
     assert [e.experiment_id for e in state.pareto([Objective(name="a", direction="minimize"), Objective(name="b")])] == [1, 5]
     assert state.best("a", "maximize").experiment_id == 4  # type: ignore[union-attr]
+    twin = CampaignState.replay("c", events + [ev(n + 1, "proposed", 6, "i", params={"x": 6}), ev(n + 2, "dispatched", 6, "i"),
+                                               ev(n + 3, "completed", 6, "i", outcomes={"a": 2.0, "b": 4.0, "purity": 0.9})])
+    assert [e.experiment_id for e in twin.pareto(objectives)] == [1, 2, 4, 6], "an equal result stays on the front beside its twin"
     assert state.best("a", "maximize", constraints=purity).experiment_id == 2  # type: ignore[union-attr]

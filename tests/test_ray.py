@@ -197,3 +197,16 @@ def test_a_killed_ray_task_is_a_failed_experiment_with_its_reason(tmp_path: Path
     (failed,) = state.with_status("failed")
     assert "its Ray task died" in failed.error and "disconnected" in failed.error
     assert state.counts()["completed"] == 3  # the campaign went on to its budget: nothing lost
+
+
+def test_an_interlock_cannot_watch_a_ray_instrument(tmp_path: Path) -> None:
+    """``read()`` is not forwarded (the driver built here runs nothing), and the
+    config check says why rather than pausing on readings that never change."""
+    from selflab.controller.config import ConfigError
+    from selflab.controller.fleet import build_fleet
+
+    config = carburizing_config(f"sqlite:///{tmp_path / 'lock.sqlite'}", capacity=1).model_copy(
+        update={"interlocks": parse_config({**carburizing_config("sqlite://").model_dump(mode="json"),
+                                            "interlocks": [{"pause_when": "furnace.temperature > 950"}]}).interlocks})
+    with pytest.raises(ConfigError, match=r"interlocks\[0\].pause_when: instrument 'furnace' has no read\(\) method.*executor: ray"):
+        build_fleet(config)

@@ -161,7 +161,7 @@ def test_a_model_free_planner_is_shown_the_bo_model_and_no_calibration(tmp_path:
     state = ledger_with(tmp_path, cfg, branin([(p, 1.0) for p in sobol(6, 4)]))
     notes: list[str] = []
     names = sorted(p.name for p in write_report(state, tmp_path / "fig", note=notes.append))
-    assert names == ["best_so_far.png", "cost_y.png", "gp_slices_y.png"]
+    assert names == ["actions.csv", "best_so_far.png", "cost_y.png", "gp_slices_y.png"]  # (every result was attached by a person)
     assert any("sobol planner has no model of its own" in n for n in notes)
     planner, own, named = model_of(config_of(state))
     assert not own and isinstance(planner, BOPlanner) and "the sobol planner has none" in named
@@ -171,7 +171,7 @@ def test_a_mf_report_writes_every_figure(tmp_path: Path) -> None:
     cfg = config("mf-files", planner={"kind": "mf", "options": {"num_restarts": 2, "raw_samples": 32}}, fidelities=(0.5, 1.0))
     state = ledger_with(tmp_path, cfg, branin([(p, 0.5) for p in sobol(6, 5)] + [(p, 1.0) for p in sobol(2, 6)]))
     names = sorted(p.name for p in write_report(state, tmp_path / "fig", note=lambda _: None))
-    assert names == ["best_so_far.png", "calibration_y.png", "cost_y.png", "gp_slices_y.png"]
+    assert names == ["actions.csv", "best_so_far.png", "calibration_y.png", "cost_y.png", "gp_slices_y.png"]  # (results attached)
 
 
 def test_slices_hold_a_positive_band_above_zero() -> None:

@@ -192,3 +192,36 @@ def test_capabilities_are_declared_protocols_and_exit_codes_one_enum() -> None:
     assert [int(c) for c in ExitCode] == [0, 1, 2, 130]
     assert {r: int(ExitCode.for_stop(r)) for r in ("interrupted", "lease_lost", "no_instruments", "max_experiments", "target")} == {
         "interrupted": 130, "lease_lost": 1, "no_instruments": 1, "max_experiments": 0, "target": 0}
+
+
+def test_a_runner_from_objects_takes_oversight(sqlite_url: str) -> None:
+    """``Runner(..., oversight={"approval": "all"})`` holds every proposal for a
+    person: the vetoed one never reaches the instrument, the edited one runs
+    with the edited parameters."""
+    from test_oversight import person
+
+    seen: dict[str, Any] = {}
+    with Study.create("held", SPACE, BOWL, ledger=sqlite_url, planner=SobolPlanner()) as study:
+        bowl = Bowl(sqlite_url, "held")
+        runner = Runner(study, instruments={"bowl": bowl}, stop={"max_experiments": 4}, oversight={"approval": "all"})
+
+        async def main() -> Any:
+            done = asyncio.Event()
+            helper = asyncio.create_task(person(sqlite_url, "held", done, seen))
+            try:
+                return await asyncio.wait_for(runner.run(), 60)
+            finally:
+                done.set()
+                await helper
+
+        stop = asyncio.run(main())
+        assert stop.reason == "max_experiments"
+        state = study.state
+        with pytest.raises(ConfigError, match="oversight.approval"):
+            Runner(study, instruments={"bowl": bowl}, oversight={"approval": "sometimes"})
+    assert runner.config.oversight.approval == "all"
+    vetoed, edited = seen["vetoed"], seen["edited"]
+    assert state.experiments[vetoed.experiment_id].shown_status == "vetoed"
+    assert state.experiments[edited.experiment_id].params == {"x": 0.25, "z": 0.5}
+    assert state.counts()["completed"] == 4
+    assert all(e.approval in ("approved", "edited") for e in state.with_status("completed"))

@@ -20,10 +20,11 @@ both by :func:`request_stop`, the rule ``selflab stop`` follows (the
 campaign must be run by a live ``selflab run``; a Python ``Study`` is not
 stopped from outside).
 
-and the human-oversight actions (:data:`PLANNED`, each an
+and the human-oversight actions (:data:`OVERSIGHT_ACTIONS`, each an
 :class:`OversightAction` over :class:`selflab.controller.oversight.OversightWriter`):
 ``approve``, ``veto`` (a reason), ``edit`` (one input per parameter and a
-reason) on an experiment awaiting approval; ``attach``, ``note``, ``pause``
+reason) on an experiment awaiting approval; ``result`` on an experiment
+attached without its result; ``attach``, ``note``, ``pause``
 and ``resume`` on the campaign. A lab may register its own action (or a
 :class:`Planned` placeholder, answered with 501) over one of them::
 
@@ -255,6 +256,10 @@ class AttachForm(ActionForm):
     message: str = Field(default="", max_length=500, description="remark (optional)")
 
 
+class ResultForm(ActionForm):
+    outcomes: str = Field(min_length=1, max_length=2000, description="result: y=0.9")
+
+
 class NoteForm(ActionForm):
     text: str = Field(min_length=1, max_length=2000, description="note")
 
@@ -271,7 +276,7 @@ def _pairs(text: str, what: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class OversightAction:
-    """approve, veto, edit (experiment scope), attach, note, pause, resume
+    """approve, veto, edit, result (experiment scope), attach, note, pause, resume
     (campaign scope): one unfenced event each, through
     :class:`~selflab.controller.oversight.OversightWriter`, which checks it
     against the ledger in the same write transaction."""
@@ -280,13 +285,16 @@ class OversightAction:
 
     @property
     def spec(self) -> ActionSpec:
-        label, scope, text = PLANNED[self.name]
+        label, scope, text = OVERSIGHT_ACTIONS[self.name]
         form: type[ActionForm] = {"approve": ReasonForm, "veto": NeedReason, "edit": EditForm, "attach": AttachForm,
-                                  "note": NoteForm, "pause": ReasonForm, "resume": ReasonForm}[self.name]
+                                  "result": ResultForm, "note": NoteForm, "pause": ReasonForm, "resume": ReasonForm}[self.name]
         return ActionSpec(self.name, label, scope, form, help=text, danger=self.name == "veto",
                           template="edit.html" if self.name == "edit" else None)
 
     def available(self, target: Target) -> bool:
+        if self.name == "result":
+            exp = target.experiment
+            return exp is not None and exp.attached and not exp.terminal
         if self.spec.scope == "experiment":
             return target.experiment is not None and target.experiment.awaiting_approval
         if self.name == "pause":
@@ -306,6 +314,8 @@ class OversightAction:
             elif isinstance(form, AttachForm):
                 outcomes = _pairs(form.outcomes, "outcomes") if form.outcomes else None
                 event = writer.attach(_pairs(form.params, "params"), outcomes, by=who, message=form.message)
+            elif isinstance(form, ResultForm):
+                event = writer.result(eid, _pairs(form.outcomes, "outcomes"), by=who)
             elif isinstance(form, NoteForm):
                 event = writer.note(form.text, by=who)
             else:
@@ -318,11 +328,12 @@ class OversightAction:
         return f"{event.kind}{on} by {who} (ledger event {event.id})"
 
 
-PLANNED: dict[str, tuple[str, Scope, str]] = {
+OVERSIGHT_ACTIONS: dict[str, tuple[str, Scope, str]] = {
     "approve": ("Approve", "experiment", "let the proposal be dispatched as proposed"),
     "veto": ("Veto", "experiment", "refuse the proposal, with a reason; it and its neighbourhood are not proposed again"),
     "edit": ("Edit", "experiment", "change the proposal's parameters inside the limits, with a reason"),
     "attach": ("Attach an experiment", "campaign", "record an experiment of your own, with or without its result"),
+    "result": ("Give its result", "experiment", "the result of an experiment attached without one"),
     "note": ("Note", "campaign", "write a note into the ledger"),
     "pause": ("Pause", "campaign", "dispatch nothing more until resumed; experiments in flight finish"),
     "resume": ("Resume", "campaign", "dispatch again after a pause"),
@@ -351,24 +362,15 @@ class Planned:
 
 
 def default_actions() -> ActionRegistry:
-    """The phase-1 registry: stop and emergency stop, and :class:`Planned`
-    placeholders (501) for the names of :data:`PLANNED`. The console serves
-    :func:`oversight_actions`; this one is kept for labs and tests that pin
-    the placeholders."""
+    """The actions ``selflab console`` serves: stop, emergency stop and every
+    human-oversight action (:class:`OversightAction`, :data:`OVERSIGHT_ACTIONS`). A lab
+    puts its own over any of them (``register(..., replace=True)``), or a
+    :class:`Planned` placeholder to switch one off (answered with 501)."""
     registry = ActionRegistry()
     registry.register(StopAction(emergency=False))
     registry.register(StopAction(emergency=True))
-    for name, (label, scope, _) in PLANNED.items():
-        registry.register(Planned(name, label, scope))
-    return registry
-
-
-def oversight_actions() -> ActionRegistry:
-    """The actions ``selflab console`` serves: stop, emergency stop and every
-    human-oversight action (:class:`OversightAction`) in place of the placeholders."""
-    registry = default_actions()
-    for name in PLANNED:
-        registry.register(OversightAction(name), replace=True)
+    for name in OVERSIGHT_ACTIONS:
+        registry.register(OversightAction(name))
     return registry
 
 

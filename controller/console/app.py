@@ -102,6 +102,8 @@ class ConsoleSettings(BaseModel):
     """The address the server binds: loopback answers loopback ``Host`` headers only."""
     poll_s: float = Field(default=0.2, gt=0, le=5, description="seconds between polls of the ledger's position")
     lease_every_s: float = Field(default=1.0, gt=0, le=60, description="seconds between polls of the leases")
+    min_gap_s: float = Field(default=1.0, ge=0, le=60,
+                             description="least seconds between two updates sent to the pages (coalesces a burst of events)")
     model_every_s: float = Field(default=10.0, ge=0, description="least seconds between two model fits of a campaign")
 
 
@@ -134,7 +136,7 @@ class Console:
     def __init__(self, settings: ConsoleSettings, token: str, actions: ActionRegistry | None = None) -> None:
         self.settings = settings
         self.source = LedgerSource(settings.ledger_url)
-        self.hub = Hub(self.source, settings.poll_s, settings.lease_every_s)
+        self.hub = Hub(self.source, settings.poll_s, settings.lease_every_s, settings.min_gap_s)
         self.figures = Figures(self.source, on_ready=self.hub.figures_ready, model_every_s=settings.model_every_s)
         self.guard = Guard(token)
         self.actions = actions if actions is not None else default_actions()

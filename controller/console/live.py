@@ -10,6 +10,12 @@ without writing an event). Whatever changed, it publishes a new *stamp*
 one, and the page fetches itself again when they differ. So a write shows
 in the page about ``poll_s`` plus one page render after it commits.
 
+While events stream in (a fast campaign writes hundreds a second), the hub
+publishes at most one stamp per ``min_gap_s``: the first change after a
+quiet spell goes out at once, later ones wait for the gap to end and go out
+together. So every open page redraws at most once a second, however fast
+the ledger grows, and the console leaves the cores to the campaign.
+
 Example (inside the app's lifespan)::
 
     hub = Hub(source, poll_s=0.2)
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -34,10 +41,14 @@ log = logging.getLogger("selflab.console")
 class Hub:
     """The ledger's latest stamp, and who waits for the next one."""
 
-    def __init__(self, source: LedgerSource, poll_s: float = 0.2, lease_every_s: float = 1.0) -> None:
+    def __init__(self, source: LedgerSource, poll_s: float = 0.2, lease_every_s: float = 1.0, min_gap_s: float = 1.0) -> None:
         self.source = source
         self.poll_s = poll_s
         self.lease_every_s = lease_every_s
+        self.min_gap_s = min_gap_s
+        self._published_at = -math.inf
+        self._held = False
+        """A change seen but not yet published (the gap since the last one has not ended)."""
         self.position = 0
         self.leases = "-"
         self.figures = 0
@@ -71,10 +82,14 @@ class Hub:
                 continue
             if (position, leases) != (self.position, self.leases):
                 self.position, self.leases = position, leases
+                self._held = True
+            if self._held and time.monotonic() >= self._published_at + self.min_gap_s:
                 self._bump()
             await asyncio.sleep(self.poll_s)
 
     def _bump(self) -> None:
+        self._held = False
+        self._published_at = time.monotonic()
         old, self._changed = self._changed, asyncio.Event()
         old.set()
 

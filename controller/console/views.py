@@ -183,7 +183,7 @@ def experiments_page(state: CampaignState, query: TableQuery) -> TablePage:
             fidelity = float(query.fidelity)
         except ValueError:
             raise QueryError(f"fidelity: {query.fidelity!r} is not a number") from None
-    found: Sequence[ExperimentView] = state.with_status(query.status) if query.status else list(state.experiments.values())
+    found: Sequence[ExperimentView] = state.with_shown_status(query.status) if query.status else list(state.experiments.values())
     if query.instrument:
         found = [e for e in found if e.instrument == query.instrument]
     if fidelity is not None:
@@ -203,7 +203,7 @@ def experiments_page(state: CampaignState, query: TableQuery) -> TablePage:
     page = min(query.page, pages)
     rows = ordered[(page - 1) * query.per: page * query.per]
     cells = [[_cell(c, e) for c in cols] for e in rows]
-    return TablePage(cols, rows, cells, len(ordered), page, pages, query, statuses=[s for s, n in state.counts().items() if n],
+    return TablePage(cols, rows, cells, len(ordered), page, pages, query, statuses=[s for s, n in state.shown_counts().items() if n],
                      instruments=sorted({e.instrument for e in state.experiments.values() if e.instrument}),
                      fidelities=sorted({fmt(e.fidelity) for e in state.experiments.values()}, key=float))
 
