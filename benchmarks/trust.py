@@ -3,6 +3,7 @@
     python benchmarks/trust.py --check all --seeds 10 --json trust.json
     python benchmarks/trust.py --check flag rescale --seeds 10 --first-seed 10   # fresh seeds
     python benchmarks/trust.py --check failures --seeds 3 --budget 30           # a reduced run
+    python benchmarks/trust.py --rejudge trust.json --json rejudged.json         # the flag check's bands, from saved scores
 
 Each check runs the ``bo`` planner (default options unless said) in a plain
 ask/tell loop, one experiment at a time, with the planner-facing records the
@@ -15,7 +16,11 @@ campaign loop is to:
   evaluation 30? Target: in at least 8 of 10 seeds. And a Branin campaign of
   100 uniformly random points, each scored against the ``bo`` planner's model
   of the points before it (what its reason would have recorded): does it stay
-  quiet? Target: at least 8 of 10 seeds.
+  quiet? Target: at least 8 of 10 seeds. Judged by each band of :data:`BANDS`
+  (the default window rule and :data:`~selflab.planners.calibration.SEQUENTIAL_BAND`),
+  with each band's false-alarm rate on simulated calibrated scores. The JSON
+  keeps every seed's scores, and ``--rejudge FILE`` judges them again without
+  rerunning a campaign (the verdict is a function of the scores alone).
 - ``rescale``: Hartmann6 BO, 40 evaluations, with ``calibration: rescale``
   against the plain run of ``flag`` (same seeds): prequential 90 % coverage of
   evaluations 21-40 (target in [0.8, 0.95]) and median regret at 40
@@ -45,7 +50,7 @@ import torch
 
 from selflab.controller.model_health import assess, scores
 from selflab.planners.bo import BOPlanner
-from selflab.planners.calibration import CalibrationBand, CalibrationStats, ScoredObservation
+from selflab.planners.calibration import SEQUENTIAL_BAND, CalibrationBand, CalibrationStats, ScoredObservation, rolling
 from selflab.planners.feasibility import Failure
 from selflab.planners.protocol import Observation, Pending, PlanContext
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
@@ -54,6 +59,8 @@ from selflab.simulators.reactor import REACTOR_LIMITS, PlugFlowReactor, ReactorC
 
 HARTMANN_OPT = -3.32237
 BAND = CalibrationBand()
+BANDS = {"window": BAND, "sequential": SEQUENTIAL_BAND}
+"""The bands the flag check judges by: the default window rule and the sequential rule."""
 
 
 @dataclass
@@ -175,23 +182,65 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else math.nan
 
 
-def check_flag(seeds: Sequence[int], budget: int, by: int, branin_points: int, plain: dict[int, Run]) -> dict[str, Any]:
+def first_flag(found: Sequence[tuple[int, float]], band: CalibrationBand) -> int | None:
+    """The first evaluation at which ``band`` marks scores ``found`` ((evaluation, z)
+    in order) miscalibrated, judging after each score as the campaign loop does."""
+    z = [v for _, v in found]
+    return next((found[k - 1][0] for k in range(1, len(z) + 1) if band.miscalibrated(rolling(z[:k], band.window))), None)
+
+
+def false_alarms(band: CalibrationBand, lengths: Sequence[int] = (24, 40, 100), runs: int = 4000, seed: int = 0) -> dict[int, float]:
+    """The fraction of ``runs`` simulated campaigns of calibrated scores
+    (``N(0, 1)``) in which ``band`` fires within each of ``lengths`` scores."""
+    import numpy as np
+
+    Z = np.random.default_rng(seed).standard_normal((runs, max(lengths)))
+    firsts = [first_flag(list(enumerate(row.tolist(), start=1)), band) for row in Z]
+    return {n: float(np.mean([f is not None and f <= n for f in firsts])) for n in lengths}
+
+
+def judge_flag(seeds: Sequence[int], by: int, found: dict[str, dict[int, list[tuple[int, float]]]], runs: int) -> dict[str, Any]:
+    """The flag check's figures from the scores of each seed (``found[problem][seed]``:
+    (evaluation, z) in order), for each band of :data:`BANDS`."""
+    h6, br = found["hartmann6_bo"], found["branin_random"]
+    out: dict[str, Any] = {}
+    for name, band in BANDS.items():
+        fired = {s: first_flag(h6[s], band) for s in seeds}
+        quiet = {s: first_flag(br[s], band) for s in seeds}
+        out[name] = {
+            "band": band.model_dump(),
+            "hartmann6_bo": {"fired_by": by, "seeds_fired": sum(1 for s in seeds if (fired[s] or math.inf) <= by), "flagged_at": fired},
+            "branin_random": {"seeds_quiet": sum(1 for s in seeds if quiet[s] is None), "flagged_at": quiet},
+            "calibrated_false_alarm_rate": false_alarms(band, runs=runs),
+        }
+    out["hartmann6_bo_z"] = CalibrationStats.of([z for s in seeds for e, z in h6[s] if e <= by]).model_dump()
+    out["branin_random_z"] = CalibrationStats.of([z for s in seeds for _, z in br[s]]).model_dump()
+    out["scores"] = {problem: {s: found[problem][s] for s in seeds} for problem in found}
+    return out
+
+
+def check_flag(seeds: Sequence[int], budget: int, by: int, branin_points: int, plain: dict[int, Run], runs: int) -> dict[str, Any]:
     for s in seeds:
         plain.setdefault(s, campaign(HARTMANN_SPACE, MINIMIZE_Y, hartmann6, budget, s, {}))
-        print(f"hartmann6 bo seed {s}: flagged at {plain[s].flagged_at}", file=sys.stderr)
+        print(f"hartmann6 bo seed {s}: flagged at {plain[s].flagged_at} (window band)", file=sys.stderr)
     quiet = {}
     for s in seeds:
         quiet[s] = random_scored(s, branin_points)
-        print(f"branin random seed {s}: flagged at {quiet[s].flagged_at}", file=sys.stderr)
-    return {
-        "hartmann6_bo": {"fired_by": by, "seeds_fired": sum(1 for s in seeds if (plain[s].flagged_at or math.inf) <= by),
-                         "flagged_at": {s: plain[s].flagged_at for s in seeds},
-                         "z": CalibrationStats.of([s_.z for s in seeds for s_ in scores(plain[s].results, "y") if s_.experiment_id <= by]).model_dump()},
-        "branin_random": {"points": branin_points, "seeds_quiet": sum(1 for s in seeds if quiet[s].flagged_at is None),
-                          "flagged_at": {s: quiet[s].flagged_at for s in seeds},
-                          "z": CalibrationStats.of([s_.z for s in seeds for s_ in scores(quiet[s].results, "y")]).model_dump()},
-        "band": BAND.model_dump(),
-    }
+        print(f"branin random seed {s}: flagged at {quiet[s].flagged_at} (window band)", file=sys.stderr)
+    found = {"hartmann6_bo": {s: [(x.experiment_id, x.z) for x in scores(plain[s].results, "y")] for s in seeds},
+             "branin_random": {s: [(x.experiment_id, x.z) for x in scores(quiet[s].results, "y")] for s in seeds}}
+    return {"branin_points": branin_points, **judge_flag(seeds, by, found, runs)}
+
+
+def rejudge(path: Path, by: int, runs: int) -> dict[str, Any]:
+    """The flag check's figures judged afresh from the scores a previous
+    ``--json`` output recorded (``flag.scores``): the verdict is a function of
+    the scores alone, so a band can be judged without rerunning the campaigns."""
+    saved = json.loads(path.read_text(encoding="utf-8"))["flag"]
+    found = {problem: {int(s): [(int(e), float(z)) for e, z in rows] for s, rows in per_seed.items()}
+             for problem, per_seed in saved["scores"].items()}
+    seeds = sorted(found["hartmann6_bo"])
+    return {"seeds": seeds, "rejudged": str(path), "flag": {"branin_points": saved.get("branin_points"), **judge_flag(seeds, by, found, runs)}}
 
 
 def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int, Run]) -> dict[str, Any]:
@@ -248,15 +297,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--branin-points", type=int, default=100)
     parser.add_argument("--after", type=int, default=20, help="rescale: coverage of the evaluations after this one")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rejudge", type=Path, help="flag: judge the scores a previous --json output recorded (no campaigns run)")
+    parser.add_argument("--false-alarm-runs", type=int, default=4000, help="flag: simulated calibrated campaigns per band")
     args = parser.parse_args(argv)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     plain: dict[int, Run] = {}
     out: dict[str, Any] = {"seeds": seeds}
-    if {"flag", "all"} & set(args.check):
-        out["flag"] = check_flag(seeds, args.budget, args.by, args.branin_points, plain)
-    if {"rescale", "all"} & set(args.check):
+    if args.rejudge is not None:
+        out = rejudge(args.rejudge, args.by, args.false_alarm_runs)
+    elif {"flag", "all"} & set(args.check):
+        out["flag"] = check_flag(seeds, args.budget, args.by, args.branin_points, plain, args.false_alarm_runs)
+    if {"rescale", "all"} & set(args.check) and args.rejudge is None:
         out["rescale"] = check_rescale(seeds, args.budget, args.after, plain)
-    if {"failures", "all"} & set(args.check):
+    if {"failures", "all"} & set(args.check) and args.rejudge is None:
         out["failures"] = check_failures(seeds, args.budget)
     text = json.dumps(out, indent=2, default=float)
     print(text)

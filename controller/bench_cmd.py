@@ -8,7 +8,7 @@ Usage::
 
 Problems: those of the installed catalogues (:func:`selflab.controller.bench.get_problem`;
 selflab's own: :mod:`selflab.simulators.problems`, ``pool:PATH.csv`` with
-``--objective``). Planners: random, sobol, bo, ax, mf. Each seed is a real
+``--objective``). Planners: random, sobol, bo, ax, mf, plain (:mod:`selflab.planners.plain`). Each seed is a real
 campaign (:mod:`selflab.controller.bench`). ``--workers N`` runs N seeds at
 a time over planners × problems × seeds (:mod:`selflab.controller.fanout`):
 on local worker processes (``--executor process``, the default), or as Ray
@@ -49,7 +49,7 @@ from selflab.instruments.ray_task import RayUnavailable, require_ray
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf")
+BENCH_PLANNERS = ("random", "sobol", "bo", "ax", "mf", "plain")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 

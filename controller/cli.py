@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMAND_MODULES = ("selflab.controller.bench_cmd", "selflab.controller.report_cmd", "selflab.simulators.emulate_cmd",
-                   "selflab.controller.console_cmd", "selflab.controller.oversight_cmd")
+                   "selflab.controller.console_cmd", "selflab.controller.oversight_cmd",
+                   "selflab.controller.space_cmd")
 """Modules that add subcommands: each has ``register(subparsers)``, which adds
 parsers whose defaults set ``handler`` to a function ``(args) -> exit code``.
 A module that is not there (yet) is skipped."""

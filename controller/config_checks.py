@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from selflab.controller.config_faults import ConfigError, ConfigFault, clip, pydantic_fault
 from selflab.controller.config_models import LabConfig
+from selflab.controller.drift import drift_faults
 from selflab.planners.registry import planner_kinds
 from selflab.planners.space import brief
 
@@ -178,4 +179,31 @@ def semantic_faults(config: LabConfig) -> list[ConfigFault]:
     fidelities = {inst.fidelity for inst in config.instruments if inst.fidelity is not None}
     if fidelities and config.target_fidelity not in fidelities and all(f < config.target_fidelity for f in fidelities):
         faults.append(ConfigFault(loc="target_fidelity", message=f"no instrument serves fidelity {config.target_fidelity:g} (served: {', '.join(f'{f:g}' for f in sorted(fidelities))})"))
+    faults += drift_faults(config)
+    faults += learn_faults(config)
+    return faults
+
+
+_LEARNS = ("bo", "sobol", "random")
+"""Planners that honour ``objective: learn`` (bo maps the outputs; sobol and random ignore objectives)."""
+
+
+def learn_faults(config: LabConfig) -> list[ConfigFault]:
+    """``objective: learn`` on every objective or none, with a planner that honours it;
+    ``warm_start`` with the bo planner (the one with a multi-task model)."""
+    faults: list[ConfigFault] = []
+    learnt = [o.learn for o in config.objectives]
+    if any(learnt) and not all(learnt):
+        i = learnt.index(True)
+        faults.append(ConfigFault(loc=f"objectives[{i}].objective", message="learn cannot be mixed with optimized objectives; "
+                                  "mark every objective learn, or none"))
+    elif any(learnt) and config.planner.kind not in _LEARNS:
+        faults.append(ConfigFault(loc="planner.kind", message=f"{brief(config.planner.kind)} cannot learn a map (objective: learn); "
+                                  f"use one of {', '.join(_LEARNS)}"))
+    target = config.stop.target
+    if any(learnt) and target is not None:
+        faults.append(ConfigFault(loc="stop.target", message="a target value needs an optimized objective; objective: learn has no "
+                                  "optimum (stop on max_experiments, max_cost or time)"))
+    if config.warm_start and config.planner.kind != "bo":
+        faults.append(ConfigFault(loc="warm_start", message=f"warm starts need planner kind bo (got {brief(config.planner.kind)})"))
     return faults

@@ -241,6 +241,41 @@ class OversightConfig(_Strict):
         "instrument limit is flagged")
 
 
+class DriftConfig(_Strict):
+    """Drift checks (:mod:`selflab.controller.drift`): re-measure a reference
+    point every ``every`` completed experiments and judge whether the readings moved."""
+
+    every: int = Field(ge=1, description="re-measure the reference after every N completed experiments")
+    reference: Literal["incumbent"] | dict[str, float | int | str] = Field(
+        default="incumbent", description="incumbent: the best observed point when the first check is due (kept for every "
+        "later check); or a point {parameter: value, ...} inside the space and an instrument's limits")
+    threshold_sigma: FiniteFloat = Field(default=4.0, gt=0, description="a reading more than this many sigma away from the "
+                                         "reference's earlier readings is a suspected drift")
+    policy: Literal["warn", "pause", "recalibrate"] = Field(
+        default="warn", description="warn: record drift_suspected and go on; pause: also hold dispatch until a person resumes "
+        "(selflab resume); recalibrate: also offset earlier results by the measured shift for the planner")
+    outcome: str | None = Field(default=None, description="the outcome compared (default: the first objective)")
+    min_sigma: FiniteFloat | None = Field(default=None, gt=0, description="the smallest sigma the readings are judged with, "
+                                          "in the outcome's units (default: the planner's noise estimate or 1 % of the observed range)")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _one_reference(cls, value: Any) -> Any:
+        """One line for what is neither ``incumbent`` nor a mapping (not one per member of the union)."""
+        if value == "incumbent" or isinstance(value, dict):
+            return value
+        raise ValueError(f"must be 'incumbent' or a point {{parameter: value, ...}} (got {brief(value)})")
+
+
+class WarmStartSource(_Strict):
+    """An earlier, related campaign whose completed experiments warm-start this
+    one (:mod:`selflab.controller.warm_sources`, :mod:`selflab.planners.warm_start`)."""
+
+    ledger: str | None = Field(default=None, description="SQLAlchemy URL of the source's ledger, read only "
+                               "(default: this campaign's own ledger)")
+    campaign: str = Field(min_length=1, description="the source campaign's name in that ledger")
+
+
 class LabConfig(_Strict):
     """A whole campaign."""
 
@@ -260,6 +295,10 @@ class LabConfig(_Strict):
     ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
     interlocks: list[Interlock] = Field(default_factory=list)
     oversight: OversightConfig = Field(default_factory=OversightConfig)
+    warm_start: list[WarmStartSource] = Field(
+        default_factory=list, description="earlier related campaigns to transfer from through a multi-task GP, matched by "
+        "parameter names (planner bo; selflab.planners.warm_start)")
+    drift: DriftConfig | None = Field(default=None, description="drift checks of a reference point (off when absent)")
     stale_policy: Literal["requeue", "drop"] = Field(
         default="requeue", description="experiments in flight at a crash whose outcome is unknown: run their params again, or not"
     )

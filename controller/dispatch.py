@@ -126,13 +126,19 @@ class Dispatcher:
         for exp in state.approved_unsent():  # a person approved (or edited) it: route it like a new one, with its params
             if exp.experiment_id not in self.queue and exp.experiment_id not in self.flights.active:
                 proposal = Proposal(params=exp.params, fidelity=exp.fidelity, reason=exp.reason)
-                route = route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
+                route = route_proposal(proposal.params, proposal.fidelity, self.study.space, self.stations)
                 if route.accepting:
                     self.queue[exp.experiment_id] = (proposal, list(route.accepting))
                 else:
                     events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=exp.experiment_id, at=now,
                                            payload={"reason": route.reason, "message": route.message}))
         for eid, (proposal, accepting) in list(self.queue.items()):
+            outside = self.study.space.violations(state.space_view.filled(proposal.params))
+            if outside:  # (a person edited the search space while it waited)
+                del self.queue[eid]
+                events.append(NewEvent(campaign=name, kind="abandoned", experiment_id=eid, at=now, payload={
+                    "reason": "outside_space", "message": f"queued, but the search space changed: {'; '.join(outside)}"}))
+                continue
             station = pick_station(accepting, budget_left, proposal.params)
             online = [s for s in accepting if s.online]
             if station is None and affordable(accepting, budget_left, proposal.params):
@@ -153,7 +159,8 @@ class Dispatcher:
                      for e in state.requeues_owed()[:n]]
         if n > len(proposals):
             proposals += await self.propose(n - len(proposals))
-        if n > 0 and not proposals and not len(self.flights) and not self.queue and not self.held() and self.control.stop is None:
+        if (n > 0 and not proposals and not len(self.flights) and not self.queue and not self.held() and self.control.stop is None
+                and state.hold is None):  # (a drift check may have paused the campaign just now)
             self.control.stop = StopInfo("planner_exhausted", f"planner {self.study.planner_kind} had nothing more to propose")
         first_id = state.next_experiment_id
         for i, proposal in enumerate(proposals[:n]):
@@ -167,7 +174,7 @@ class Dispatcher:
             if awaiting:
                 log.info("experiment %d awaits approval%s", eid, f" ({', '.join(flags)})" if flags else "")
                 continue
-            route = route_proposal(proposal.params, proposal.fidelity, self.config.space, self.stations)
+            route = route_proposal(proposal.params, proposal.fidelity, self.study.space, self.stations)
             accepting = list(route.accepting)
             station = pick_station(accepting, budget_left, params)
             if station is not None:

@@ -35,7 +35,12 @@ Campaign events: ``campaign_started`` (config snapshot, package version, seed;
 ``instrument_offline`` / ``instrument_online``, and ``paused`` / ``resumed``
 (an interlock held dispatch, with the rule and the reading),
 ``recommended`` (the point the campaign would bet on now at the target
-fidelity, recorded whenever it changes), ``note`` and ``stop_requested``.
+fidelity, recorded whenever it changes), ``note`` and ``stop_requested``;
+``miscalibrated`` / ``calibration_restored`` (the planner's model of an
+outcome left or re-entered the calibrated band, with its rolling figures:
+:class:`CalibrationVerdict`, :mod:`selflab.controller.model_health`);
+``drift_suspected`` (a drift check's reading of the reference point moved:
+:class:`DriftSuspected`, :mod:`selflab.controller.drift`).
 
 An experiment's state (:class:`ExperimentState`) is named after the event
 that put it there. Both enums are :class:`enum.StrEnum`: a member equals,
@@ -55,6 +60,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from selflab.planners.calibration import CalibrationBand
 
 
 class EventKind(StrEnum):
@@ -82,6 +89,11 @@ class EventKind(StrEnum):
     ATTACH_REQUESTED = "attach_requested"
     PAUSE_REQUESTED = "pause_requested"
     RESUME_REQUESTED = "resume_requested"
+    MISCALIBRATED = "miscalibrated"
+    CALIBRATION_RESTORED = "calibration_restored"
+    SPACE_CHANGED = "space_changed"
+    BOUNDARY_HIT = "boundary_hit"
+    DRIFT_SUSPECTED = "drift_suspected"
 
 
 class ExperimentState(StrEnum):
@@ -315,6 +327,103 @@ class Stale(Payload):
     after the next resume (:meth:`selflab.controller.projection.CampaignState.requeues_owed`)."""
 
 
+class CalibrationVerdict(Payload):
+    """Payload of ``miscalibrated`` and ``calibration_restored``: one outcome's
+    rolling prequential figures when the verdict changed, and the band they
+    were judged by (:mod:`selflab.controller.model_health`)."""
+
+    outcome: str
+    experiment_id: int
+    """The result whose score changed the verdict."""
+    window: int
+    n_scored: int
+    """Results of this outcome scored so far."""
+    z_mean: float
+    z_spread: float
+    """Root mean square of the last ``window`` z (1: calibrated)."""
+    coverage90: float
+    """Fraction of the last ``window`` results inside their 90 % intervals."""
+    beyond3: float
+    band: CalibrationBand
+
+
+class SpaceEditRecord(Payload):
+    """One search-space edit (:mod:`selflab.controller.space_edits`)."""
+
+    op: Literal["widen", "narrow", "add", "fix", "add_choice", "remove_choice"]
+    parameter: str
+    values: list[float | int | str] = Field(default_factory=list)
+    backfill: float | int | str | None = None
+    """add: the value the experiments before it had."""
+    kind: Literal["float", "int", "categorical"] | None = None
+    log: bool = False
+    unit: str | None = None
+    explore: int = Field(default=0, exclude_if=lambda n: not n)
+    """widen: space-filling points owed in the opened range (:mod:`selflab.controller.space_explore`);
+    left out of the stored payload when 0."""
+
+
+class SpaceChanged(Payload):
+    """A person edited the search space (``selflab space``, ``Study.edit_space``):
+    proposals come only from ``space`` from now on; every past observation stays
+    in the model (:mod:`selflab.controller.space_edits`)."""
+
+    version: int = Field(ge=1)
+    """1 for the first edit, then 2, ... (0: the config's space)."""
+    edit: SpaceEditRecord
+    space: dict[str, Any]
+    """The whole new space: ``{"parameters": [...]}`` (a :class:`selflab.planners.space.SearchSpace`)."""
+    by: str
+    reason: str = ""
+    origin: str = ""
+
+
+class BoundaryHit(Payload):
+    """Most recent proposals of a parameter sit on one of its bounds (more than
+    half of the last 10 within 1e-6 of it, relative to the range): widening it may help."""
+
+    parameter: str
+    bound: Literal["low", "high"]
+    value: float
+    fraction: float
+    window: int
+    space_version: int = 0
+    suggestion: str = ""
+    """The command that widens it, e.g. ``selflab space CONFIG widen x6 0 0.75``."""
+
+
+
+class DriftSuspected(Payload):
+    """A drift check's reading of the reference point moved more than
+    ``threshold_sigma`` from the reference's earlier readings
+    (:mod:`selflab.controller.drift`); ``policy`` says what followed."""
+
+    outcome: str
+    reference: dict[str, float | int | str]
+    """The reference point's parameters."""
+    experiment_id: int
+    """The drift check whose reading raised it."""
+    earlier_ids: list[int]
+    """The experiments of the earlier readings it was judged against."""
+    earlier_mean: float
+    earlier_std: float | None = None
+    """Sample std of the earlier readings (``None``: only one)."""
+    sigma: float
+    """The sigma judged with: the larger of ``earlier_std`` and ``sigma_floor``
+    (``min_sigma``), or their blend when the floor is a guess (:func:`selflab.controller.drift.judge`)."""
+    sigma_floor: float
+    floor_source: str = ""
+    """``min_sigma``, ``planner_noise`` or ``outcome_range``."""
+    new_reading: float
+    shift: float
+    """``new_reading - earlier_mean``, in the outcome's units."""
+    shift_sigma: float
+    """The shift over ``sigma * sqrt(1 + 1/n)`` (signed)."""
+    threshold_sigma: float
+    policy: Literal["warn", "pause", "recalibrate"]
+    in_control_through: int | None = None
+    """The last earlier reading's experiment: the drift came after it."""
+
 PAYLOADS: dict[str, type[Payload]] = {
     EventKind.CAMPAIGN_STARTED: CampaignStarted,
     EventKind.CAMPAIGN_STOPPED: CampaignStopped,
@@ -338,6 +447,11 @@ PAYLOADS: dict[str, type[Payload]] = {
     EventKind.ATTACH_REQUESTED: AttachRequested,
     EventKind.PAUSE_REQUESTED: HoldRequested,
     EventKind.RESUME_REQUESTED: HoldRequested,
+    EventKind.MISCALIBRATED: CalibrationVerdict,
+    EventKind.CALIBRATION_RESTORED: CalibrationVerdict,
+    EventKind.SPACE_CHANGED: SpaceChanged,
+    EventKind.BOUNDARY_HIT: BoundaryHit,
+    EventKind.DRIFT_SUSPECTED: DriftSuspected,
 }
 """Kind -> the model of its payload (string keys work: a kind equals its value)."""
 

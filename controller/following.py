@@ -1,7 +1,8 @@
 """What others write to a running campaign's ledger, taken in by its runner.
 
 A person's stop request (``selflab stop`` on any host writes
-``stop_requested``), a person's approvals, vetoes, edits, pauses and resumes
+``stop_requested``), a person's search-space edits (``space_changed``: the
+projection holds the new space, which the next proposals come from), a person's approvals, vetoes, edits, pauses and resumes
 and attach requests (:mod:`selflab.controller.oversight`: the projection
 folds them in, and the runner is woken), and, for remote instruments, the records of
 ``selflab worker`` processes: their claims, the ends of the experiments they
@@ -49,6 +50,12 @@ class LedgerFollower:
             for event in self.study.follow():
                 if event.kind == "stop_requested":
                     self.control.on_stop_requested(event.payload)
+                    continue
+                if event.kind == "space_changed":  # a person edited the search space: propose from the new one now
+                    edit = event.payload["edit"]
+                    log.info("search space v%d: %s %s %s by %s", event.payload["version"], edit["op"], edit["parameter"],
+                             " ".join(map(str, edit.get("values", []))), event.payload.get("by", ""))
+                    self.control.wake_up()
                     continue
                 if event.kind in HUMAN_ACTIONS:  # a person approved, vetoed, edited, paused or resumed: act now
                     log.info("%s by %s%s", event.kind, event.payload.get("by", ""),

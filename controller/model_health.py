@@ -9,19 +9,31 @@ its last full fit (``reason["loo"]``), counts extrapolating proposals
 (``reason["extrapolation"]``), and decides the ``miscalibrated`` verdict
 against a :class:`~selflab.planners.calibration.CalibrationBand`.
 
-Events (payloads below; the ledger records the verdict's *changes*, since the
-figures themselves can be recomputed from the ledger at any time):
+Events (payload :class:`~selflab.controller.events.CalibrationVerdict`; the
+ledger records the verdict's *changes*, since the figures themselves can be
+recomputed from the ledger at any time):
 
 =========================  ====================================================
 ``miscalibrated``          an outcome's rolling figures left the band
-                           (:class:`CalibrationVerdict`, with the numbers)
+                           (with the numbers)
 ``calibration_restored``   they came back inside it (same payload)
 =========================  ====================================================
+
+**In a campaign.** After each result (:meth:`Study.tell
+<selflab.controller.study.Study.tell>`, and the runner for every completed
+flight) :meth:`CampaignRecord.check_calibration
+<selflab.controller.record.CampaignRecord.check_calibration>` asks a
+:class:`CalibrationMonitor` for the events to write. The monitor scores each
+result once (a cache of what the ledger holds, rebuilt from it on a resume)
+and compares the verdict with what the *ledger* says
+(:attr:`CampaignState.miscalibrated <selflab.controller.projection.CampaignState.miscalibrated>`),
+so a resumed campaign writes nothing until the verdict really changes.
+``selflab status`` and the console show :func:`health_status`.
 
 Example (after each result)::
 
     results = [state.experiments[i] for i in state.completions]
-    for kind, payload in calibration_events(results, outcomes, flagged=currently_flagged):
+    for kind, payload in calibration_events(results, outcomes, flagged=state.miscalibrated):
         append(kind, payload.model_dump())
     print("\\n".join(assess(results, outcomes).lines()))      # selflab status
 """
@@ -30,13 +42,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from selflab.controller.events import CalibrationVerdict, EventKind, NewEvent
 from selflab.planners.calibration import CalibrationBand, CalibrationStats, LooStats, PredictedOutcome, rolling
-from selflab.planners.extrapolation import is_extrapolating
 from selflab.planners.protocol import NOISE_SUFFIX
+from selflab.planners.reasons import is_extrapolating
+
+VerdictKind = Literal["miscalibrated", "calibration_restored"]
 
 
 class Result(Protocol):
@@ -59,23 +76,6 @@ class Score(_Payload):
     z: float
     raw_z: float
     """Against the model's unscaled std (differs from ``z`` under ``calibration: rescale``)."""
-
-
-class CalibrationVerdict(_Payload):
-    """Payload of ``miscalibrated`` and ``calibration_restored``: one outcome's
-    rolling figures when the verdict changed, and the band they were judged by."""
-
-    outcome: str
-    experiment_id: int
-    """The result whose score changed the verdict."""
-    window: int
-    n_scored: int
-    """Results of this outcome scored so far."""
-    z_mean: float
-    z_spread: float
-    coverage90: float
-    beyond3: float
-    band: CalibrationBand
 
 
 class OutcomeHealth(_Payload):
@@ -133,18 +133,55 @@ def scores(results: Iterable[Result], outcome: str) -> list[Score]:
     """The prequential scores of ``outcome``, one per result whose proposal
     recorded a prediction of it, in the order of ``results`` (the order results
     came). A result reporting its own noise (``NAME_sd``) is scored with it."""
-    found = []
+    return [s for s in (_score(r, outcome) for r in results) if s is not None]
+
+
+def _score(r: Result, outcome: str) -> Score | None:
+    """``r`` scored against its proposal's prediction of ``outcome`` (``None`` without one)."""
+    predicted = PredictedOutcome.from_reason(r.reason, outcome)
+    y = r.outcomes.get(outcome)
+    if predicted is None or y is None:
+        return None
+    noise = _reported_noise(r, outcome)
+    z, raw = predicted.z(y, noise_std=noise), predicted.z(y, noise_std=noise, raw=True)
+    return None if z is None or raw is None else Score(experiment_id=r.experiment_id, z=z, raw_z=raw)
+
+
+def _reported_noise(r: Result, outcome: str) -> float | None:
+    """The noise std a result reports of ``outcome`` (``NAME_sd``), when finite and non-negative."""
+    noise = r.outcomes.get(outcome + NOISE_SUFFIX)
+    return noise if noise is not None and math.isfinite(noise) and noise >= 0 else None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the models predicted of one outcome against what was measured, for
+    the results whose proposal recorded a prediction, in the order results
+    came; each array has shape ``(n,)``. ``std`` is the predictive std of a
+    reading (the model's std and the noise, as the score used them:
+    ``z = (observed - mean) / std``)."""
+
+    outcome: str
+    experiment_id: np.ndarray
+    observed: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    z: np.ndarray
+
+
+def predictions(results: Iterable[Result], outcome: str) -> Predictions:
+    """The :class:`Predictions` of ``outcome`` over ``results`` (see :func:`scores`)."""
+    rows = []
     for r in results:
-        predicted = PredictedOutcome.from_reason(r.reason, outcome)
-        y = r.outcomes.get(outcome)
-        if predicted is None or y is None:
+        predicted, score = PredictedOutcome.from_reason(r.reason, outcome), _score(r, outcome)
+        if predicted is None or score is None:
             continue
-        noise = r.outcomes.get(outcome + NOISE_SUFFIX)
-        noise = noise if noise is not None and math.isfinite(noise) and noise >= 0 else None
-        z, raw = predicted.z(y, noise_std=noise), predicted.z(y, noise_std=noise, raw=True)
-        if z is not None and raw is not None:
-            found.append(Score(experiment_id=r.experiment_id, z=z, raw_z=raw))
-    return found
+        unit = predicted.z(predicted.mean + 1.0, noise_std=_reported_noise(r, outcome))  # (1 / the std the score divides by)
+        if unit is None or unit <= 0:
+            continue
+        rows.append((r.experiment_id, r.outcomes[outcome], predicted.mean, 1.0 / unit, score.z))
+    ids, observed, mean, std, z = (np.array(column) for column in zip(*rows)) if rows else (np.zeros(0),) * 5
+    return Predictions(outcome, ids.astype(int), observed.astype(float), mean.astype(float), std.astype(float), z.astype(float))
 
 
 def assess(results: Sequence[Result], outcomes: Sequence[str], band: CalibrationBand | None = None) -> ModelHealth:
@@ -165,19 +202,23 @@ def assess(results: Sequence[Result], outcomes: Sequence[str], band: Calibration
 
 def calibration_events(
     results: Sequence[Result], outcomes: Sequence[str], flagged: Iterable[str] = (), band: CalibrationBand | None = None
-) -> list[tuple[Literal["miscalibrated", "calibration_restored"], CalibrationVerdict]]:
+) -> list[tuple[VerdictKind, CalibrationVerdict]]:
     """The events to record after the latest result: ``miscalibrated`` for an
     outcome whose rolling figures left the band and is not in ``flagged``
     (the outcomes the ledger already marks miscalibrated), and
     ``calibration_restored`` for one in ``flagged`` whose figures are back inside."""
-    band = band or CalibrationBand()
+    return _changes({outcome: scores(results, outcome) for outcome in outcomes}, flagged, band or CalibrationBand())
+
+
+def _changes(found_by_outcome: Mapping[str, Sequence[Score]], flagged: Iterable[str],
+             band: CalibrationBand) -> list[tuple[VerdictKind, CalibrationVerdict]]:
+    """The verdict changes of each outcome's scores (in order) against ``flagged`` (see :func:`calibration_events`)."""
     flagged = set(flagged)
-    events: list[tuple[Literal["miscalibrated", "calibration_restored"], CalibrationVerdict]] = []
-    for outcome in outcomes:
-        found = scores(results, outcome)
+    events: list[tuple[VerdictKind, CalibrationVerdict]] = []
+    for outcome, found in found_by_outcome.items():
         if not found:
             continue
-        recent = rolling([s.z for s in found], band.window)
+        recent = rolling([s.z for s in found[-band.window:]], band.window)
         now = band.miscalibrated(recent)
         if now == (outcome in flagged) or (not now and recent.n < band.window):
             continue
@@ -186,6 +227,91 @@ def calibration_events(
                                      beyond3=recent.beyond3, band=band)
         events.append(("miscalibrated" if now else "calibration_restored", verdict))
     return events
+
+
+class Ledgered(Protocol):
+    """What a :class:`CalibrationMonitor` reads of a campaign's projection
+    (:class:`selflab.controller.projection.CampaignState` is one)."""
+
+    @property
+    def completions(self) -> Sequence[int]: ...
+    @property
+    def experiments(self) -> Mapping[int, Result]: ...
+    @property
+    def miscalibrated(self) -> Mapping[str, Any]: ...
+
+
+class CalibrationMonitor:
+    """The verdict's changes as results come in, for the ledger.
+
+    Scores each completed experiment once, in the order results came (the
+    scores are a cache of the ledger's contents: a fresh monitor on a resumed
+    campaign rebuilds them on its first call), and judges the last
+    ``band.window`` of each outcome against the verdict the ledger records
+    (``state.miscalibrated``), never against its own memory. Costs one score
+    per new result and outcome, and a window's statistics per call.
+    """
+
+    def __init__(self, outcomes: Sequence[str], band: CalibrationBand | None = None) -> None:
+        self.outcomes = list(outcomes)
+        self.band = band or CalibrationBand()
+        self._scores: dict[str, list[Score]] = {o: [] for o in self.outcomes}
+        self._seen = 0
+
+    def changes(self, state: Ledgered) -> list[tuple[VerdictKind, CalibrationVerdict]]:
+        """The verdict changes after the results ``state`` holds (see :func:`calibration_events`)."""
+        for eid in state.completions[self._seen:]:
+            result = state.experiments[eid]
+            for outcome in self.outcomes:
+                found = _score(result, outcome)
+                if found is not None:
+                    self._scores[outcome].append(found)
+        self._seen = len(state.completions)
+        return _changes(self._scores, state.miscalibrated, self.band)
+
+    def events(self, state: Ledgered, campaign: str) -> list[NewEvent]:
+        """The changes as ledger events of ``campaign`` (stamped when appended)."""
+        return [NewEvent(campaign=campaign, kind=EventKind(kind), payload=verdict) for kind, verdict in self.changes(state)]
+
+
+def verdict_line(kind: str, verdict: Mapping[str, Any]) -> str:
+    """The one log line of a verdict change (a ``miscalibrated`` or
+    ``calibration_restored`` payload)."""
+    head = (f"model of {verdict['outcome']} miscalibrated" if kind == EventKind.MISCALIBRATED
+            else f"model of {verdict['outcome']} calibrated again")
+    return (f"{head} at experiment {verdict['experiment_id']}: 90 % intervals held {verdict['coverage90']:.0%} of the last "
+            f"{verdict['window']} results (band: >= {verdict['band']['coverage_low']:.0%}), z spread {verdict['z_spread']:.2f}, "
+            f"mean {verdict['z_mean']:+.2f}")
+
+
+def health_status(state: Ledgered, outcomes: Sequence[str], band: CalibrationBand | None = None) -> dict[str, Any]:
+    """The ``model_health`` object of ``selflab status --json`` (JSON-safe: NaN
+    is ``null``): ``lines`` (the text ``selflab status`` and the console
+    show), ``miscalibrated`` (the outcomes the *ledger* marks miscalibrated
+    now), the band, and per outcome its scored count, rolling and overall
+    figures and leave-one-out figures, and the extrapolating proposals."""
+    health = assess([state.experiments[eid] for eid in state.completions], outcomes, band)
+    data = health.model_dump(mode="python")
+    return _json_safe({
+        "lines": health.lines(),
+        "miscalibrated": sorted(state.miscalibrated),
+        "window": data["window"],
+        "band": data["band"],
+        "outcomes": list(data["outcomes"]),
+        "proposals_flagged": data["proposals_flagged"],
+        "proposals_checked": data["proposals_checked"],
+    })
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (for JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _latest_loo(results: Sequence[Result], outcome: str) -> tuple[LooStats | None, int | None]:

@@ -61,6 +61,7 @@ from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
 from selflab.controller.record import StudyError
 from selflab.planners.protocol import Proposal
+from selflab.planners.reasons import is_extrapolating
 from selflab.planners.space import CategoricalParameter, FloatParameter, IntParameter, SearchSpace, brief
 
 APPROVAL_POLICIES = ("off", "all", "flagged")
@@ -103,13 +104,14 @@ class ProposalFlagger(Protocol):
 
 
 class ExtrapolationFlagger:
-    """Flags a proposal whose reason says the model extrapolates there: a
-    boolean ``extrapolating`` at the top of the reason, or under
-    ``reason["extrapolation"]`` (what the ``bo`` planner writes)."""
+    """Flags a proposal whose reason says the model extrapolates there: the
+    ``bo`` planner's verdict under ``reason["extrapolation"]``, read by
+    :func:`selflab.planners.reasons.is_extrapolating` (see
+    :mod:`selflab.planners.extrapolation`), or a boolean ``extrapolating`` at
+    the top of the reason (another planner's)."""
 
     def flags(self, params: Mapping[str, Any], reason: Mapping[str, Any]) -> list[str]:
-        nested = reason.get("extrapolation")
-        found = reason.get("extrapolating") is True or (isinstance(nested, Mapping) and nested.get("extrapolating") is True)
+        found = is_extrapolating(reason) or reason.get("extrapolating") is True
         return ["extrapolating"] if found else []
 
 
@@ -199,10 +201,11 @@ def instrument_limits(config: Mapping[str, Any] | None) -> dict[str, dict[str, t
 
 
 def space_of(state: CampaignState) -> SearchSpace:
-    """The campaign's search space, from its latest ``campaign_started`` snapshot."""
+    """The campaign's current search space: its latest ``campaign_started``
+    snapshot's, as edited since (``space_changed``)."""
     if state.config is None:
         raise ActionRefused(f"campaign {state.campaign!r} has never started; nothing was written", 404)
-    return SearchSpace.model_validate({"parameters": state.config["parameters"]})
+    return state.space_view.space or SearchSpace.model_validate({"parameters": state.config["parameters"]})
 
 
 def outcome_names(config: Mapping[str, Any]) -> list[str]:

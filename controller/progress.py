@@ -145,6 +145,8 @@ class LiveDisplay:
         best = state.best(objective.name, objective.direction, fidelity, self.config.constraints)
         at = "" if fidelity is None else f" at fidelity {fidelity:g}"
         best_text = f"best {objective.name}{at} = {best.outcomes[objective.name]:.4g} (#{best.experiment_id})" if best else f"no result{at} yet"
+        if objective.learn:
+            best_text = f"{objective.name}: learning (no optimum)"
         self.progress.update(self.task, completed=done, best=best_text)
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for column in ("instrument", "state", "fidelity", "cost", "done", "failed"):

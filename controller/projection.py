@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from selflab.controller.events import TERMINAL_STATES, Event, EventKind, ExperimentState
+from selflab.controller.space_edits import SpaceView
 from selflab.planners.space import Objective, OutcomeConstraint
 
 STATES: tuple[ExperimentState, ...] = tuple(ExperimentState)
@@ -53,6 +54,8 @@ class ExperimentView:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str = ""
+    error_kind: str = ""
+    """A failed experiment's ``Failed.error_kind`` (``timeout``, ``disconnected``, ``error``, a driver's own, ...)."""
     expected_duration_s: float | None = None
     end_reason: str = ""
     """Why an abandoned experiment did not run (``not_dispatched``, ``out_of_limits``, ...)."""
@@ -142,6 +145,14 @@ class CampaignState:
     ``{"action", "by", "at", "experiment_id", "text"}``, in ledger order."""
     attach_requests: dict[int, dict[str, Any]] = field(default_factory=dict)
     """``attach_requested`` payloads not yet recorded as ``attached``, by event id."""
+    space_view: SpaceView = field(default_factory=SpaceView)
+    """The current search space and its version, every ``space_changed`` edit and the
+    boundary hits since the last (:mod:`selflab.controller.space_edits`)."""
+    miscalibrated: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Outcome -> the ``miscalibrated`` payload of each outcome whose model the
+    ledger marks miscalibrated now (until a ``calibration_restored``)."""
+    drift_suspected: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``drift_suspected`` payload, in order (:mod:`selflab.controller.drift`)."""
     _vetoed: list[int] = field(default_factory=list, repr=False)
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
     _max_id: int = 0
@@ -176,6 +187,14 @@ class CampaignState:
             self.stopped = None
             self.paused = None
             self.stop_request = None
+            self.space_view.started(self.config.get("parameters"))
+            return
+        if kind == EventKind.SPACE_CHANGED:
+            self.space_view.changed(p, event.at, self._max_id + 1)
+            self._act(event, f"space v{p['version']}: {p['edit']['op']} {p['edit']['parameter']}", p.get("reason", ""))
+            return
+        if kind == EventKind.BOUNDARY_HIT:
+            self.space_view.hits.append(dict(p))
             return
         if kind == EventKind.CAMPAIGN_STOPPED:
             self.stopped = (p["reason"], p.get("detail", ""))
@@ -198,6 +217,15 @@ class CampaignState:
         if kind == EventKind.ATTACH_REQUESTED:
             self.attach_requests[event.id] = dict(p)
             self._act(event, "attach requested", p.get("message", ""))
+            return
+        if kind in (EventKind.MISCALIBRATED, EventKind.CALIBRATION_RESTORED):
+            if kind == EventKind.MISCALIBRATED:
+                self.miscalibrated[p["outcome"]] = dict(p)
+            else:
+                self.miscalibrated.pop(p["outcome"], None)
+            return
+        if kind == EventKind.DRIFT_SUSPECTED:
+            self.drift_suspected.append(dict(p))
             return
         if kind in (EventKind.PAUSED, EventKind.RESUMED):
             self.paused = f"{p['rule']} ({p['reading']} = {p['value']:g})" if kind == EventKind.PAUSED else None
@@ -290,6 +318,7 @@ class CampaignState:
                 self._act(event, "result", ", ".join(f"{k}={v:g}" for k, v in exp.outcomes.items()))
         elif kind == EventKind.FAILED:
             exp.error = f"{p['error_kind']}: {p['message']}"
+            exp.error_kind = p["error_kind"]
             self._avoided.append(eid)
         elif kind == EventKind.ABANDONED:
             exp.error = f"{p['reason']}: {p.get('message', '')}".rstrip(": ")

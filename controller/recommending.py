@@ -33,8 +33,8 @@ async def record_recommendation(study: Study, config: LabConfig, pool: list[dict
     """Record the campaign's recommendation when it changes (see the module docs);
     ``pool`` is the pool instruments' points, as the planner proposes from them;
     ``blocking``: fit in a worker thread, off the event loop."""
-    if len(config.objectives) != 1:
-        return  # several objectives: the Pareto set is the answer
+    if len(config.objectives) != 1 or config.objectives[0].learn:
+        return  # several objectives: the Pareto set is the answer; objective: learn: no optimum
     objective, state = config.objectives[0], study.state
     recommendation: Recommendation | None = None
     try:
@@ -65,6 +65,8 @@ def best_note(state: CampaignState, config: LabConfig, judged: float | None) -> 
     """`` | best y=0.91 (experiment 12)`` for a log line: the best feasible
     result of the first objective at the ``judged`` fidelity (``None``: any)."""
     objective = config.objectives[0]
+    if objective.learn:
+        return " | learning (no optimum)"
     best = state.best(objective.name, objective.direction, judged, config.constraints)
     if best is None:
         return ""

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -32,8 +33,12 @@ from selflab.controller import lease
 from selflab.controller.clock import Clock, SimClock, WallClock
 from selflab.controller.identity import process_started
 from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.model_health import CalibrationMonitor, verdict_line
 from selflab.controller.projection import CampaignState
 from selflab.planners.space import Objective, OutcomeConstraint, SearchSpace
+
+log = logging.getLogger("selflab")
+
 
 def attach_events(state: CampaignState, campaign: str, at: datetime) -> list[NewEvent]:
     """``attached`` events for a person's open attach requests (see :func:`selflab.controller.oversight.fulfil_attach_requests`)."""
@@ -134,6 +139,8 @@ class CampaignRecord:
         """Ids of events this record wrote that :meth:`follow` has not passed yet."""
         self._stop_recorded = False
         """Whether the last event this record wrote is a ``campaign_stopped``."""
+        self._calibration = CalibrationMonitor(problem.outcome_names)
+        """Scores results for the model-health verdict (:meth:`check_calibration`)."""
         self._closed = True
         self.epoch = self._start(resume, lease_ttl_s, clock, on_start, resume_hint)
         self._heartbeat = lease.Heartbeat(ledger, problem.name, self.epoch, lease_ttl_s).__enter__()
@@ -227,6 +234,18 @@ class CampaignRecord:
             if self.state.attach_requests and not self._closed:
                 self._append(attach_events(self.state, self.problem.name, self.clock.now()))
             return foreign
+
+    def check_calibration(self) -> list[Event]:
+        """After a result: record ``miscalibrated`` / ``calibration_restored``
+        when the verdict on the planner's model of an outcome changed against
+        what the ledger says (:class:`selflab.controller.model_health.CalibrationMonitor`),
+        with one log line each; returns the events written (usually none)."""
+        with self._guard:
+            events = self._calibration.events(self.state, self.problem.name)
+            written = self._append(events) if events else []
+        for event in written:
+            (log.warning if event.kind == "miscalibrated" else log.info)("%s", verdict_line(event.kind, event.payload))
+        return written
 
     def release(self) -> None:
         """Give the campaign's lease back without recording anything (the

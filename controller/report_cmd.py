@@ -27,6 +27,12 @@ Writes into DIR (and prints each path):
 * ``calibration_<objective>.png`` (a planner with its own model): its
   leave-one-out predictions against the observed values, with 95 % intervals
   and the fraction of results inside them;
+* ``prequential_<outcome>.png`` (results proposed with a prediction): each
+  result against what the model that proposed it predicted, with its 90 %
+  interval; the histogram of the scores ``z`` with the standard normal
+  curve; and the rolling 90 % coverage against the band below which the
+  campaign records ``miscalibrated`` (:mod:`selflab.controller.plot_calibration`).
+  A planner that records no prediction (``random``, ``sobol``) gets a note instead;
 * ``cost_<objective>.png``: each result at the cumulative cost spent, coloured
   by fidelity when there are several, with the best so far at the target fidelity;
 * ``actions.csv`` (when people acted): every approve, veto, edit, attach,
@@ -64,6 +70,7 @@ from selflab.controller.report_model import (
     observations_of,
     plan_context,
     pool_of_config,
+    prequential_figures,
     recommended,
     slice_point,
     slices_of,
@@ -72,7 +79,7 @@ from selflab.controller.report_model import (
 __all__ = [
     "MIN_RESULTS_FOR_GP", "SLICE_POINTS", "ModelView", "calibration_of", "completed", "config_of", "counted", "feasible",
     "floor", "front_of", "grid", "handle", "model_figures", "model_of", "model_view", "observations_of", "plan_context",
-    "pool_of_config", "recommended", "reference_point", "register", "results_of", "slice_point", "slices_of", "write_report",
+    "pool_of_config", "prequential_figures", "recommended", "reference_point", "register", "results_of", "slice_point", "slices_of", "write_report",
 ]
 """(The data and the model behind the figures live in :mod:`selflab.controller.report_data` and
 :mod:`selflab.controller.report_model`; they are named here too.)"""
@@ -128,6 +135,7 @@ def write_report(state: CampaignState, out: Path, note: Callable[[str], None] = 
             note("Pareto front skipped: no feasible result has every objective yet")
     if model is not None:
         paths += model_figures(model, state, config, out, note)
+    paths += prequential_figures(state, config, out, note)
     for panel in panels:
         if len(panel.values):
             paths.append(plots.save(plots.cost_figure(panel, title=f"{panel.name} against cost spent"), out / f"cost_{panel.name}.png"))

@@ -17,7 +17,7 @@ import numpy as np
 
 from selflab.controller import plots
 from selflab.controller.bench import best_so_far
-from selflab.controller.config import LabConfig
+from selflab.controller.config import LabConfig, StopRules
 from selflab.controller.events import ExperimentState
 from selflab.controller.ledger import LedgerError
 from selflab.controller.projection import CampaignState, ExperimentView
@@ -28,7 +28,14 @@ def config_of(state: CampaignState) -> LabConfig:
     """The campaign's config, from its ``campaign_started`` snapshot."""
     if state.config is None:
         raise LedgerError(f"campaign {state.campaign!r} has no campaign_started event: nothing to report")
-    return LabConfig.model_validate(state.config)
+    if "instruments" in state.config:
+        return LabConfig.model_validate(state.config)
+    # A campaign a Python Study made records its problem, not a lab: its instruments
+    # are the caller's objects and it has no stop rule. Check the rest as a config,
+    # then leave those two empty (a report reads neither).
+    checked = LabConfig.model_validate({**state.config, "instruments": [{"name": "study", "driver": "study:Study"}],
+                                        "stop": {"max_experiments": 1}})
+    return checked.model_copy(update={"instruments": [], "stop": StopRules.model_construct()})
 
 
 def completed(state: CampaignState) -> list[ExperimentView]:

@@ -18,8 +18,11 @@ import numpy as np
 
 from selflab.controller import plots
 from selflab.controller.config import ConfigError, LabConfig, build_planner
+from selflab.controller.model_health import predictions
 from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.report_data import completed, counted, has_finite
+from selflab.controller.study import failures
+from selflab.planners.calibration import CalibrationBand, ScoredObservation
 from selflab.planners.protocol import Observation, PlanContext, Predictor, Recommendation, Recommender
 from selflab.planners.registry import make_planner
 from selflab.planners.space import CategoricalParameter, IntParameter, Objective, Parameter, Point
@@ -47,9 +50,9 @@ def model_of(config: LabConfig) -> tuple[Predictor, bool, str]:
 def plan_context(state: CampaignState, config: LabConfig, pool: Sequence[Point] | None = None) -> PlanContext:
     """What the planner is told beyond the data when it recommends now (as the
     campaign tells it): seed, ledger position, constraints, target fidelity,
-    and the unmeasured points of a pool."""
+    failed points, and the unmeasured points of a pool."""
     context = PlanContext(seed=config.seed, step=state.next_experiment_id - 1, constraints=tuple(config.constraints),
-                          target_fidelity=config.target_fidelity)
+                          target_fidelity=config.target_fidelity, failed=failures(state))
     if pool is not None:
         measured = {_key(e.params) for e in completed(state)}
         context = context.model_copy(update={"candidates": tuple(p for p in pool if _key(p) not in measured)})
@@ -70,8 +73,10 @@ def pool_of_config(config: LabConfig) -> list[Point] | None:
 
 
 def observations_of(state: CampaignState) -> list[Observation]:
-    """The planner's observations: completed experiments in the order their results came."""
-    return [Observation.from_result(e.params, e.outcomes, e.fidelity) for e in completed(state)]
+    """The planner's observations: completed experiments in the order their
+    results came, with their proposals' predictions (as :meth:`Study.observations
+    <selflab.controller.study.Study.observations>` gives them)."""
+    return [ScoredObservation.of(Observation.from_result(e.params, e.outcomes, e.fidelity), e.reason) for e in completed(state)]
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,31 @@ def model_figures(model: ModelView, state: CampaignState, config: LabConfig, out
             paths.append(plots.save(fig, out / f"calibration_{name}.png"))
     except Exception as exc:  # a failed fit must not cost the user the other figures
         note(f"model figures skipped: the planner's model could not be fitted ({type(exc).__name__}: {exc})")
+    return paths
+
+
+def prequential_figures(state: CampaignState, config: LabConfig, out: Path, note: Callable[[str], None]) -> list[Path]:
+    """``prequential_<outcome>.png`` (:mod:`selflab.controller.plot_calibration`)
+    for each modelled outcome with results proposed with a prediction, or a
+    note saying why there is none."""
+    from selflab.controller.plot_calibration import prequential_figure
+
+    done = completed(state)
+    names = [o.name for o in config.objectives]
+    names += [c.outcome for c in config.constraints if c.outcome not in names]
+    units = {o.name: o.unit for o in config.objectives}
+    band = CalibrationBand()
+    paths = []
+    for name in names:
+        found = predictions(done, name)
+        if not len(found.z):
+            note(f"prequential calibration of {name} skipped: no result was proposed with a prediction of it "
+                 f"(the {config.planner.kind} planner records none)")
+            continue
+        verdict = "miscalibrated now" if name in state.miscalibrated else "not marked miscalibrated"
+        fig = prequential_figure(found, band=band, unit=units.get(name),
+                                 title=f"{name}: {len(found.z)} results scored against the model that proposed them ({verdict})")
+        paths.append(plots.save(fig, out / f"prequential_{name}.png"))
     return paths
 
 

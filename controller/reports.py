@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import IO, Any
 
 from selflab.controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
+from selflab.controller.drift import drift_status
 from selflab.controller.ledger import Ledger, LedgerError
+from selflab.controller.model_health import health_status
 from selflab.controller.projection import CampaignState
 from selflab.planners.space import Objective, OutcomeConstraint
 
@@ -49,11 +51,11 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
     judged = float(config.get("target_fidelity", 1.0)) if len(served) > 1 else None  # best at the target fidelity only
     best = []
     for objective in objectives:
-        exp = state.best(objective.name, objective.direction, judged, constraints)
+        exp = None if objective.learn else state.best(objective.name, objective.direction, judged, constraints)
         best.append(
             {
                 "objective": objective.name,
-                "direction": objective.direction,
+                "direction": "learn" if objective.learn else objective.direction,  # (objective: learn maps the output: no optimum)
                 "value": exp.outcomes[objective.name] if exp else None,
                 "experiment_id": exp.experiment_id if exp else None,
                 "params": exp.params if exp else None,
@@ -85,7 +87,7 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
     pareto = (
         [{"experiment_id": e.experiment_id, "outcomes": {o.name: e.outcomes[o.name] for o in objectives}, "params": e.params}
          for e in state.pareto(objectives, constraints)]
-        if len(objectives) > 1 else None
+        if len(objectives) > 1 and not any(o.learn for o in objectives) else None
     )
     elapsed = (state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0
     return {
@@ -108,7 +110,26 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "cost_spent": state.cost_spent,
         "instruments": instruments,
         "anomalies": state.anomalies,
+        "model_health": health_status(state, _modelled(objectives, constraints)),
+        "drift": drift_status(state),
+        "search_space": space_status(state),
     }
+
+
+def space_status(state: CampaignState) -> dict[str, Any]:
+    """``selflab status``'s ``search_space`` part: the current version, its
+    parameters, every edit (``space_changed``) and the boundary hits since the last."""
+    view = state.space_view
+    return {"version": view.version,
+            "parameters": [p.model_dump(mode="json") for p in view.space.parameters] if view.space is not None else [],
+            "edits": [{**e, "at": e["at"].isoformat()} for e in view.edits],
+            "boundary_hits": [dict(h) for h in view.hits]}
+
+
+def _modelled(objectives: list[Objective], constraints: list[OutcomeConstraint]) -> list[str]:
+    """Objectives, then constrained outcomes, each once: the outcomes a planner models."""
+    names = [o.name for o in objectives]
+    return names + [c.outcome for c in constraints if c.outcome not in names]
 
 
 def _cost_by_fidelity(state: CampaignState) -> dict[str, float]:
@@ -132,7 +153,9 @@ def format_status(data: dict[str, Any]) -> str:
     counts = data["counts"]
     lines.append("experiments " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for best in data["best"]:
-        if best["value"] is None:
+        if best["direction"] == "learn":
+            lines.append(f"best       {best['objective']}: learning (no optimum)")
+        elif best["value"] is None:
             none = "no feasible experiment yet" if data["constraints"] else "no completed experiment yet"
             lines.append(f"best       {best['objective']} ({best['direction']}): {none}")
         else:
@@ -163,6 +186,25 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"  {inst['name']:<20} {inst['state']:<8} in flight {inst['in_flight']}, completed {inst['completed']}, failed {inst['failed']}{extra}")
     if data["anomalies"]:
         lines.append(f"anomalies  {len(data['anomalies'])} (first: {data['anomalies'][0]})")
+    space = data.get("search_space") or {}
+    if space.get("version"):
+        lines.append(f"space      version {space['version']}: " + ", ".join(
+            f"{p['name']} " + (f"[{p['low']:g}, {p['high']:g}]" if p["type"] != "categorical" else "{" + ", ".join(map(str, p["choices"])) + "}")
+            for p in space["parameters"]))
+        for e in space["edits"]:
+            fill = f" (backfill {e['backfill']})" if e.get("backfill") is not None else ""
+            lines.append(f"  v{e['version']}  {e['at'][:19]}  {e['op'].replace('_', '-')} {e['parameter']} {' '.join(map(str, e['values'] or []))}"
+                         f"{fill} by {e['by'] or '?'}" + (f": {e['reason']}" if e["reason"] else ""))
+    for hit in space.get("boundary_hits", []):
+        lines.append(f"boundary   {hit['parameter']} sits on its {hit['bound']} bound {hit['value']:g} in {hit['fraction']:.0%} of the "
+                     f"last {hit['window']} proposals; {hit['suggestion']}")
+    drift = data.get("drift")
+    if drift:
+        lines.append(f"drift      {drift['line']}")
+    health = data.get("model_health") or {}
+    if health.get("lines"):
+        lines.append("model health" + (f" (miscalibrated: {', '.join(health['miscalibrated'])})" if health.get("miscalibrated") else ""))
+        lines += [f"  {line}" for line in health["lines"]]
     return "\n".join(lines)
 
 

@@ -323,6 +323,8 @@ class Runner:
             self._update_readings(station.name, exp.outcomes)
             log.info("experiment %d completed on %s: %s%s", eid, where, fmt(exp.outcomes),
                      best_note(self.state, self.config, judged_fidelity(self.stations, self.config.target_fidelity)))
+            self.study.check_calibration()
+            self.study.check_drift()
         elif exp.status == "failed":
             station.consecutive_failures += 1
             log.warning("experiment %d failed on %s: %s", eid, where, exp.error)

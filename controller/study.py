@@ -31,20 +31,27 @@ Example (a study built from Python objects alone)::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from selflab.controller import lease
 from selflab.controller.config import LabConfig, build_planner, load_config, parse_config
-from selflab.controller.ledger import Ledger, NewEvent
-from selflab.controller.oversight import check_awaiting, check_edit, default_actor, keep_away, need_text, origin
-from selflab.controller.projection import ExperimentView
+from selflab.controller.config_models import DriftConfig, WarmStartSource
+from selflab.controller.drift import PAUSED_BY, STRATEGY, DriftCheck, DriftVerdict, campaign_check
+from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.oversight import check_awaiting, check_edit, default_actor, instrument_limits, keep_away, need_text, origin
+from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
+from selflab.controller.space_explore import STRATEGY as EXPLORE_OPENED
+from selflab.controller.space_explore import opened_points
+from selflab.controller.space_edits import BOUNDARY_WINDOW, OPS, EditRefused, SpaceEdit, boundary_hits, edit_payload, evolved_context
+from selflab.controller.warm_sources import load_sources, parse_sources
 from selflab.controller.record import (
     CampaignRecord,
     Problem,
@@ -54,7 +61,9 @@ from selflab.controller.record import (
     package_version,
     started_payload,
 )
+from selflab.planners.calibration import ScoredObservation
 from selflab.planners.protocol import (
+    Failure,
     FidelityOption,
     Observation,
     Pending,
@@ -63,8 +72,11 @@ from selflab.planners.protocol import (
     Proposal,
     Recommendation,
     Recommender,
+    SourceTask,
 )
 from selflab.planners.space import Objective, OutcomeConstraint, Parameter, SearchSpace, brief, point_key
+
+_log = logging.getLogger("selflab")
 
 ClockKind = Literal["wall", "simulated"]
 """The campaign clock: real time, or simulated time that a runner moves to each
@@ -99,10 +111,16 @@ class Study(CampaignRecord):
 
     def __init__(self, problem: Problem, ledger: Ledger, planner: Planner, *, snapshot: dict[str, Any] | None = None,
                  resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S, clock: str = "wall",
-                 on_start: StartHook | None = None, resume_hint: str = "open it with resume=True to carry on") -> None:
+                 on_start: StartHook | None = None, resume_hint: str = "open it with resume=True to carry on",
+                 warm_start: Sequence[SourceTask] | None = None) -> None:
         """Take the campaign's lease and record its start (see
-        :class:`selflab.controller.record.CampaignRecord`)."""
+        :class:`selflab.controller.record.CampaignRecord`). ``warm_start``: the
+        source tasks (default: read from the ``warm_start`` sources of the
+        config ``snapshot``, before anything is written; :mod:`selflab.controller.warm_sources`)."""
         self.planner = planner
+        self.warm_start: tuple[SourceTask, ...] = (
+            tuple(warm_start) if warm_start is not None else load_sources((snapshot or {}).get("warm_start") or [], problem, ledger))
+        """Earlier campaigns this one is warm-started from, as the planner's context carries them."""
         self._observations: list[Observation] = []
         """The completed trials as the planner sees them, built once each, in order (see :meth:`observations`)."""
         super().__init__(problem, ledger, snapshot=snapshot, resume=resume, lease_ttl_s=lease_ttl_s, clock=clock,
@@ -136,17 +154,31 @@ class Study(CampaignRecord):
     def create(cls, name: str, space: SearchSpace | Sequence[Parameter], objectives: Sequence[Objective], *,
                ledger: Ledger | str, planner: Planner, constraints: Sequence[OutcomeConstraint] = (), seed: int = 0,
                target_fidelity: float = 1.0, resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S,
-               clock: ClockKind = "wall") -> Study:
+               clock: ClockKind = "wall", drift: DriftConfig | Mapping[str, Any] | None = None,
+               warm_start: Sequence[WarmStartSource | Mapping[str, Any]] = ()) -> Study:
         """A study from Python objects alone: no YAML, no import strings.
         ``clock="simulated"`` stamps its events on simulated time, for a
         :class:`~selflab.controller.runner.Runner` on simulators that declare
-        their durations."""
+        their durations. ``drift`` turns drift checks on, as a config's
+        ``drift`` section does (:mod:`selflab.controller.drift`).
+        ``warm_start``: earlier campaigns to transfer from (``{"ledger": URL,
+        "campaign": NAME}``, as a config's ``warm_start``; the ledger defaults
+        to this one; :mod:`selflab.controller.warm_sources`)."""
         if not isinstance(space, SearchSpace):
             space = SearchSpace(parameters=list(space))
         problem = Problem(name=name, space=space, objectives=tuple(objectives), constraints=tuple(constraints), seed=seed,
                           target_fidelity=target_fidelity)
+        snapshot = None
+        if drift is not None:
+            try:
+                checks = DriftConfig.model_validate(drift)
+            except ValidationError as exc:
+                raise StudyError(f"drift: {exc.errors()[0]['msg']} ({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
+            snapshot = {**problem.snapshot(), "drift": checks.model_dump(mode="json")}
+        if warm_start:  # (earlier campaigns to transfer from, recorded like a config's warm_start)
+            snapshot = {**(snapshot or problem.snapshot()), "warm_start": [w.model_dump(mode="json") for w in parse_sources(warm_start)]}
         return cls(problem, ledger if isinstance(ledger, Ledger) else Ledger(ledger), planner, resume=resume,
-                   lease_ttl_s=lease_ttl_s, clock=_clock(clock))
+                   lease_ttl_s=lease_ttl_s, clock=_clock(clock), snapshot=snapshot)
 
     # --- asking and telling ---------------------------------------------------------
 
@@ -163,9 +195,12 @@ class Study(CampaignRecord):
             raise StudyError(f"ask for at least one trial (got n={n})")
         with self._guard:
             self.follow()
+            self._refuse_while_drift_paused()
             proposals = self.propose(n, fidelities=fidelities, candidates=candidates)
+            self._refuse_while_drift_paused()
             events = self.proposed_events(proposals)
             self._append(events)
+            self.check_boundaries()
             return [Trial.of(self.state.experiments[e.experiment_id or 0]) for e in events]
 
     def propose(self, n: int, *, fidelities: Sequence[FidelityOption] | None = None,
@@ -173,19 +208,57 @@ class Study(CampaignRecord):
         """The planner's next ``n`` proposals, written nowhere (the runner
         records each with its dispatch; :meth:`ask` records them alone).
         The data is read under the study's lock and the planner runs outside
-        it, so a model fit in a worker thread never holds up a result."""
+        it, so a model fit in a worker thread never holds up a result.
+
+        With drift checks on (``drift`` in the config), the completed checks
+        are judged first (:meth:`check_drift`; under ``policy: pause`` a new
+        suspicion returns no proposal), and a due check comes first: the
+        reference point, proposed by ``drift_check``
+        (:mod:`selflab.controller.drift`)."""
         with self._guard:
+            checks = self.drift_check
+            recalibration = None
+            if checks is not None:
+                held = self.state.hold is not None
+                if self.check_drift() and not held and self.state.hold is not None:
+                    return []  # (a drift check paused the campaign: nothing more until a person resumes it)
+                reference = checks.proposal(self.state)
+                if reference is not None:
+                    n -= 1
+                    if n == 0:
+                        return [reference]
+                recalibration = checks.recalibration(self.state)
+            else:
+                reference = None
+            opened = [] if candidates is not None else opened_points(
+                self.state.space_view, self.state.experiments.values(), self.problem.seed, self.problem.target_fidelity)[:n]
+            if opened:  # (a person widened a range and asked to look there first)
+                n -= len(opened)
+                if n == 0:
+                    return [reference] * (reference is not None) + opened
             context = self.context(fidelities=fidelities, candidates=candidates)
-            data = (self.problem.space, self.problem.objectives, self.observations(), self.pending(), n)
+            space, version = self.space, self.state.space_view.version
+            observations = self.observations()
+            if recalibration is not None:  # (policy: recalibrate: earlier results on the instrument's present scale)
+                observations = recalibration.apply(observations, self.state.completions)
+            pending = self.pending() + [Pending(params=p.params, fidelity=p.fidelity) for p in [*([reference] if reference else []), *opened]]
+            data = (space, self.problem.objectives, observations, pending, n)
             vetoed = [e.params for e in self.state.vetoed()]
         if context.candidates is not None and not context.candidates:
-            return []
+            return [reference] if reference is not None else []
         started = time.perf_counter()
         proposals = self.planner.propose(*data, context=context)
-        proposals = keep_away(self.problem.space, proposals, vetoed, self.veto_radius, self.problem.seed + context.step)
+        proposals = keep_away(space, proposals, vetoed, self.veto_radius, self.problem.seed + context.step)
+        with self._guard:
+            if self.state.space_view.version != version:  # (a person edited the space while the planner ran: propose from the new one)
+                return self.propose(n, fidelities=fidelities, candidates=candidates)
         seconds = time.perf_counter() - started
-        return [p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals)}})
-                for p in proposals[:n]]
+        edited = {"space_version": version} if version else {}  # (the search space's version, after an edit)
+        if recalibration is not None:
+            edited["drift_recalibration"] = recalibration.reason()
+        return [reference] * (reference is not None) + opened + [
+            p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals), **edited}})
+            for p in proposals[:n]]
 
     @property
     def veto_radius(self) -> float:
@@ -197,7 +270,9 @@ class Study(CampaignRecord):
         """``proposed`` events for ``proposals``, numbered from ``first`` (default: the next free id)."""
         first = self.state.next_experiment_id if first is None else first
         return [NewEvent(campaign=self.problem.name, kind="proposed", experiment_id=first + i, at=self.clock.now(), payload={
-            "params": dict(p.params), "fidelity": p.fidelity, "planner": self.planner_kind, "reason": p.reason})
+            "params": dict(p.params), "fidelity": p.fidelity,
+            "planner": p.reason["strategy"] if p.reason.get("strategy") in (STRATEGY, EXPLORE_OPENED) else self.planner_kind,
+            "reason": p.reason})
             for i, p in enumerate(proposals)]
 
     def tell(self, trial_id: int, outcomes: Mapping[str, Any]) -> Trial:
@@ -208,6 +283,8 @@ class Study(CampaignRecord):
             readings = self._readings(outcomes, f"trial {trial_id}")
             self._append([NewEvent(campaign=self.problem.name, kind="completed", experiment_id=trial_id, instrument=exp.instrument,
                                    payload={"outcomes": readings})])
+            self.check_calibration()
+            self.check_drift()
             return self.trial(trial_id)
 
     def fail(self, trial_id: int, reason: str) -> Trial:
@@ -236,7 +313,7 @@ class Study(CampaignRecord):
         with self._guard:
             self.follow()
             point = dict(params)
-            faults = self.problem.space.violations(point)
+            faults = self.space.violations(point)
             if faults:
                 raise StudyError(f"cannot attach {brief(point)}: {'; '.join(faults)}")
             readings = self._readings(outcomes, "the attached experiment") if outcomes is not None else {}
@@ -306,12 +383,58 @@ class Study(CampaignRecord):
         with self._guard:
             self._append([NewEvent(campaign=self.problem.name, kind="note", payload={"text": text, "by": by})])
 
+    # --- drift checks (selflab.controller.drift) -----------------------------------------
+
+    @property
+    def drift_check(self) -> DriftCheck | None:
+        """The campaign's drift checks (``drift`` in its config; ``None``: off)."""
+        return campaign_check(self.state.config)
+
+    def drift_verdicts(self) -> list[DriftVerdict]:
+        """The verdict of every completed drift check so far, in order."""
+        with self._guard:
+            checks = self.drift_check
+            return checks.verdicts(self.state) if checks is not None else []
+
+    def check_drift(self) -> list[DriftVerdict]:
+        """Judge the completed drift checks and record a ``drift_suspected``
+        event for each new suspicion (under ``policy: pause`` with a
+        ``pause_requested`` by ``drift check``, in the same transaction);
+        returns the new suspicions. The verdicts are a function of the
+        ledger, so calling this again (or after a resume) records nothing twice."""
+        with self._guard:
+            checks = self.drift_check
+            if checks is None or self._closed:
+                return []
+            found = checks.unrecorded(self.state)
+            if not found:
+                return []
+            policy = checks.config.policy
+            events = [NewEvent(campaign=self.problem.name, kind="drift_suspected", at=self.clock.now(), payload=v.payload(policy))
+                      for v in found]
+            for v in found:
+                _log.warning("drift suspected (policy %s): %s", policy, v.line())
+            if policy == "pause" and self.state.hold is None:
+                last = found[-1]
+                events.append(NewEvent(campaign=self.problem.name, kind="pause_requested", at=self.clock.now(), payload={
+                    "by": PAUSED_BY, "origin": origin(), "reason": f"drift suspected at experiment {last.experiment_id} "
+                    f"({last.outcome} {last.shift_sigma:+.1f} sigma from the reference's earlier readings); check the "
+                    "instrument"}))
+            self._append(events)
+            return found
+
+    def _refuse_while_drift_paused(self) -> None:
+        hold = self.state.hold
+        if hold is not None and hold.get("by") == PAUSED_BY:
+            raise StudyError(f"campaign {self.problem.name!r} is paused by a drift check: {hold.get('reason', '')}; "
+                             "resume it (study.resume() or selflab resume) to ask again")
+
     def recommend(self) -> Recommendation | None:
         """The point the study would bet on now, at the target fidelity: the
         planner's best predicted point when it can say, else the best feasible
         observation there (``None`` before any result; several objectives:
-        ``None``, the Pareto set is the answer)."""
-        if len(self.problem.objectives) != 1:
+        ``None``, the Pareto set is the answer; ``objective: learn``: ``None``, no optimum)."""
+        if len(self.problem.objectives) != 1 or self.problem.objectives[0].learn:
             return None
         with self._guard:
             self.follow()
@@ -337,10 +460,12 @@ class Study(CampaignRecord):
             observations = self.observations()
             context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1,
                                   constraints=self.problem.constraints, target_fidelity=self.problem.target_fidelity)
-        if candidates is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
-            measured = {point_key(o.params) for o in observations}
-            context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in measured)})
-        return self.planner.recommend(self.problem.space, self.problem.objectives, observations, context=context)
+            if candidates is not None:  # (a planner that scales inputs by the pool sees the same pool as in propose)
+                measured = {point_key(o.params) for o in observations}
+                context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in measured)})
+            context = evolved_context(self.state.space_view, context, observations, ())
+            space = self.space
+        return self.planner.recommend(space, self.problem.objectives, observations, context=context)
 
     # --- reading the projection -----------------------------------------------------
 
@@ -357,32 +482,97 @@ class Study(CampaignRecord):
         return Trial.of(exp)
 
     def observations(self) -> list[Observation]:
-        """Completed trials (attached ones included), in the order their results came."""
+        """Completed trials (attached ones included), in the order their results
+        came; one whose proposal recorded a prediction carries it
+        (:class:`~selflab.planners.calibration.ScoredObservation`), so the planner
+        can score its own past predictions (``calibration: rescale``)."""
         with self._guard:
             for eid in self.state.completions[len(self._observations):]:  # (built once each: a campaign asks every step)
                 exp = self.state.experiments[eid]
-                self._observations.append(Observation.from_result(exp.params, exp.outcomes, exp.fidelity))
-            return list(self._observations)
+                self._observations.append(ScoredObservation.of(Observation.from_result(exp.params, exp.outcomes, exp.fidelity), exp.reason))
+            view = self.state.space_view  # (after a parameter was added, earlier trials have its backfill)
+            return [o.model_copy(update={"params": view.filled(o.params)}) for o in self._observations] if view.backfill \
+                else list(self._observations)
 
     def pending(self) -> list[Pending]:
         """Trials asked for, or running, with no result yet."""
-        return [Pending(params=e.params, fidelity=e.fidelity) for e in self.state.with_status("proposed", "dispatched")]
+        fill = self.state.space_view.filled
+        return [Pending(params=fill(e.params), fidelity=e.fidelity) for e in self.state.with_status("proposed", "dispatched")]
 
     def context(self, *, fidelities: Sequence[FidelityOption] | None = None,
                 candidates: Sequence[Mapping[str, Any]] | None = None) -> PlanContext:
         """What the planner is told beyond the data: seed, ledger position,
-        constraints, fidelities on offer, failed points, and a pool."""
+        constraints, fidelities on offer, failed points (:func:`failures`), and a pool."""
         context = PlanContext(seed=self.problem.seed, step=self.state.next_experiment_id - 1, constraints=self.problem.constraints,
-                              target_fidelity=self.problem.target_fidelity,
-                              failed=tuple(Pending(params=e.params, fidelity=e.fidelity)
-                                           for e in [*self.state.avoided(), *self.state.vetoed()]))
+                              target_fidelity=self.problem.target_fidelity, failed=failures(self.state), warm_start=self.warm_start)
         if fidelities is not None:
             context = context.model_copy(update={"fidelities": tuple(fidelities)})
         if candidates is not None:
             used = {point_key(e.params) for e in self.state.with_status("completed", "proposed", "dispatched")}
             used |= {point_key(e.params) for e in self.state.avoided()}
             context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in used)})
-        return context
+        return evolved_context(self.state.space_view, context, self.observations(), self.pending())
+
+    # --- the search space ---------------------------------------------------------------
+
+    @property
+    def space(self) -> SearchSpace:
+        """The current search space: the config's, as edited since (``space_changed``
+        events; :mod:`selflab.controller.space_edits`)."""
+        return self.state.space_view.space or self.problem.space
+
+    def edit_space(self, op: str, parameter: str, *values: float | int | str, backfill: float | int | str | None = None,
+                   kind: str | None = None, log: bool = False, explore: int = 0, by: str = "", reason: str = "") -> SearchSpace:
+        """Edit the search space (``op``: ``widen``/``narrow`` ``LOW HIGH``, ``add``
+        ``LOW HIGH`` or choices with a required ``backfill``, ``fix`` ``VALUE``,
+        ``add_choice``/``remove_choice`` ``CHOICE``), checked against the
+        instruments' limits in the config; records ``space_changed`` and returns
+        the new space. Proposals come from it from now on; every observation
+        stays in the model. ``explore`` (widen only): that many space-filling
+        points of the opened range come first (:mod:`selflab.controller.space_explore`).
+        Raises :class:`StudyError` (one line, nothing written)."""
+        try:
+            edit = SpaceEdit.model_validate({"op": op.replace("-", "_"), "parameter": parameter, "values": list(values),
+                                             "backfill": backfill, "kind": kind, "log": log, "explore": explore})
+        except ValidationError as exc:
+            raise StudyError(f"{op} {parameter}: {exc.errors()[0]['msg']}; the edits are {', '.join(OPS)}") from None
+        with self._guard:
+            self.follow()
+            try:
+                payload = edit_payload(self.state.space_view, edit, instrument_limits(self.state.config),
+                                       by=by or default_actor(), reason=reason, origin=origin())
+            except EditRefused as exc:
+                raise StudyError(str(exc)) from None
+            self._append([NewEvent(campaign=self.problem.name, kind="space_changed", payload=payload)])
+            _log.info("search space v%d: %s %s %s by %s", payload["version"], edit.op, parameter, " ".join(map(str, values)), payload["by"])
+            return self.space
+
+    def record(self, events: Sequence[NewEvent], work: Sequence[dict[str, Any]] = ()) -> list[Event]:
+        """Append the runner's events (see :meth:`CampaignRecord.record`), then
+        run the boundary check when they hold proposals."""
+        written = super().record(events, work)
+        if any(e.kind == "proposed" for e in written):
+            self.check_boundaries()
+        return written
+
+    def check_boundaries(self) -> list[Event]:
+        """Record a ``boundary_hit`` for each parameter bound that more than half
+        of the recent proposals sit on (:func:`~selflab.controller.space_edits.boundary_hits`),
+        once per bound until the space changes."""
+        with self._guard:
+            view, experiments = self.state.space_view, self.state.experiments
+            recent: list[dict[str, Any]] = []
+            for eid in range(self.state.next_experiment_id - 1, view.since - 1, -1):
+                exp = experiments.get(eid)
+                if exp is not None and not exp.attached and exp.reason.get("strategy") != "requeue":
+                    recent.append(view.filled(exp.params))
+                    if len(recent) == BOUNDARY_WINDOW:
+                        break
+            hits = boundary_hits(view, recent[::-1], instrument_limits(self.state.config))
+            for hit in hits:
+                _log.warning("boundary_hit: %s sits on its %s bound %g in %d of the last %d proposals; widen it: %s", hit["parameter"],
+                            hit["bound"], hit["value"], round(hit["fraction"] * hit["window"]), hit["window"], hit["suggestion"])
+            return self._append([NewEvent(campaign=self.problem.name, kind="boundary_hit", payload=h) for h in hits]) if hits else []
 
     @property
     def planner_kind(self) -> str:
@@ -437,6 +627,16 @@ class Study(CampaignRecord):
             raise StudyError(str(exc)) from None
 
 
+def failures(state: CampaignState) -> tuple[Failure, ...]:
+    """The points a planner is told to avoid, with why (:class:`~selflab.planners.protocol.Failure`):
+    experiments that ran and failed, with the ledger's ``error_kind`` (a
+    ``timeout`` or ``disconnected`` says nothing about the parameters, and a
+    feasibility model leaves it out), those no instrument could price
+    (``bad_cost``), then vetoed proposals (``vetoed``)."""
+    return tuple(Failure(params=e.params, fidelity=e.fidelity, kind=e.error_kind or e.end_reason or "error")
+                 for e in [*state.avoided(), *state.vetoed()])
+
+
 def problem_of(config: LabConfig) -> Problem:
     """The problem a campaign config states."""
     return Problem(name=config.name, space=config.space, objectives=tuple(config.objectives),
@@ -449,4 +649,4 @@ def _clock(kind: str) -> str:
     return kind
 
 
-__all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "package_version", "problem_of", "started_payload"]
+__all__ = ["Problem", "Study", "StudyError", "Trial", "changed_problem", "failures", "package_version", "problem_of", "started_payload"]

@@ -24,6 +24,13 @@ still lands within ``1e-3`` (unit-cube scale, every coordinate) of a pending,
 failed or earlier-in-batch point is replaced by the best point of a Sobol
 candidate set that keeps away from them.
 
+A batch of several points (``n > 1``) is built as :mod:`selflab.planners.batch`
+says (``batch_strategy``): by default sequential greedy qLogNEI below
+``plate_from`` (8) points, and a plate from there: ``batch_head`` (4) greedy
+points, the rest by pathwise Thompson sampling (one q = 24 plate in seconds,
+not the minutes of 24 greedy points). Each proposal of a batch says which
+strategy made it and its rank (``"batch": {"strategy", "rank", "size"}``).
+
 With a pool (``context.candidates``), numeric inputs are modelled on the
 pool's rank scale (``pool_scale: rank``, see :mod:`selflab.planners.pool_scale`):
 ``propose`` and ``recommend`` run on the ranked pool and answer with the
@@ -102,10 +109,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
+from selflab.planners.batch import BatchStrategy, hybrid_batch, resolve, thompson_batch
 from selflab.planners.calibration import LooStats, raw_scores, rescale_factor
 from selflab.planners.encoding import Encoding
+from selflab.planners.evolving import search_encoding
 from selflab.planners.extrapolation import ExtrapolationRule, extrapolation_flags
 from selflab.planners.feasibility import Feasibility, FeasibilityWeighted, counts, encoded_failures, fit_feasibility
+from selflab.planners.learn import learn_acquisition, learning
 from selflab.planners.optimize import maximize, too_close
 from selflab.planners.pool_scale import RankScale
 from selflab.planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
@@ -120,6 +130,7 @@ from selflab.planners.surrogate import (
     numerics,
     resolve_device,
 )
+from selflab.planners.warm_start import GuardMode, guarded, single_task
 from selflab.planners.warp import Warp, fit_warp
 
 _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
@@ -181,6 +192,18 @@ class BOOptions(BaseModel):
     extrapolation: ExtrapolationRule = Field(
         default_factory=ExtrapolationRule, description="when a proposal is flagged extrapolating (selflab.planners.extrapolation)"
     )
+    batch_strategy: BatchStrategy = Field(
+        "auto", description="how a batch of several points is built (selflab.planners.batch): greedy (sequential qLogNEI), "
+        "thompson (pathwise Thompson sampling), hybrid (batch_head greedy points, the rest Thompson), or auto: greedy below "
+        "plate_from points, hybrid from there"
+    )
+    plate_from: int = Field(8, ge=2, description="batch_strategy: auto: batches of at least this many points are plates (hybrid)")
+    batch_head: int = Field(4, ge=1, description="batch_strategy: hybrid: this many greedy points head the batch")
+
+    warm_start_guard: GuardMode = Field(
+        "loo", description="with warm_start sources: loo: use the multi-task model only when its leave-one-out fit of this "
+        "campaign's data beats the single-task model's (guard against negative transfer); off: always (selflab.planners.warm_start)"
+    )
 
     @model_validator(mode="after")
     def _learn_needs_log_acquisition(self) -> BOOptions:
@@ -230,7 +253,7 @@ class BOPlanner:
         n: int,
         context: PlanContext,
     ) -> list[Proposal]:
-        encoding = Encoding(space, device=self.device)
+        encoding = Encoding(context.model_space or space, device=self.device)  # (after space edits: over every observation)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
         n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
@@ -241,7 +264,11 @@ class BOPlanner:
         try:
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
                 surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), self._prior(context))
-                return self._bo(surrogate, objectives, observations, pending, n, context)
+                warm = guarded(surrogate, data, context.warm_start, guard=self.options.warm_start_guard) if context.warm_start else None
+                if warm is not None:  # (warm start: the multi-task model, unless the guard keeps the cold-start one)
+                    surrogate = warm[0]
+                return self._bo(surrogate, objectives, observations, pending, n, context, space=space,
+                                warm=None if warm is None else warm[1])
         except _NUMERIC_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
             return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
@@ -262,7 +289,7 @@ class BOPlanner:
         is a model or with several objectives. With a pool in
         ``context.candidates`` it models on the same scale as :meth:`propose`.
         """
-        if len(objectives) != 1:
+        if len(objectives) != 1 or objectives[0].learn:  # (objective: learn has no optimum)
             return None
         points = [o.params for o in observations if o.fidelity == context.target_fidelity]
         try:
@@ -337,7 +364,7 @@ class BOPlanner:
         if scale is not None:
             observations, _, context = _on_scale(scale, observations, (), context)
             space = scale.space
-        encoding = Encoding(space, device=self.device)
+        encoding = Encoding(context.model_space or space, device=self.device)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
         if data.n < 2:
@@ -383,15 +410,18 @@ class BOPlanner:
         unless an outcome constraint reads that objective (its threshold is in
         original units); none otherwise."""
         o = objectives[0]
-        if self.options.outcome_warp == "none" or len(objectives) != 1 or any(c.outcome == o.name for c in context.constraints):
+        if (self.options.outcome_warp == "none" or len(objectives) != 1 or o.learn
+                or any(c.outcome == o.name for c in context.constraints)):
             return []
         return [fit_warp(data.Y[:, 0], o.direction)]
 
     def _bo(
         self, surrogate: Surrogate, objectives: Sequence[Objective], observations: Sequence[Observation], pending: Sequence[Pending],
-        n: int, context: PlanContext,
+        n: int, context: PlanContext, *, space: SearchSpace | None = None, warm: dict[str, Any] | None = None,
     ) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding
+        # (after search-space edits the model spans every observation; proposals come only from the current space)
+        search = search_encoding(enc, space) if context.model_space is not None and space is not None else enc
         X_avoid = enc.encode([p.params for p in (*pending, *context.failed)])
         pool = enc.encode(list(context.candidates)) if context.candidates is not None else None
         seed = _mix(context.seed, context.step)
@@ -400,14 +430,21 @@ class BOPlanner:
         model = surrogate.rescaled([calibration["std_scale"][out] for out in surrogate.outcomes]) if calibration["std_scale"] else surrogate
         feasibility, feasibility_reason = self._feasibility(enc, observations, context)
         info: dict[str, Any]
-        if o.acquisition == "ts":
+        if learning(objectives):  # (objective: learn: qNIPV, batches jointly; selflab.planners.learn)
+            acqf, name, info = learn_acquisition(model, objectives, seed=seed, pool=pool)
+            X, values = maximize(acqf, search, n, X_pending=X_avoid, candidates=pool, maxiter=o.maxiter,
+                                 **self._search_effort(surrogate.data.n))
+            X, values, _ = self._keep_apart(acqf, search, X, values, X_avoid, pool is None, seed)
+            labels = ["joint"] * len(X)  # (qNIPV optimizes the batch jointly)
+        elif o.acquisition == "ts":
             objective, info = scalarized_objective(model, objectives, context.constraints, seed)
-            choices = pool if pool is not None else sobol_candidates(enc, o.ts_candidates, seed)
+            choices = pool if pool is not None else sobol_candidates(search, o.ts_candidates, seed)
             choices = choices[~too_close(enc, choices, X_avoid)]
             if not len(choices):
                 raise BotorchError("no Thompson-sampling candidate keeps away from the pending points")
             idx, values = thompson_select(model, objective, choices, min(n, len(choices)))
             X, name = choices[idx], "ts"
+            labels = ["thompson_candidates"] * len(X)
         else:
             acqf, name, info = build_acquisition(
                 model, objectives, context.constraints, o.acquisition, beta=o.beta, mc_samples=o.mc_samples, seed=seed,
@@ -415,25 +452,33 @@ class BOPlanner:
             )
             if feasibility is not None:
                 acqf = FeasibilityWeighted(acqf, feasibility)
-            X, values = maximize(
-                acqf, enc, n, X_pending=X_avoid, candidates=pool,
-                maxiter=o.maxiter, **self._search_effort(surrogate.data.n),
-            )
-            X, values, replaced = self._keep_apart(acqf, enc, X, values, X_avoid, pool is None, seed)
+            strategy = resolve(o.batch_strategy, n, plate_from=o.plate_from, surrogate=model, pool=pool is not None,
+                               learn_failures=feasibility is not None)
+            if strategy == "greedy":
+                X, values = maximize(
+                    acqf, search, n, X_pending=X_avoid, candidates=pool,
+                    maxiter=o.maxiter, **self._search_effort(surrogate.data.n),
+                )
+                labels = ["greedy"] * len(X)
+            else:  # (selflab.planners.batch: one objective's SingleTaskGP, continuous inputs, no pool)
+                X, values, labels = self._batch(strategy, acqf, model, objectives, context, search, n, X_avoid, seed)
+            before = X
+            X, values, replaced = self._keep_apart(acqf, search, X, values, X_avoid, pool is None, seed)
+            labels = [label if torch.equal(a, b) else "near_duplicate_replaced" for label, a, b in zip(labels, before, X)]
             if replaced:
                 info = {**info, "replaced_near_duplicates": replaced}
         acq_seconds = time.perf_counter() - started
         mean, std = model.stats(X)
         noise = model.noise_std(X)
-        flags = extrapolation_flags(surrogate, X, o.extrapolation)
+        flags = extrapolation_flags(single_task(surrogate), X, o.extrapolation)
         p_success = feasibility.prob(X) if feasibility is not None else None
         loo = self._loo(surrogate, context) if surrogate.refit == "full" else None
         fidelity = offered_fidelity(context)
         proposals = []
-        for i, point in enumerate(enc.decode(X)):
+        for i, point in enumerate(search.decode(X)):
             reason = {
                 "strategy": "bo",
-                "acquisition": name,
+                "acquisition": "pathwise_ts" if labels[i] == "thompson" else name,
                 "acquisition_value": _number(values[i]),
                 "predicted": {out: {"mean": _number(mean[i, j]), "std": _number(std[i, j])} for j, out in enumerate(surrogate.outcomes)},
                 "noise_std": {out: _number(noise[i, j]) for j, out in enumerate(surrogate.outcomes)},
@@ -451,9 +496,25 @@ class BOPlanner:
                 "feasibility": {**feasibility_reason, "p_success": None if p_success is None else _number(p_success[i])},
                 "loo": loo,
                 **info,
+                **({"warm_start": warm} if warm is not None else {}),
             }
+            if n > 1:
+                reason["batch"] = {"strategy": labels[i], "rank": i, "size": len(X)}
             proposals.append(Proposal(params=point, fidelity=fidelity, reason=reason))
         return proposals
+
+    def _batch(
+        self, strategy: str, acqf: Any, model: Surrogate, objectives: Sequence[Objective], context: PlanContext, enc: Encoding,
+        n: int, X_avoid: torch.Tensor, seed: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """A batch by ``thompson`` or ``hybrid`` (:mod:`selflab.planners.batch`): points, values, each row's strategy."""
+        o = self.options
+        objective, _ = scalarized_objective(model, objectives, context.constraints, seed)
+        if strategy == "thompson":
+            X, values = thompson_batch(model, objective, enc, n, X_avoid=X_avoid, seed=seed, maxiter=o.maxiter)
+            return X, values, ["thompson"] * n
+        return hybrid_batch(acqf, model, objective, enc, n, o.batch_head, X_avoid=X_avoid, seed=seed, maxiter=o.maxiter,
+                            **self._search_effort(model.data.n))
 
     def _calibration(self, surrogate: Surrogate, observations: Sequence[Observation]) -> dict[str, Any]:
         """``calibration: rescale``: the factor of each outcome's std (from the
@@ -594,7 +655,8 @@ def _on_scale(
         return [r.model_copy(update={"params": ranked}) for r, ranked in zip(records, scale.forward_all([r.params for r in records]))]
 
     candidates = tuple(scale.forward_all(list(context.candidates or ())))
-    return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed))})
+    return move(observations), move(pending), context.model_copy(update={"candidates": candidates, "failed": tuple(move(context.failed)),
+                                                                        "model_space": None})  # (the rank scale spans every known point)
 
 
 def _warp_reason(surrogate: Surrogate) -> dict[str, dict[str, float]]:

@@ -34,7 +34,6 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -44,6 +43,7 @@ from gpytorch.kernels import MaternKernel, RBFKernel
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from selflab.planners.reasons import is_extrapolating as is_extrapolating  # (torch-free, for the controller)
 from selflab.planners.surrogate import Surrogate, numerics
 
 
@@ -90,12 +90,6 @@ def extrapolation_flags(surrogate: Surrogate, X: Tensor, rule: ExtrapolationRule
             "extrapolating": bool(extrapolating),
         })
     return out
-
-
-def is_extrapolating(reason: Mapping[str, Any]) -> bool:
-    """Whether a proposal's reason flags it ``extrapolating`` (``False`` when it has no flags)."""
-    flags = reason.get("extrapolation")
-    return bool(flags.get("extrapolating")) if isinstance(flags, Mapping) else False
 
 
 def _sigma_ratio(model: Model, X: Tensor) -> Tensor:

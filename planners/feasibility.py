@@ -62,21 +62,17 @@ from gpytorch.priors import GammaPrior
 from torch import Tensor
 
 from selflab.planners.encoding import Encoding
-from selflab.planners.protocol import Pending
+from selflab.planners.protocol import Failure, Pending
 
-UNINFORMATIVE_KINDS = frozenset({"timeout", "disconnected"})
-"""Ledger failure kinds that say nothing about the parameters (the instrument or its link failed)."""
+UNINFORMATIVE_KINDS = frozenset({"timeout", "disconnected", "vetoed", "bad_cost"})
+"""Failure kinds that say nothing about the chemistry at the parameters: the
+instrument or its link failed (``timeout``, ``disconnected``), a person refused
+the proposal (``vetoed``: the planner keeps away from its neighbourhood by
+``oversight.veto_radius`` instead), or no instrument could price it
+(``bad_cost``). The planner still avoids these points themselves."""
 MAX_INDUCING = 200
 """At most this many inducing points (chosen by botorch's greedy variance reduction beyond)."""
 _LOG_FLOOR = math.log(1e-12)
-
-
-class Failure(Pending):
-    """A failed experiment with the kind of its failure, as the ledger records it
-    (``Failed.error_kind``: ``timeout``, ``disconnected``, ``bad_response``,
-    ``out_of_limits``, ``error`` or a driver's own kind)."""
-
-    kind: str
 
 
 def counts(failure: Pending) -> bool:

@@ -67,6 +67,17 @@ class Pending(_Record):
     fidelity: float = 1.0
 
 
+class Failure(Pending):
+    """A failed experiment with the kind of its failure, as the ledger records it
+    (``Failed.error_kind``: ``timeout``, ``disconnected``, ``bad_response``,
+    ``out_of_limits``, ``error``, or a driver's own kind such as ``clogged``).
+    The controller passes these in :attr:`PlanContext.failed`; a planner that
+    learns where experiments fail uses the kind to leave out failures that say
+    nothing about the parameters (:mod:`selflab.planners.feasibility`)."""
+
+    kind: str
+
+
 class FidelityOption(_Record):
     """A fidelity some instrument serves, and what one experiment there costs."""
 
@@ -75,6 +86,23 @@ class FidelityOption(_Record):
     free: int | None = Field(default=None, ge=0)
     """Instrument slots free now at this fidelity (``None``: unknown). A
     multi-fidelity planner proposes at most this many here."""
+
+
+class SourceTask(_Record):
+    """The completed experiments of an earlier, related campaign that a
+    campaign is warm-started from (``warm_start`` in the config): another task
+    of a multi-task model, not more data of this one (:mod:`selflab.planners.warm_start`).
+
+    ``observations`` carry this campaign's parameter names only (the controller
+    matched them by name and dropped rows outside this campaign's space) and
+    this campaign's modelled outcomes.
+    """
+
+    name: str
+    """Where it comes from, for the record: ``campaign@ledger``."""
+    observations: tuple[Observation, ...]
+    dropped: int = 0
+    """Source rows left out (outside this campaign's space, or without every modelled outcome)."""
 
 
 class PlanContext(_Record):
@@ -87,11 +115,21 @@ class PlanContext(_Record):
     fidelities: tuple[FidelityOption, ...] = (FidelityOption(fidelity=1.0, cost=1.0),)
     target_fidelity: float = 1.0
     failed: tuple[Pending, ...] = ()
-    """Experiments that ran and failed: information, not to be repeated blindly."""
+    """Experiments that ran and failed: information, not to be repeated blindly
+    (:class:`Failure` records, with the failure's kind, from the controller)."""
     candidates: tuple[Point, ...] | None = None
     """When set, the only points that may be proposed (a pool of measurable
     inputs, e.g. the unmeasured rows of a dataset); already measured and
     pending ones are removed by the controller."""
+    warm_start: tuple[SourceTask, ...] = ()
+    """Earlier related campaigns to transfer from (``warm_start`` in the config;
+    :mod:`selflab.planners.warm_start`); planners without a multi-task model ignore them."""
+    model_space: SearchSpace | None = None
+    """After search-space edits: the hull of the current space and every
+    observation, pending and failed point, with the same parameters in the same
+    order (a categorical's current choices first). A model scales its inputs over
+    it, so that no past observation falls outside; proposals still come only from
+    ``space`` (see :func:`selflab.planners.evolving.search_encoding`). ``None``: ``space``."""
 
 
 class Proposal(_Record):

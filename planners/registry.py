@@ -21,6 +21,7 @@ PLANNERS: dict[str, str] = {
     "bo": "selflab.planners.bo:BOPlanner",
     "mf": "selflab.planners.mf:MFPlanner",
     "ax": "selflab.planners.ax_planner:AxPlanner",
+    "plain": "selflab.planners.plain:PlainPlanner",
 }
 """Planner kind -> ``module:Class``."""
 

@@ -142,7 +142,14 @@ Parameter = Annotated[
 
 
 class Objective(_Strict):
-    """An outcome to maximize or minimize."""
+    """An outcome to maximize or minimize, or (``objective: learn``) to map.
+
+    ``objective: learn``: the campaign wants a map of this output rather than
+    its best value; the ``bo`` planner then reduces its model's integrated
+    posterior variance (:mod:`selflab.planners.learn`), and ``direction`` and
+    ``reference_point`` do not apply. A campaign's objectives are all
+    ``optimize`` or all ``learn``.
+    """
 
     name: str = Field(pattern=_NAME)
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -150,6 +157,13 @@ class Objective(_Strict):
     reference_point: FiniteFloat | None = None
     """For several objectives: the worst value still worth having, the corner of
     the hypervolume (in the objective's own units). Inferred when unset."""
+    objective: Literal["optimize", "learn"] = "optimize"
+    """``optimize`` (find the best value, in ``direction``) or ``learn`` (map the output: no optimum)."""
+
+    @property
+    def learn(self) -> bool:
+        """Whether this output is to be mapped (``objective: learn``) rather than optimized."""
+        return self.objective == "learn"
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b`` for this objective."""

@@ -40,7 +40,22 @@ name                        fidelities (cost units per experiment)      reported
                             0.5 (0.1), 0.75 (0.3), 1 (1)                (opt 0.397887)
 ``reactor_multifidelity``   the reactor: lumped CSTR model at 0.5       best yield at fidelity 1
                             (0.05), plug-flow reactor at 1 (1)          (opt ~0.9155)
+``reactor_biased``          the reactor: a plug-flow simulation with    best yield at fidelity 1
+                            mis-fitted kinetics at 0.5 (0.05), the      (opt ~0.9155)
+                            plug-flow reactor at 1 (1); the cheap
+                            optimum is displaced (see below)
+``reactor_biased_cC``       the same, the cheap level at cost ``C``     best yield at fidelity 1
+                            (``0 < C < 1``, e.g. ``reactor_biased_c0.2``:
+                            a cost ratio of 5)
 ==========================  ==========================================  ==========================
+
+``reactor_biased`` (issue 22): the cheap level is the exact plug-flow model
+with the over-reaction's activation energy fitted 4 % low
+(:data:`BIASED_EA2_J_PER_MOL`, 125 kJ/mol against 130): the simulation
+believes heat costs less product than it does, so its optimum is displaced
+to 73.8 degC (best yield 0.853) from the plant's 87.1 degC (0.9155); the
+right shape everywhere, in the wrong place. A 60 s computation, like the
+lumped model.
 
 A single-fidelity planner (``bo``, ``ax``, ``random``, ``sobol``) only uses
 the fidelity-1 instrument of such a problem; ``mf`` uses them all.
@@ -72,7 +87,7 @@ from pydantic import BaseModel, ConfigDict
 
 from selflab.simulators.simulated import Simulation, check_non_negative
 
-__all__ = ["DATA", "DURATION_S", "BotorchInstrument", "Constraint", "FidelityLevel", "FloatParameter", "Objective", "Problem",
+__all__ = ["BIASED_COSTS", "BIASED_EA2_J_PER_MOL", "DATA", "DURATION_S", "BotorchInstrument", "Constraint", "FidelityLevel", "FloatParameter", "Objective", "Problem",
            "ProblemError", "UnknownProblem", "get_problem", "problem_names"]
 
 DURATION_S = 60.0
@@ -80,6 +95,12 @@ DURATION_S = 60.0
 
 DATA = Path(__file__).resolve().parent / "data" / "liang2021"
 """The bundled Liang et al. (2021) datasets."""
+
+BIASED_EA2_J_PER_MOL = 125_000.0
+"""``reactor_biased``: the cheap simulation's activation energy of the over-reaction (the plant's: 130,000)."""
+
+BIASED_COSTS = (0.05, 0.2)
+"""``reactor_biased`` (0.05) and ``reactor_biased_c0.2``: the cheap level's costs listed by :func:`problem_names`."""
 
 TOP_FRACTION = 0.05
 """Pools: the top set is the best 5 % of the (averaged) rows."""
@@ -244,7 +265,8 @@ class BotorchInstrument:
 def problem_names() -> list[str]:
     """The named problems (``pool:PATH.csv`` comes on top of these)."""
     return ["augmented_branin", "augmented_hartmann", "autoam", "branin", "branin_currin", "carburizing", "gramacy", "hartmann6",
-            "p3ht", "perovskite", "reactor", "reactor_clog", "reactor_multifidelity"]
+            "p3ht", "perovskite", "reactor", "reactor_biased", *(f"reactor_biased_c{c:g}" for c in BIASED_COSTS[1:]), "reactor_clog",
+            "reactor_multifidelity"]
 
 
 def get_problem(spec: str, *, objective: str | None = None, direction: str | None = None) -> Problem:
@@ -284,6 +306,13 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
         levels = [FidelityLevel(fidelity=f, cost=c, driver=spec, options={"fidelity": f, "cost": c})
                   for f, c in sorted(DEFAULT_COSTS.items())]
         return base.model_copy(update={"name": spec, "driver": spec, "options": {"fidelity": 1.0}, "levels": levels})
+    if spec == "reactor_biased" or spec.startswith("reactor_biased_c"):
+        cost = BIASED_COSTS[0] if spec == "reactor_biased" else _biased_cost(spec)
+        plant = get_problem("reactor_multifidelity")
+        simulation = {"model": "pfr", "ea2_j_per_mol": BIASED_EA2_J_PER_MOL, "overhead_s": 60.0}
+        levels = [FidelityLevel(fidelity=0.5, cost=cost, driver="reactor", options=simulation),
+                  FidelityLevel(fidelity=1.0, cost=1.0, driver="reactor", options={"model": "pfr"})]
+        return plant.model_copy(update={"name": spec, "levels": levels})
     if spec in ("reactor", "reactor_multifidelity", "reactor_clog"):
         from selflab.simulators.reactor import REACTOR_LIMITS, PlugFlowReactor
 
@@ -323,6 +352,18 @@ def get_problem(spec: str, *, objective: str | None = None, direction: str | Non
                        driver="selflab.simulators.problems:BotorchInstrument", options={"function": "branin_currin", **timed},
                        metric="hypervolume", optimum=float(BraninCurrin._max_hv), direction="maximize")
     raise UnknownProblem(f"unknown problem {spec!r}; choose one of {', '.join(problem_names())} or pool:PATH.csv")
+
+
+def _biased_cost(spec: str) -> float:
+    """The cheap level's cost of ``reactor_biased_cC``."""
+    text = spec.removeprefix("reactor_biased_c")
+    try:
+        cost = float(text)
+    except ValueError:
+        raise ProblemError(f"{spec}: the cost after reactor_biased_c must be a number in (0, 1), e.g. reactor_biased_c0.2") from None
+    if not 0 < cost < 1:
+        raise ProblemError(f"{spec}: the cheap level's cost must be in (0, 1) (the plant's is 1), got {text}")
+    return cost
 
 
 def _pool(name: str, path: Path, objective: str, direction: str) -> Problem:

@@ -71,7 +71,7 @@ def test_cross_field_faults() -> None:
     assert "objectives[1].name: duplicate name 'y'" in lines
     assert "instruments[1].name: duplicate name 'q1'" in lines
     assert "objectives[2].name: 'x' is also a parameter name" in lines
-    assert "planner.kind: unknown planner 'gradient-descent'; choose one of ax, bo, mf, random, sobol" in lines
+    assert "planner.kind: unknown planner 'gradient-descent'; choose one of ax, bo, mf, plain, random, sobol" in lines
     assert any(line.startswith("stop.target.objective: required with several objectives") for line in lines)
     assert any(line.startswith("ledger: 'mysql://db/x' is not a sqlite:// or postgresql:// URL") for line in lines)
 

@@ -117,7 +117,7 @@ def test_fidelity_defaults_to_the_target_when_offered() -> None:
 
 
 def test_registry_errors() -> None:
-    assert planner_kinds() == ["ax", "bo", "mf", "random", "sobol"]
+    assert planner_kinds() == ["ax", "bo", "mf", "plain", "random", "sobol"]
     with pytest.raises(KeyError, match="unknown planner kind 'gp'"):
         make_planner("gp", {})
     with pytest.raises(TypeError):

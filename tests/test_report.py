@@ -70,3 +70,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["report", "--ledger", f"sqlite:///{tmp_path / 'none.sqlite'}", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_campaign_a_python_study_made_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``Study.create`` records its problem, not a lab (no instruments, no stop rule):
+    ``selflab report`` still draws its figures from the ledger."""
+    from selflab.controller.study import Study
+    from selflab.planners.baselines import SobolPlanner
+    from selflab.planners.space import FloatParameter, Objective
+
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    with Study.create("notebook", [FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)],
+                      [Objective(name="y", direction="minimize")], ledger=url, planner=SobolPlanner()) as study:
+        for trial in study.ask(5):
+            study.tell(trial.trial_id, {"y": (trial.params["x"] - 0.3) ** 2 + trial.params["z"]})
+    assert main(["report", "--ledger", url, "--out", str(tmp_path / "fig")]) == 0
+    written = capsys.readouterr().out.split()
+    assert {Path(p).name for p in written} >= {"best_so_far.png", "gp_slices_y.png", "cost_y.png"}
+    assert all(Path(p).stat().st_size > 1000 for p in written)

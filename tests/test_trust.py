@@ -13,14 +13,18 @@ import torch
 
 from selflab.planners.bo import BOPlanner
 from selflab.planners.calibration import (
+    EVIDENCE_PER_BIN,
+    SEQUENTIAL_BAND,
     CalibrationBand,
     CalibrationStats,
     LooStats,
     PredictedOutcome,
     ScoredObservation,
+    overconfidence_evidence,
     prequential_z,
     raw_scores,
     rescale_factor,
+    rolling,
 )
 from selflab.planners.encoding import Encoding
 from selflab.planners.extrapolation import extrapolation_flags, is_extrapolating
@@ -97,6 +101,49 @@ def test_the_band_is_quiet_for_calibrated_scores_and_fires_for_overconfident_one
     assert not band.miscalibrated(CalibrationStats.of([0.01] * band.window))  # underconfident: no bound by default...
     assert CalibrationBand(spread_low=0.5).miscalibrated(CalibrationStats.of([0.01] * band.window))  # ...unless asked
     assert CalibrationBand(spread_high=1.5).miscalibrated(CalibrationStats.of([0.0] * (band.window - 1) + [20.0]))
+
+
+def first_flag(z: np.ndarray, band: CalibrationBand) -> int | None:
+    """The number of scores after which ``band`` first marks ``z`` miscalibrated, judged after each score."""
+    return next((k for k in range(1, len(z) + 1) if band.miscalibrated(rolling(z[:k].tolist(), band.window))), None)
+
+
+def test_the_evidence_of_overconfidence_accumulates_by_bin_and_is_bounded_per_score() -> None:
+    """Each score adds its bin's log-likelihood ratio (1.5x too narrow against calibrated); the best run counts."""
+    assert EVIDENCE_PER_BIN.tolist() == pytest.approx([-0.3652, -0.0510, 1.0037], abs=1e-4)
+    assert overconfidence_evidence([]) == 0.0 and overconfidence_evidence([0.1, -0.3, 0.5]) == 0.0
+    assert overconfidence_evidence([2.0, -3.0, 1e6]) == pytest.approx(3 * 1.00368, abs=1e-4)  # a huge miss adds as much as any miss
+    run = [0.1] * 10 + [2.0, 0.1, -2.0, 1.0, 2.5] + [0.1] * 10  # the run in the middle, not the sum of everything
+    assert overconfidence_evidence(run) == pytest.approx(3 * 1.00368 - 0.36516 - 0.05096, abs=1e-4)
+    assert CalibrationStats.of([0.5, -1.0, 2.0, 40.0]).robust_spread == pytest.approx(1.4826 * 1.5)
+
+
+def test_the_sequential_band_fires_on_overconfident_scores_and_rarely_on_calibrated_ones() -> None:
+    """Simulated campaigns (fixed seed): N(0, 2^2) scores (intervals half as wide as they should
+    be) are flagged within 24 scores almost always, calibrated N(0, 1) scores within 60 rarely."""
+    band = SEQUENTIAL_BAND
+    rng = np.random.default_rng(3)
+    calibrated = rng.standard_normal((200, 60))
+    alarms = np.mean([first_flag(z, band) is not None for z in calibrated])
+    hits = np.mean([(first_flag(2.0 * z[:24], band) or 99) <= 24 for z in calibrated[:100]])
+    assert alarms < 0.06 and hits > 0.85, (alarms, hits)
+    assert first_flag(np.full(band.min_scored - 1, 5.0), band) is None  # too few to judge
+    assert first_flag(np.full(band.min_scored, 5.0), band) == band.min_scored
+    # An underconfident bulk with huge misses (the GP scoring random Branin points): quiet, though its spread is huge.
+    tails = np.array([1000.0 if i % 8 == 0 else 0.2 * z for i, z in enumerate(rng.standard_normal(100))])
+    assert first_flag(tails, band) is None and CalibrationStats.of(tails).z_spread > 100
+    assert first_flag(tails, CalibrationBand(spread_high=3.0)) is not None  # the spread rule would fire
+    with pytest.raises(ValueError, match="min_scored"):
+        CalibrationBand(window=10, min_scored=12)
+
+
+def test_a_sequential_flag_clears_once_a_window_passes_without_the_run() -> None:
+    band = SEQUENTIAL_BAND
+    z = [3.0] * 10 + [0.3] * band.window
+    judged = [band.miscalibrated(rolling(z[:k], band.window)) for k in range(1, len(z) + 1)]
+    # Flagged at the 10th score (10 misses: 10 nats), and until the window holds only 3 of the misses (3 nats):
+    assert judged == [False] * 9 + [True] * (band.window - 3) + [False] * 4, judged
+    assert "4 nats in the last 20" in band.describe() and CalibrationBand().describe() == "90 % intervals hold >= 70 % of the last 15"
 
 
 def test_leave_one_out_figures() -> None:

@@ -70,15 +70,27 @@ class Device:
     name = "device"
     idn = "SELFLAB,DEVICE,EMU0000,1.0"
 
-    def __init__(self, world: FlowWorld, *, seed: int, drift_per_min: float = 0.0, noise: bool = True) -> None:
+    def __init__(self, world: FlowWorld, *, seed: int, drift_per_min: float = 0.0, noise: bool = True,
+                 drift_after_min: float = 0.0, drift_step: float = 0.0) -> None:
         self.world = world
-        self.drift_per_min = drift_per_min
+        self.drift_per_min, self.drift_after_min, self.drift_step = drift_per_min, drift_after_min, drift_step
         self.noise = noise
         self._rng = random.Random(f"noise:{seed}:{self.name}")
         self.reset()
 
     def reset(self) -> None:
         """Power-on state (after a reboot)."""
+
+    def drift(self) -> float:
+        """The drift of the main reading now: none for ``drift_after_min``
+        emulated minutes, then ``drift_step`` plus ``drift_per_min`` per minute since.
+
+        >>> world = FlowWorld(time_scale=1.0)
+        >>> HotplateDevice(world, seed=0, drift_per_min=0.5, drift_after_min=1e6, drift_step=3.0).drift()
+        0.0
+        """
+        since = self.world.now_min() - self.drift_after_min
+        return 0.0 if since < 0 else self.drift_step + self.drift_per_min * since
 
     def _gauss(self, std: float) -> float:
         return self._rng.gauss(0.0, std) if self.noise else 0.0
@@ -171,8 +183,7 @@ class HotplateDevice(Device):
         return f"{self.world.ramp_c_per_min:.2f}"
 
     def cmd_temp_q(self, args: list[str]) -> str:
-        drift = self.drift_per_min * self.world.now_min()
-        return f"{self.world.plate_c + drift + self._gauss(0.05):.2f}"
+        return f"{self.world.plate_c + self.drift() + self._gauss(0.05):.2f}"
 
     def cmd_off(self, args: list[str]) -> str:
         self.world.setpoint_c = None
@@ -198,7 +209,7 @@ class SpectrometerDevice(Device):
     def cmd_acq_q(self, args: list[str]) -> str:
         w = self.world
         value = absorbance_at(self.wavelength_nm, w.cell_p, w.cell_a)
-        value += self.drift_per_min * w.now_min() + self._gauss(0.002)
+        value += self.drift() + self._gauss(0.002)
         return f"{value:.4f}"
 
 

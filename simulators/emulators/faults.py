@@ -23,7 +23,11 @@ nan           answers ``NaN`` instead of the value                  ``BadRespons
 
 ``drift_per_min`` is not drawn: it is a slow, steady drift of the device's
 main reading (degC per emulated minute on the hotplate, absorbance units per
-emulated minute on the spectrometer).
+emulated minute on the spectrometer). It starts ``drift_after_min`` emulated
+minutes after the emulator starts (default: at once), when the reading also
+jumps by ``drift_step`` (same units; default 0): a lamp that ages from some
+day on, or a probe knocked out of place
+(:meth:`~selflab.simulators.emulators.devices.Device.drift`).
 
 Example::
 
@@ -59,6 +63,8 @@ class FaultPlan(BaseModel):
         replug_s: real seconds the port is absent after a disconnect.
         reboot_s: real seconds the port is absent during a reboot.
         drift_per_min: steady drift of the main reading per emulated minute.
+        drift_after_min: emulated minutes before the drift starts.
+        drift_step: jump of the main reading when the drift starts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +78,8 @@ class FaultPlan(BaseModel):
     replug_s: float = Field(default=0.2, ge=0)
     reboot_s: float = Field(default=0.5, ge=0)
     drift_per_min: float = 0.0
+    drift_after_min: float = Field(default=0.0, ge=0)
+    drift_step: float = 0.0
 
 
 class FaultInjector:

@@ -214,5 +214,7 @@ def _devices(config: EmulatorConfig) -> list[tuple[LineDevice, bytes]]:
         return [(device, device.termination) for device in load_device_file(config.device_file)]
     world = FlowWorld(time_scale=config.time_scale)
     termination = config.reply_termination.encode()
-    return [(DEVICES[name](world, seed=config.seed, drift_per_min=config.faults.drift_per_min, noise=config.noise), termination)
+    plan = config.faults
+    return [(DEVICES[name](world, seed=config.seed, drift_per_min=plan.drift_per_min, drift_after_min=plan.drift_after_min,
+                           drift_step=plan.drift_step, noise=config.noise), termination)
             for name in config.devices]
