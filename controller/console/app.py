@@ -102,7 +102,7 @@ class ConsoleSettings(BaseModel):
     """The address the server binds: loopback answers loopback ``Host`` headers only."""
     poll_s: float = Field(default=0.2, gt=0, le=5, description="seconds between polls of the ledger's position")
     lease_every_s: float = Field(default=1.0, gt=0, le=60, description="seconds between polls of the leases")
-    min_gap_s: float = Field(default=1.0, ge=0, le=60,
+    min_gap_s: float = Field(default=0.5, ge=0, le=60,
                              description="least seconds between two updates sent to the pages (coalesces a burst of events)")
     model_every_s: float = Field(default=10.0, ge=0, description="least seconds between two model fits of a campaign")
 

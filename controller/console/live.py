@@ -13,7 +13,7 @@ in the page about ``poll_s`` plus one page render after it commits.
 While events stream in (a fast campaign writes hundreds a second), the hub
 publishes at most one stamp per ``min_gap_s``: the first change after a
 quiet spell goes out at once, later ones wait for the gap to end and go out
-together. So every open page redraws at most once a second, however fast
+together. So every open page redraws at most twice a second (``min_gap_s`` 0.5), however fast
 the ledger grows, and the console leaves the cores to the campaign.
 
 Example (inside the app's lifespan)::
@@ -41,7 +41,7 @@ log = logging.getLogger("selflab.console")
 class Hub:
     """The ledger's latest stamp, and who waits for the next one."""
 
-    def __init__(self, source: LedgerSource, poll_s: float = 0.2, lease_every_s: float = 1.0, min_gap_s: float = 1.0) -> None:
+    def __init__(self, source: LedgerSource, poll_s: float = 0.2, lease_every_s: float = 1.0, min_gap_s: float = 0.5) -> None:
         self.source = source
         self.poll_s = poll_s
         self.lease_every_s = lease_every_s
