@@ -74,25 +74,35 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
     return found
 
 
+def which_campaign(config_path: str | None, ledger: str | None, campaign: str | None,
+                   missing: str = "give --config CONFIG or --ledger URL") -> tuple[str, str]:
+    """The ledger URL and campaign a command acts on: the config's (``--ledger``
+    overrides its ledger), else ``--ledger`` with ``--campaign``, or the
+    ledger's only campaign. Raises :class:`ActionRefused` (one line) when
+    neither is given or the ledger holds several campaigns and none is named."""
+    url = ledger
+    if config_path is not None:
+        config = load_config(config_path, ledger=ledger)
+        url, campaign = config.ledger_url, campaign or config.name
+    if url is None:
+        raise ActionRefused(missing, 422)
+    if campaign is None:
+        reader = Ledger(url, create=False)
+        try:
+            names = reader.campaigns()
+        finally:
+            reader.close()
+        if len(names) != 1:
+            raise ActionRefused(f"the ledger holds {len(names)} campaigns ({', '.join(names) or 'none'}); choose one with --campaign", 422)
+        campaign = names[0]
+    return url, campaign
+
+
 def handle(args: argparse.Namespace) -> int:
     """Perform one action; 0 done, 2 refused or bad input (one line on stderr)."""
     command = args.command
     try:
-        url, campaign = args.ledger, args.campaign
-        if args.config is not None:
-            config = load_config(args.config, ledger=args.ledger)
-            url, campaign = config.ledger_url, campaign or config.name
-        if url is None:
-            raise ActionRefused("give --config CONFIG or --ledger URL", 422)
-        if campaign is None:
-            reader = Ledger(url, create=False)
-            try:
-                names = reader.campaigns()
-            finally:
-                reader.close()
-            if len(names) != 1:
-                raise ActionRefused(f"the ledger holds {len(names)} campaigns ({', '.join(names) or 'none'}); choose one with --campaign", 422)
-            campaign = names[0]
+        url, campaign = which_campaign(args.config, args.ledger, args.campaign)
         by = args.by or default_actor()
         with OversightWriter(url, campaign) as writer:
             if command == "approve":
@@ -120,4 +130,4 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["handle", "pairs", "register"]
+__all__ = ["handle", "pairs", "register", "which_campaign"]

@@ -31,10 +31,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selflab.controller.config import ConfigError, load_config, parse_config
+from selflab.controller.config import ConfigError, parse_config
 from selflab.controller.fleet import build_fleet
 from selflab.controller.ledger import Event, Ledger, LedgerError, NewEvent
-from selflab.controller.oversight import default_actor, instrument_limits, origin
+from selflab.controller.oversight import ActionRefused, default_actor, instrument_limits, origin
+from selflab.controller.oversight_cmd import which_campaign
 from selflab.controller.projection import CampaignState
 from selflab.controller.space_edits import OPS, EditRefused, SpaceEdit, edit_payload
 
@@ -147,21 +148,10 @@ def handle(args: argparse.Namespace) -> int:
     words = list(args.words)
     try:
         config_path = words.pop(0) if words and words[0].replace("-", "_") not in OPS else None
-        url, campaign = args.ledger, args.campaign
-        if config_path is not None:
-            config = load_config(config_path, ledger=args.ledger)
-            url, campaign = config.ledger_url, campaign or config.name
-        if url is None:
-            raise EditRefused("give CONFIG or --ledger URL")
-        if campaign is None:
-            reader = Ledger(url, create=False)
-            try:
-                names = reader.campaigns()
-            finally:
-                reader.close()
-            if len(names) != 1:
-                raise EditRefused(f"the ledger holds {len(names)} campaigns ({', '.join(names) or 'none'}); choose one with --campaign")
-            campaign = names[0]
+        try:
+            url, campaign = which_campaign(config_path, args.ledger, args.campaign, missing="give CONFIG or --ledger URL")
+        except ActionRefused as exc:
+            raise EditRefused(str(exc)) from None
         if not words:
             reader = Ledger(url, create=False)
             try:
