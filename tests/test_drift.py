@@ -216,9 +216,11 @@ def _emulated(url: str, faults: dict[str, Any]) -> CampaignState:
 
 
 def test_the_emulators_drift_fault_sets_off_drift_suspected(tmp_path: Any) -> None:
-    """The flow rig over real ptys: the spectrometer's baseline creeps up 0.005 AU per emulated minute (about
-    0.07 yield per experiment here); the same campaign without the fault raises nothing."""
-    drifting = _emulated(f"sqlite:///{tmp_path / 'drift.sqlite'}", {"drift_per_min": 0.005})
+    """The flow rig over real ptys: the spectrometer's baseline creeps up 0.02 AU per emulated minute, so
+    that the reference's reading moves by well over the threshold between two checks however fast the
+    experiments run (the drift is per emulated minute, and a quiet machine runs them in less time); the
+    same campaign without the fault raises nothing."""
+    drifting = _emulated(f"sqlite:///{tmp_path / 'drift.sqlite'}", {"drift_per_min": 0.02})
     steady = _emulated(f"sqlite:///{tmp_path / 'steady.sqlite'}", {})
     assert drifting.drift_suspected and drifting.drift_suspected[0]["shift"] > 0.04
     assert drifting.drift_suspected[0]["policy"] == "warn" and drifting.counts()["completed"] == 6  # warn: it went on
