@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import psutil
 import pytest
 from conftest import REPO
 from console_fixtures import (
@@ -477,6 +478,7 @@ def test_command_serves_loopback_until_ctrl_c(fixture_url: str) -> None:
         assert "write token: from SELFLAB_CONSOLE_TOKEN" in head[-1] and TOKEN not in "".join(head)
         assert not any("not only on this machine" in line for line in head)
         assert re.search(r'data-count="completed">8<', httpx.get(match.group(1) + "c/single", timeout=30).text)
+        assert psutil.Process(proc.pid).nice() == min(19, os.nice(0) + 10)  # (--nice 10: it yields the cores to the campaign)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130  # (the CLI's code for stopped by Ctrl-C)
         assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
