@@ -263,7 +263,7 @@ class Surrogate:
         out: dict[str, LeaveOneOut] = {}
         for j, (name, model) in enumerate(zip(self.outcomes, models)):
             with numerics(threads=None):
-                _, mean, var = loo_predictive(model)
+                mean, var = self._loo_mean_var(model)
             mean, var = model.outcome_transform.untransform(mean.unsqueeze(-1), var.unsqueeze(-1))
             observed = self.data.Y[:, j]
             warp = self.warps[j] if j < len(self.warps) else None
@@ -272,6 +272,12 @@ class Surrogate:
             out[name] = LeaveOneOut(observed=observed.detach().cpu().numpy(),
                                     predicted=self._in_units(j, mean[:, 0], var[:, 0].clamp_min(0).sqrt(), fidelities))
         return out
+
+    def _loo_mean_var(self, model: Model) -> tuple[Tensor, Tensor]:
+        """Leave-one-out mean and variance ``(n,)`` of ``data``'s rows under one
+        outcome's model, on its standardized scale (:func:`loo_predictive`)."""
+        _, mean, var = loo_predictive(model)
+        return mean, var
 
     def _fidelities(self, X: Tensor, fidelity: float) -> np.ndarray:
         if X.shape[-1] > self.encoding.dim:

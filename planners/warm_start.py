@@ -55,7 +55,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import ModelListGP, MultiTaskGP
@@ -68,7 +67,7 @@ from gpytorch.priors import GammaPrior
 from linear_operator import to_dense
 from torch import Tensor
 
-from selflab.planners.protocol import LeaveOneOut, SourceTask
+from selflab.planners.protocol import SourceTask
 from selflab.planners.surrogate import Surrogate, TrainingData, _matern, loo_predictive, numerics
 
 GuardMode = Literal["loo", "off"]
@@ -88,23 +87,11 @@ class MultiTaskSurrogate(Surrogate):
 
     single_task: Surrogate | None = None
 
-    def leave_one_out(self, fidelity: float) -> dict[str, LeaveOneOut]:
-        """Each target observation predicted from all the others and every source row (closed form)."""
-        models = list(self.model.models) if isinstance(self.model, ModelListGP) else [self.model]
-        fidelities = np.full(self.data.n, float(fidelity))
-        out: dict[str, LeaveOneOut] = {}
-        for j, (name, model) in enumerate(zip(self.outcomes, models)):
-            with numerics(threads=None):
-                _, mean, var = _loo(model)
-            mean, var = model.outcome_transform.untransform(mean[: self.data.n].unsqueeze(-1), var[: self.data.n].unsqueeze(-1))
-            observed = self.data.Y[:, j]
-            warp = self.warps[j] if j < len(self.warps) else None
-            if warp is not None:
-                observed = warp.inverse(observed)
-            out[name] = LeaveOneOut(observed=observed.detach().cpu().numpy(),
-                                    predicted=self._in_units(j, mean[:, 0], var[:, 0].clamp_min(0).sqrt(), fidelities))
-        return out
-
+    def _loo_mean_var(self, model: Model) -> tuple[Tensor, Tensor]:
+        """Each target observation predicted from all the others and every source
+        row (closed form, :func:`_loo`): the target's rows come first."""
+        _, mean, var = _loo(model)
+        return mean[: self.data.n], var[: self.data.n]
 
 def single_task(surrogate: Surrogate) -> Surrogate:
     """The single-task surrogate behind ``surrogate`` (itself unless it is a :class:`MultiTaskSurrogate`)."""
