@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.stats import qmc
 
 from selflab.controller.space_edits import SpaceView
 from selflab.planners.protocol import Proposal
@@ -60,6 +59,8 @@ def opened_points(view: SpaceView, experiments: Iterable[Proposed], seed: int, f
     segments = _opened(space, old, name)
     if not segments:
         return []
+    from scipy.stats import qmc  # (half a second to import: only when a widen owes points)
+
     sobol = qmc.Sobol(space.dim, scramble=True, seed=mix_seed(seed, view.version, 7919))
     draws = sobol.random_base2(max(0, math.ceil(math.log2(owed))))[made:owed]  # (a power of 2 keeps Sobol's balance)
     column = space.names.index(name)
