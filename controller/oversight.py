@@ -291,6 +291,33 @@ def check_attach(state: CampaignState, params: Mapping[str, Any], outcomes: Mapp
         raise ActionRefused(f"{exc}; nothing was written", 422) from None
 
 
+def approve_event(state: CampaignState, eid: Any, *, by: str = "", reason: str = "") -> NewEvent:
+    """The ``approved`` event of proposal ``eid``, which must await approval
+    (:class:`ActionRefused` otherwise); one rule for :class:`OversightWriter`
+    and :class:`selflab.controller.study.Study`."""
+    check_awaiting(state, eid, "approve")
+    return NewEvent(campaign=state.campaign, kind="approved", experiment_id=eid,
+                    payload={"by": by or default_actor(), "reason": reason, "origin": origin()})
+
+
+def veto_event(state: CampaignState, eid: Any, reason: str, *, by: str = "") -> NewEvent:
+    """The ``vetoed`` event of proposal ``eid`` (awaiting approval; a reason is required)."""
+    check_awaiting(state, eid, "veto")
+    why = need_text(reason, "a reason", "a veto")
+    return NewEvent(campaign=state.campaign, kind="vetoed", experiment_id=eid,
+                    payload={"by": by or default_actor(), "reason": why, "origin": origin()})
+
+
+def edit_event(state: CampaignState, eid: Any, params: Mapping[str, Any], reason: str, *, by: str = "") -> NewEvent:
+    """The ``edited`` event of proposal ``eid`` (awaiting approval; a reason is
+    required; ``params`` inside the space and some instrument's limits)."""
+    exp = check_awaiting(state, eid, "edit")
+    why = need_text(reason, "a reason", "an edit")
+    point = check_edit(state, exp, params)
+    return NewEvent(campaign=state.campaign, kind="edited", experiment_id=eid, payload={
+        "params": point, "original": dict(exp.params), "by": by or default_actor(), "reason": why, "origin": origin()})
+
+
 def check_result(state: CampaignState, eid: Any, outcomes: Mapping[str, Any]) -> dict[str, float]:
     """Clean outcomes for attached experiment ``eid``, which must still await its result."""
     exp = state.experiments.get(eid) if isinstance(eid, int) else None
@@ -399,28 +426,13 @@ class OversightWriter:
             return event
 
     def approve(self, eid: int, *, by: str = "", reason: str = "") -> Event:
-        def build(state: CampaignState) -> NewEvent:
-            check_awaiting(state, eid, "approve")
-            return NewEvent(campaign=self.campaign, kind="approved", experiment_id=eid,
-                            payload={"by": by or default_actor(), "reason": reason, "origin": origin()})
-        return self._write(build)
+        return self._write(lambda state: approve_event(state, eid, by=by, reason=reason))
 
     def veto(self, eid: int, reason: str, *, by: str = "") -> Event:
-        def build(state: CampaignState) -> NewEvent:
-            check_awaiting(state, eid, "veto")
-            why = need_text(reason, "a reason", "a veto")
-            return NewEvent(campaign=self.campaign, kind="vetoed", experiment_id=eid,
-                            payload={"by": by or default_actor(), "reason": why, "origin": origin()})
-        return self._write(build)
+        return self._write(lambda state: veto_event(state, eid, reason, by=by))
 
     def edit(self, eid: int, params: Mapping[str, Any], reason: str, *, by: str = "") -> Event:
-        def build(state: CampaignState) -> NewEvent:
-            exp = check_awaiting(state, eid, "edit")
-            why = need_text(reason, "a reason", "an edit")
-            point = check_edit(state, exp, params)
-            return NewEvent(campaign=self.campaign, kind="edited", experiment_id=eid, payload={
-                "params": point, "original": dict(exp.params), "by": by or default_actor(), "reason": why, "origin": origin()})
-        return self._write(build)
+        return self._write(lambda state: edit_event(state, eid, params, reason, by=by))
 
     def note(self, text: str, *, by: str = "") -> Event:
         return self._write(lambda state: NewEvent(campaign=self.campaign, kind="note", payload={
@@ -477,5 +489,5 @@ class OversightWriter:
 
 
 __all__ = ["APPROVAL_POLICIES", "ActionRefused", "ExtrapolationFlagger", "LimitFlagger", "OversightWriter", "ProposalFlagger",
-           "check_attach", "check_awaiting", "check_edit", "check_result", "default_actor", "default_flaggers", "fulfil_attach_requests", "gate",
+           "approve_event", "check_attach", "check_awaiting", "check_edit", "check_result", "edit_event", "veto_event", "default_actor", "default_flaggers", "fulfil_attach_requests", "gate",
            "keep_away", "near"]

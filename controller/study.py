@@ -45,7 +45,7 @@ from selflab.controller.config import LabConfig, build_planner, load_config, par
 from selflab.controller.config_models import DriftConfig, WarmStartSource
 from selflab.controller.drift import PAUSED_BY, STRATEGY, DriftCheck, DriftVerdict, campaign_check
 from selflab.controller.ledger import Event, Ledger, NewEvent
-from selflab.controller.oversight import check_awaiting, check_edit, default_actor, instrument_limits, keep_away, need_text, origin
+from selflab.controller.oversight import approve_event, default_actor, edit_event, instrument_limits, keep_away, origin, veto_event
 from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
 from selflab.controller.space_explore import STRATEGY as EXPLORE_OPENED
@@ -329,9 +329,7 @@ class Study(CampaignRecord):
         """Let a proposal awaiting approval be dispatched as proposed."""
         with self._guard:
             self.follow()
-            check_awaiting(self.state, trial_id, "approve")
-            self._append([NewEvent(campaign=self.problem.name, kind="approved", experiment_id=trial_id,
-                                   payload={"by": by or default_actor(), "reason": reason, "origin": origin()})])
+            self._append([approve_event(self.state, trial_id, by=by, reason=reason)])
             return self.trial(trial_id)
 
     def veto(self, trial_id: int, reason: str, *, by: str = "") -> Trial:
@@ -339,10 +337,7 @@ class Study(CampaignRecord):
         proposal comes near it (``oversight.veto_radius``)."""
         with self._guard:
             self.follow()
-            check_awaiting(self.state, trial_id, "veto")
-            why = need_text(reason, "a reason", "a veto")
-            self._append([NewEvent(campaign=self.problem.name, kind="vetoed", experiment_id=trial_id,
-                                   payload={"by": by or default_actor(), "reason": why, "origin": origin()})])
+            self._append([veto_event(self.state, trial_id, reason, by=by)])
             return self.trial(trial_id)
 
     def edit(self, trial_id: int, params: Mapping[str, Any], reason: str, *, by: str = "") -> Trial:
@@ -351,11 +346,7 @@ class Study(CampaignRecord):
         new params, and ``original_params`` keeps the planner's."""
         with self._guard:
             self.follow()
-            exp = check_awaiting(self.state, trial_id, "edit")
-            why = need_text(reason, "a reason", "an edit")
-            point = check_edit(self.state, exp, params)
-            self._append([NewEvent(campaign=self.problem.name, kind="edited", experiment_id=trial_id, payload={
-                "params": point, "original": dict(exp.params), "by": by or default_actor(), "reason": why, "origin": origin()})])
+            self._append([edit_event(self.state, trial_id, params, reason, by=by)])
             return self.trial(trial_id)
 
     def pause(self, reason: str = "", *, by: str = "") -> None:
