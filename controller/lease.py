@@ -47,6 +47,10 @@ log = logging.getLogger("selflab")
 
 LEASE_TTL_S = 30.0
 """Seconds a lease outlives its last renewal; renewed every third of it."""
+START_LOCK_WAIT_S = 20.0
+"""How long a controller starting (or resuming) waits for the ledger's locks
+before it is refused (:func:`refuse_busy`): a live first controller holds them
+for milliseconds at a time, so a longer wait means it is stuck inside a write."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,7 @@ def acquire(conn: sa.Connection, campaign: str, ttl_s: float = LEASE_TTL_S) -> i
     now = _now(conn)
     holder = _read(conn, campaign)
     if holder is not None and holder.alive(now):
-        left = (holder.expires_at - now).total_seconds()
-        raise LedgerError(
-            f"campaign {campaign!r} is already being run by {holder} (lease renewed "
-            f"{(now - holder.renewed_at).total_seconds():.0f} s ago); stop it first (selflab stop), "
-            f"or, if that process is dead, wait {left:.0f} s for its lease to expire"
-        )
+        raise held_error(campaign, holder, now)
     me = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -129,6 +128,27 @@ def acquire(conn: sa.Connection, campaign: str, ttl_s: float = LEASE_TTL_S) -> i
         log.warning("campaign %s: taking over the lease of %s, which is gone", campaign, holder)
     conn.execute(sa.update(LEASES).where(LEASES.c.campaign == campaign).values(epoch=holder.epoch + 1, **me))
     return holder.epoch + 1
+
+
+def held_error(campaign: str, holder: Holder, now: datetime) -> LedgerError:
+    """The refusal of a second controller: who runs ``campaign``, and what to do."""
+    left = (holder.expires_at - now).total_seconds()
+    return LedgerError(
+        f"campaign {campaign!r} is already being run by {holder} (lease renewed "
+        f"{(now - holder.renewed_at).total_seconds():.0f} s ago); stop it first (selflab stop), "
+        f"or, if that process is dead, wait {left:.0f} s for its lease to expire"
+    )
+
+
+def refuse_busy(ledger: Ledger, campaign: str, busy: LedgerError) -> LedgerError:
+    """The error for a controller whose lease transaction waited too long for
+    a lock (``busy``): the live holder's refusal when there is one (read
+    without locks), else ``busy`` itself with what to do."""
+    with ledger.engine.connect() as conn:
+        holder, now = _read(conn, campaign), _now(conn)
+    if holder is not None and holder.alive(now):
+        return held_error(campaign, holder, now)
+    return LedgerError(f"campaign {campaign!r}: {busy}; another process is writing to this ledger, try again")
 
 
 def renew(ledger: Ledger, campaign: str, epoch: int, ttl_s: float = LEASE_TTL_S) -> bool:

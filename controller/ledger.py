@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from selflab.controller.events import PAYLOADS, Event, NewEvent, payload_model
-from selflab.controller.ledger_errors import LEASE_LOST_MESSAGE, LeaseLost, LedgerError, damaged, is_damage, read_error, short
+from selflab.controller.ledger_errors import LEASE_LOST_MESSAGE, LeaseLost, LedgerBusy, LedgerError, damaged, is_damage, read_error, short
 from selflab.controller.ledger_schema import (
     APPEND_LOCK,
     EVENT_COLUMNS,
@@ -88,6 +88,10 @@ def _one_name(path: Path) -> Path:
             "opened by, so two names would corrupt it: remove the other links and open it by one name only"
         )
     return real
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""Postgres's SQLSTATE for a lock wait past ``lock_timeout``."""
 
 
 class Ledger:
@@ -208,21 +212,29 @@ class Ledger:
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sa.Connection]:
+    def transaction(self, lock_wait_s: float | None = None) -> Iterator[sa.Connection]:
         """One write transaction on the writer connection. On Postgres it first
         takes a transaction-level advisory lock, so that events commit in the
-        order of their ids and a reader polling ``after=position`` misses none."""
+        order of their ids and a reader polling ``after=position`` misses none.
+
+        ``lock_wait_s`` (Postgres): wait at most this long for any lock the
+        transaction needs (the append lock, a row another holds), then raise
+        :class:`LedgerBusy` having written nothing; ``None``: wait as long as
+        it takes. (On SQLite the connection's busy timeout bounds the wait.)"""
         with self._writer_guard:  # one transaction at a time on the shared connection
             try:
-                conn, transaction = self._begin()
+                conn, transaction = self._begin(lock_wait_s)
                 with transaction:
                     yield conn
             except sa.exc.SQLAlchemyError as exc:
                 if LEASE_LOST_MESSAGE in str(exc):
                     raise LeaseLost(f"another controller took over: {short(exc)}") from None
+                if getattr(getattr(exc, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise LedgerBusy(f"ledger {self.display_url}: waited {lock_wait_s:g} s for a lock another process holds "
+                                     f"({short(exc)}); nothing was written") from None
                 raise
 
-    def _begin(self) -> tuple[sa.Connection, sa.RootTransaction]:
+    def _begin(self, lock_wait_s: float | None = None) -> tuple[sa.Connection, sa.RootTransaction]:
         """Begin on the kept writer connection; if its session was cut while
         idle (a Postgres idle timeout, a pooler, a firewall), begin once more
         on a fresh one rather than fail the campaign."""
@@ -231,6 +243,8 @@ class Ledger:
             transaction = conn.begin()
             try:
                 if self.backend == "postgresql":
+                    if lock_wait_s is not None:  # (transaction-local: set_config(..., true) is SET LOCAL)
+                        conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(lock_wait_s * 1000)}ms"})
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
                 return conn, transaction
             except sa.exc.DBAPIError as exc:

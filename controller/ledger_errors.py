@@ -1,7 +1,8 @@
 """The ledger's errors, and the wording of a database fault as one.
 
 :class:`LedgerError` says why a ledger cannot be opened, read or written;
-:class:`LeaseLost` says another controller took the campaign over. The
+:class:`LeaseLost` says another controller took the campaign over;
+:class:`LedgerBusy` says a write waited too long for another's lock. The
 helpers turn SQLAlchemy's and pydantic's errors into one short line.
 """
 
@@ -20,6 +21,11 @@ class LedgerError(Exception):
 class LeaseLost(LedgerError):
     """This process's appends were refused because another controller took
     the campaign's lease (see :mod:`selflab.controller.lease`): it must stop."""
+
+
+class LedgerBusy(LedgerError):
+    """A write transaction waited longer than its bound for a lock another
+    process holds (Postgres's ``lock_timeout``): nothing was written."""
 
 
 LEASE_LOST_MESSAGE = "selflab lease lost"

@@ -478,7 +478,7 @@ class OversightWriter:
     def _fulfil_without_holder(self) -> Event | None:
         """Record open attach requests as ``attached`` when no controller holds the lease."""
         try:
-            with self.ledger.transaction() as conn:
+            with self.ledger.transaction(lock_wait_s=5.0) as conn:  # (a person is not kept waiting on a stuck writer)
                 epoch = lease.acquire(conn, self.campaign, 10.0)
                 state = self.state()
                 written = self.ledger.insert_events(conn, fulfil_attach_requests(state, self.campaign, None))

@@ -33,6 +33,7 @@ from selflab.controller import lease
 from selflab.controller.clock import Clock, SimClock, WallClock
 from selflab.controller.identity import process_started
 from selflab.controller.ledger import Event, Ledger, NewEvent
+from selflab.controller.ledger_errors import LedgerBusy
 from selflab.controller.model_health import CalibrationMonitor, verdict_line
 from selflab.controller.projection import CampaignState
 from selflab.planners.space import Objective, OutcomeConstraint, SearchSpace
@@ -161,7 +162,14 @@ class CampaignRecord:
         controller runs it.
         """
         name = self.problem.name
-        with self.ledger.transaction() as conn:
+        try:
+            return self._start_in_transaction(name, resume, lease_ttl_s, clock, on_start, resume_hint)
+        except LedgerBusy as busy:  # (a second controller never waits for ever on the first's locks)
+            raise lease.refuse_busy(self.ledger, name, busy) from None
+
+    def _start_in_transaction(self, name: str, resume: bool, lease_ttl_s: float, clock: str, on_start: StartHook | None,
+                              resume_hint: str) -> int:
+        with self.ledger.transaction(lock_wait_s=lease.START_LOCK_WAIT_S) as conn:
             epoch = lease.acquire(conn, name, lease_ttl_s)
             self.ledger.fence(name, epoch)
             try:

@@ -550,6 +550,76 @@ def test_a_burst_of_writes_reaches_the_pages_coalesced(fixture_url: str) -> None
     assert all(g >= 0.95 for g in gaps), gaps
 
 
+def test_the_gap_between_updates_grows_with_the_ledgers_pace() -> None:
+    """A ledger growing at a pace a person can follow gets updates every
+    ``min_gap_s``; past ``busy_events_per_s`` the gap grows with the pace,
+    up to ``max_gap_s``."""
+    from selflab.controller.console.live import gap_for
+
+    assert gap_for(0, 0.5, 2.0, 20) == 0.5
+    assert gap_for(20, 0.5, 2.0, 20) == 0.5
+    assert gap_for(40, 0.5, 2.0, 20) == pytest.approx(1.0)
+    assert gap_for(60, 0.5, 2.0, 20) == pytest.approx(1.5)
+    assert gap_for(1500, 0.5, 2.0, 20) == 2.0
+
+
+def test_a_campaign_running_flat_out_is_redrawn_every_max_gap(fixture_url: str) -> None:
+    """Hundreds of events a second (a simulator running flat out): after the
+    first update, the pages hear of the ledger at most every ``max_gap_s``,
+    and still hear of its last write."""
+    import asyncio
+
+    from selflab.controller.console.live import Hub
+    from selflab.controller.console.source import LedgerSource
+
+    source = LedgerSource(fixture_url)
+    hub = Hub(source, poll_s=0.02, lease_every_s=60, min_gap_s=0.2, max_gap_s=1.0, busy_events_per_s=20)
+    burst_s = 2.5
+
+    def burst() -> int:
+        ledger = Ledger(fixture_url)
+        try:
+            last, end = 0, time.monotonic() + burst_s
+            while time.monotonic() < end:
+                events = ledger.append([NewEvent(campaign="single", kind="note", payload={"text": "fast", "by": "test"}) for _ in range(10)])
+                last = events[-1].id
+                time.sleep(0.01)
+            return last
+        finally:
+            ledger.close()
+
+    async def watch() -> tuple[list[tuple[float, int]], int, float, float]:
+        poller = asyncio.create_task(hub.run())
+        seen: list[tuple[float, int]] = []
+
+        async def collect() -> None:
+            async for stamp in hub.stamps():
+                seen.append((time.monotonic(), int(stamp.split(".")[0])))
+
+        collector = asyncio.create_task(collect())
+        while hub.position == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(2.5)  # (quiet: the pace window has emptied)
+        started = time.monotonic()
+        last = await asyncio.to_thread(burst)
+        pace = hub.events_per_s
+        deadline = time.monotonic() + 3.0
+        while (not seen or seen[-1][1] < last) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        hub.close()
+        await asyncio.gather(poller, collector)
+        return seen, last, started, pace
+
+    seen, last, started, pace = asyncio.run(watch())
+    source.close()
+    assert pace > 100, f"the burst wrote {pace:.0f} events/s: not fast enough to test the stretch"
+    during = [(t, position) for t, position in seen if t >= started]
+    assert during and during[-1][1] == last, "the last write must reach the pages"
+    assert during[0][0] - started < 0.5, "the first change after a quiet spell goes out at once"
+    gaps = [b[0] - a[0] for a, b in zip(during[1:], during[2:], strict=False)]
+    assert gaps and all(g >= 0.9 for g in gaps), f"gaps {gaps}: not stretched to max_gap_s while the ledger grows fast"
+
+
 def test_awaiting_and_vetoed_are_counted_and_filtered(tmp_path: Path) -> None:
     """The overview counts proposals awaiting approval and vetoed ones apart
     (the counts still add up), and the experiments table filters on them."""

@@ -47,6 +47,31 @@ def test_a_live_lease_refuses_a_second_controller_until_released(ledger_url: str
     second.close()
 
 
+@pytest.mark.postgres
+def test_a_second_controller_stuck_behind_a_held_write_lock_is_refused_promptly(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first controller holds the campaign's lease and sits inside a write
+    transaction (holding the append lock) without ending it: a second
+    controller starting on that campaign is refused within the bound, naming
+    the holder, instead of waiting for ever; the ledger is unchanged."""
+    from selflab.controller.study import Study
+
+    monkeypatch.setattr(lease, "START_LOCK_WAIT_S", 1.0)
+    config = quadratic_config(name="stuck", ledger=postgres_url)
+    with Study.open(config) as study:
+        study.ask(1)
+        reader = Ledger(postgres_url)
+        before = len(reader.events("stuck"))
+        with study.ledger.transaction():  # (the first is stuck inside a write: its append lock is held)
+            started = time.monotonic()
+            with pytest.raises(LedgerError, match=r"already being run by pid \d+ on host"):
+                Study.open(config, resume=True)
+            waited = time.monotonic() - started
+        assert 0.9 <= waited < 15, f"refused after {waited:.1f} s"
+        assert len(reader.events("stuck")) == before, "the refused controller wrote nothing"
+        study.ask(1)  # (the first carries on)
+        reader.close()
+
+
 def test_a_controller_that_lost_its_lease_can_append_nothing(ledger_url: str) -> None:
     old, new = Ledger(ledger_url), Ledger(ledger_url)
     epoch = _take(old, "c")

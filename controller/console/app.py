@@ -104,6 +104,10 @@ class ConsoleSettings(BaseModel):
     lease_every_s: float = Field(default=1.0, gt=0, le=60, description="seconds between polls of the leases")
     min_gap_s: float = Field(default=0.5, ge=0, le=60,
                              description="least seconds between two updates sent to the pages (coalesces a burst of events)")
+    max_gap_s: float = Field(default=2.0, ge=0, le=60,
+                             description="the gap between two updates when the ledger grows fast (see console.live.gap_for)")
+    busy_events_per_s: float = Field(default=20.0, gt=0,
+                                     description="past this many events a second the gap grows with the pace, up to max_gap_s")
     model_every_s: float = Field(default=10.0, ge=0, description="least seconds between two model fits of a campaign")
 
 
@@ -136,7 +140,8 @@ class Console:
     def __init__(self, settings: ConsoleSettings, token: str, actions: ActionRegistry | None = None) -> None:
         self.settings = settings
         self.source = LedgerSource(settings.ledger_url)
-        self.hub = Hub(self.source, settings.poll_s, settings.lease_every_s, settings.min_gap_s)
+        self.hub = Hub(self.source, settings.poll_s, settings.lease_every_s, settings.min_gap_s, settings.max_gap_s,
+                       settings.busy_events_per_s)
         self.figures = Figures(self.source, on_ready=self.hub.figures_ready, model_every_s=settings.model_every_s)
         self.guard = Guard(token)
         self.actions = actions if actions is not None else default_actions()

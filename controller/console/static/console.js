@@ -2,8 +2,9 @@
 // No framework, no build step. The server sends a new "stamp" over
 // server-sent events (/stream) whenever the ledger changes; when it differs
 // from the stamp the page's #view was drawn at, the page fetches itself
-// again (header X-Selflab-Partial: 1) and swaps #view in place. A swap
-// waits while a field inside #view is being edited.
+// again (header X-Selflab-Partial: 1) and patches #view in place (only the
+// elements that changed). A swap waits while a field inside #view is being
+// edited.
 "use strict";
 
 (function () {
@@ -44,6 +45,44 @@
     return open;
   }
 
+  // Bring `old` up to date with `fresh` (the same element, drawn later),
+  // touching only what differs: a live page redraws a counter or a row, not
+  // every table, so the browser's layout work (and its share of the cores a
+  // campaign runs on) stays small. Children are matched by position; where
+  // their number, tags or ids differ, the whole element is swapped.
+  function sameShape(a, b) {
+    if (a.children.length !== b.children.length) { return false; }
+    for (let i = 0; i < a.children.length; i++) {
+      const x = a.children[i], y = b.children[i];
+      if (x.tagName !== y.tagName || x.id !== y.id) { return false; }
+    }
+    return true;
+  }
+
+  function patch(old, fresh) {
+    if (old.isEqualNode(fresh)) { return; }
+    const leaf = old.children.length === 0 || fresh.children.length === 0;
+    if (leaf || old.tagName !== fresh.tagName || !sameShape(old, fresh) || old.childNodes.length !== fresh.childNodes.length) {
+      old.replaceWith(fresh);
+      return;
+    }
+    for (const name of old.getAttributeNames()) {
+      if (!fresh.hasAttribute(name)) { old.removeAttribute(name); }
+    }
+    for (const name of fresh.getAttributeNames()) {
+      if (old.getAttribute(name) !== fresh.getAttribute(name)) { old.setAttribute(name, fresh.getAttribute(name)); }
+    }
+    const olds = Array.from(old.childNodes), freshes = Array.from(fresh.childNodes);
+    for (let i = 0; i < olds.length; i++) {
+      const a = olds[i], b = freshes[i];
+      if (a.nodeType === Node.ELEMENT_NODE && b.nodeType === Node.ELEMENT_NODE) {
+        patch(a, b);
+      } else if (!a.isEqualNode(b)) {
+        a.replaceWith(b);
+      }
+    }
+  }
+
   async function refresh() {
     if (fetching) { again = true; return; }
     if (editing()) { again = true; return; }
@@ -73,7 +112,7 @@
             if (d) { d.open = true; }
           }
         });
-        old.replaceWith(fresh);
+        patch(old, fresh);
         document.body.dataset.position = fresh.dataset.position || "";
         markImages();
       } else if (!fresh) {
