@@ -132,8 +132,9 @@ def thompson_batch(
     with torch.no_grad():
         per_path = objective(paths(X.unsqueeze(-2))).reshape(k, q)  # k x q
     best = per_path.argmax(dim=0)  # q
-    rows = X[best, torch.arange(q)]
-    return encoding.snap(rows.detach()), per_path[best, torch.arange(q)].detach()
+    paths_idx = torch.arange(q, device=best.device)
+    rows = X[best, paths_idx]
+    return encoding.snap(rows.detach()), per_path[best, paths_idx].detach()
 
 
 def hybrid_batch(
@@ -199,11 +200,12 @@ def _local(surrogate: Surrogate, objective: MCAcquisitionObjective, n: int, gene
         best = objective(mean.unsqueeze(0)).reshape(-1).topk(min(5, len(X))).indices
     lengthscale = _lengthscales(surrogate).to(X)
     d = enc.dim
-    centres = enc.to_unit(X[best])[torch.randint(len(best), (n,), generator=generator)]
+    centres = enc.to_unit(X[best])[torch.randint(len(best), (n,), generator=generator).to(X.device)]
     mask = torch.rand(n, d, generator=generator, dtype=X.dtype) < min(1.0, 20.0 / d)
     mask[torch.arange(n), torch.randint(d, (n,), generator=generator)] = True
-    step = torch.randn(n, d, generator=generator, dtype=X.dtype) * 0.1 * lengthscale
-    U = (centres + mask * step.to(X.device)).clamp(0.0, 1.0)
+    # (the draws stay on the CPU generator, so a batch is the same on every device; then moved to the data's)
+    step = torch.randn(n, d, generator=generator, dtype=X.dtype).to(X.device) * 0.1 * lengthscale
+    U = (centres + mask.to(X.device) * step).clamp(0.0, 1.0)
     return enc.bounds[0] + U * (enc.bounds[1] - enc.bounds[0])
 
 

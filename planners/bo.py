@@ -40,6 +40,12 @@ A fitting problem never escapes ``propose``: when every fitting attempt fails
 (see :mod:`selflab.planners.surrogate`) the batch comes from Sobol with strategy
 ``"fallback_sobol"`` and the error in the reason.
 
+Each proposal's GP work runs on the CPU or the GPU (``device``), chosen per
+proposal by its number of observations (:mod:`selflab.planners.device_choice`:
+``auto`` is the GPU only from the measured CUDA crossover on); a GPU
+out-of-memory error makes the proposal again on the CPU. The reason says
+where and why (``"device"``, ``"device_reason"``).
+
 The GPs' numeric inputs use a scaled Matern-5/2 kernel with Gamma(3, 6)
 lengthscale priors (``kernel: matern``) rather than botorch's current default,
 the dimension-scaled RBF that Ax also uses (``kernel: rbf``); ``kernel: auto``
@@ -105,12 +111,13 @@ import torch
 from botorch.exceptions.errors import BotorchError
 from botorch.utils.sampling import manual_seed
 from linear_operator.utils.errors import NanError, NotPSDError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from selflab.planners.batch import BatchStrategy, hybrid_batch, resolve, thompson_batch
 from selflab.planners.calibration import LooStats, raw_scores, rescale_factor
+from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.evolving import search_encoding
 from selflab.planners.extrapolation import ExtrapolationRule, extrapolation_flags
@@ -136,6 +143,8 @@ from selflab.planners.warp import Warp, fit_warp
 _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.linalg.LinAlgError, FloatingPointError)
 """Numerical failures after fitting (e.g. a posterior that is not positive definite) also fall back to Sobol."""
 _GUARD_CANDIDATES = 512
+NO_MODEL = DeviceChoice(torch.device("cpu"), "no model (Sobol points): nothing ran on a GPU")
+"""The device of an initial-design proposal's reason."""
 
 
 class BOOptions(BaseModel):
@@ -176,7 +185,14 @@ class BOOptions(BaseModel):
         "auto", description="the Matern kernel's lengthscale prior: Gamma(3, 6), none (maximum likelihood, so an input that does "
         "not matter can drop out), or auto: none when choosing from a pool of candidates, gamma otherwise (kernel: rbf has its own)"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the GP work runs: cpu, cuda, or auto: cuda only when there is one and the proposal's "
+        "observations reach the CUDA crossover of device_crossover; chosen per proposal (selflab.planners.device_choice)"
+    )
+    device_crossover: dict[int, NonNegativeInt | None] | None = Field(
+        None, description="device: auto: {d: n}, the observations from which the GPU is faster at d input columns (None: "
+        "never); default: the table in selflab.planners.device_choice (benchmarks/gpu.py measures it)"
+    )
     torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads while proposing (None: leave torch's setting); see surrogate.numerics"
     )
@@ -222,8 +238,11 @@ class BOPlanner:
 
     def __init__(self, **options: Any) -> None:
         self.options = parse_options(BOOptions, self.kind, options)
-        self.device = resolve_device(self.options.device)
         o = self.options
+        self.devices = DevicePolicy(o.device, o.device_crossover)
+        """Each proposal's device (:mod:`selflab.planners.device_choice`)."""
+        self.device = resolve_device(o.device)
+        """The device the largest proposals use (``auto``: cuda when there is one); each proposal's own: :attr:`devices`."""
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points,
                                         kernel=o.kernel)
 
@@ -253,25 +272,31 @@ class BOPlanner:
         n: int,
         context: PlanContext,
     ) -> list[Proposal]:
-        encoding = Encoding(context.model_space or space, device=self.device)  # (after space edits: over every observation)
+        model_space = context.model_space or space  # (after space edits: over every observation)
         outcomes = modelled_outcomes(objectives, context.constraints)
-        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
+        data = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
         n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
         if context.step < n_init or data.n < 2 or data.n + len(context.failed) < n_init:
             # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
             # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
-            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
-        try:
-            with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), self._prior(context))
-                warm = guarded(surrogate, data, context.warm_start, guard=self.options.warm_start_guard) if context.warm_start else None
-                if warm is not None:  # (warm start: the multi-task model, unless the guard keeps the cold-start one)
-                    surrogate = warm[0]
-                return self._bo(surrogate, objectives, observations, pending, n, context, space=space,
-                                warm=None if warm is None else warm[1])
-        except _NUMERIC_ERRORS as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
+            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n, device=NO_MODEL)
+
+        def attempt(choice: DeviceChoice) -> list[Proposal]:
+            encoding, on = Encoding(model_space, device=choice.device), moved(data, choice.device)
+            try:
+                with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                    surrogate = self._fitter.fit(encoding, outcomes, on, self._warps(objectives, on, context), self._prior(context))
+                    warm = guarded(surrogate, on, context.warm_start, guard=self.options.warm_start_guard) if context.warm_start else None
+                    if warm is not None:  # (warm start: the multi-task model, unless the guard keeps the cold-start one)
+                        surrogate = warm[0]
+                    return self._bo(surrogate, objectives, observations, pending, n, context, space=space,
+                                    warm=None if warm is None else warm[1], device_reason=choice.reason)
+            except _NUMERIC_ERRORS as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error,
+                                   device=choice)
+
+        return self.devices.run(data.n, data.X.shape[-1], n, attempt)
 
     def recommend(
         self,
@@ -364,13 +389,18 @@ class BOPlanner:
         if scale is not None:
             observations, _, context = _on_scale(scale, observations, (), context)
             space = scale.space
-        encoding = Encoding(context.model_space or space, device=self.device)
+        model_space = context.model_space or space
         outcomes = modelled_outcomes(objectives, context.constraints)
-        data = TrainingData.from_observations(encoding, outcomes, observations, context.target_fidelity)
+        data = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
         if data.n < 2:
             return None
-        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-            return self._fitter.fit(encoding, outcomes, data, self._warps(objectives, data, context), prior), scale
+
+        def attempt(choice: DeviceChoice) -> Surrogate:
+            on = moved(data, choice.device)
+            with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                return self._fitter.fit(Encoding(model_space, device=choice.device), outcomes, on, self._warps(objectives, on, context), prior)
+
+        return self.devices.run(data.n, data.X.shape[-1], 1, attempt), scale
 
     def _pool_scale(
         self, space: SearchSpace, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
@@ -417,7 +447,7 @@ class BOPlanner:
 
     def _bo(
         self, surrogate: Surrogate, objectives: Sequence[Objective], observations: Sequence[Observation], pending: Sequence[Pending],
-        n: int, context: PlanContext, *, space: SearchSpace | None = None, warm: dict[str, Any] | None = None,
+        n: int, context: PlanContext, *, space: SearchSpace | None = None, warm: dict[str, Any] | None = None, device_reason: str,
     ) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding
         # (after search-space edits the model spans every observation; proposals come only from the current space)
@@ -486,6 +516,7 @@ class BOPlanner:
                 "acquisition_seconds": acq_seconds,
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
+                "device_reason": device_reason,
                 "refit": surrogate.refit,
                 **_warp_reason(surrogate),
                 "kernel": dict(zip(surrogate.outcomes, surrogate.kernels)),
@@ -585,11 +616,13 @@ class BOPlanner:
         n_observations: int,
         *,
         error: str | None = None,
+        device: DeviceChoice,
     ) -> list[Proposal]:
+        """Sobol proposals; ``device``: where the model that failed ran (``fallback_sobol``), or :data:`NO_MODEL`."""
         base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
         if strategy == "sobol_init" and self.options.center_first and context.step == 0 and base:
             base[0] = base[0].model_copy(update={"params": center_of(space, context.candidates), "reason": {"strategy": "center", "index": 0}})
-        return [p.model_copy(update={"reason": model_free_reason(p.reason, strategy, n_observations, self.device, error)}) for p in base]
+        return [p.model_copy(update={"reason": model_free_reason(p.reason, strategy, n_observations, device, error)}) for p in base]
 
 
 def default_n_init(dim: int, slots: int = 1) -> int:
@@ -619,15 +652,24 @@ def center_of(space: SearchSpace, candidates: Sequence[Point] | None = None) -> 
 
 
 def model_free_reason(
-    reason: dict[str, Any], strategy: str, n_observations: int, device: torch.device, error: str | None = None
+    reason: dict[str, Any], strategy: str, n_observations: int, device: DeviceChoice, error: str | None = None
 ) -> dict[str, Any]:
     """A Sobol proposal's reason with every model key present (and empty), so
-    that all of a planner's reasons have the same fields."""
+    that all of a planner's reasons have the same fields; ``device``: where
+    the model that failed ran (``fallback_sobol``), or :data:`NO_MODEL`."""
     return {
         **reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
-        "n_observations": n_observations, "device": str(device), "refit": None, "kernel": {}, "lengthscale_prior": {},
+        "n_observations": n_observations, "device": str(device.device), "device_reason": device.reason, "refit": None,
+        "kernel": {}, "lengthscale_prior": {},
         "noise_std": {}, "extrapolation": None, "calibration": None, "feasibility": None, "loo": None, **({"error": error} if error else {}),
     }
+
+
+def moved(data: TrainingData, device: torch.device) -> TrainingData:
+    """``data`` on ``device`` (itself when already there)."""
+    if data.X.device == device:
+        return data
+    return TrainingData(data.X.to(device), data.Y.to(device), data.Yvar.to(device))
 
 
 def sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:

@@ -123,11 +123,12 @@ import torch
 from botorch.acquisition import AcquisitionFunction, PosteriorMean
 from botorch.models.model import Model
 from botorch.utils.sampling import manual_seed
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from selflab.planners.acquisition import build_mf_acquisition, fidelity_cost_model
 from selflab.planners.baselines import SobolPlanner, offered_fidelity
-from selflab.planners.bo import _NUMERIC_ERRORS, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
+from selflab.planners.bo import _NUMERIC_ERRORS, NO_MODEL, BOPlanner, _mix, _number, model_free_reason, moved, sobol_candidates
+from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.extrapolation import extrapolation_flags
 from selflab.planners.mf_discrepancy import DiscrepancyFitters, DiscrepancyModel, best_predicted, cheap_pays, fit_discrepancy, target_candidate
@@ -159,7 +160,14 @@ class MFOptions(BaseModel):
     refit_growth: float = Field(0.1, ge=0, description="refit hyperparameters when the data grew by this fraction")
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the GP work runs: cpu, cuda, or auto: cuda only when there is one and the proposal's "
+        "observations reach the CUDA crossover (d counts the fidelity column); per proposal (selflab.planners.device_choice)"
+    )
+    device_crossover: dict[int, NonNegativeInt | None] | None = Field(
+        None, description="device: auto: {d: n} from which the GPU is faster (None: never); default: the table in "
+        "selflab.planners.device_choice"
+    )
     torch_threads: int | None = Field(1, ge=1, description="torch intra-op threads while proposing; see surrogate.numerics")
     target_model: Literal["discrepancy", "joint"] = Field(
         "joint", description="target points, the cheap-or-target rule and the recommendation from the cheap model plus a "
@@ -167,7 +175,8 @@ class MFOptions(BaseModel):
         "or from the multi-fidelity GP alone (joint)")
 
 
-_SHARED_WITH_BO = ("n_init", "num_restarts", "raw_samples", "maxiter", "refit_growth", "warm_maxiter", "fit_max_points", "device", "torch_threads")
+_SHARED_WITH_BO = ("n_init", "num_restarts", "raw_samples", "maxiter", "refit_growth", "warm_maxiter", "fit_max_points", "device", "device_crossover",
+                   "torch_threads")
 
 
 class MFPlanner:
@@ -181,7 +190,10 @@ class MFPlanner:
     def __init__(self, **options: Any) -> None:
         self.options = parse_options(MFOptions, self.kind, options)
         o = self.options
+        self.devices = DevicePolicy(o.device, o.device_crossover)
+        """Each proposal's device (:mod:`selflab.planners.device_choice`; ``d`` counts the fidelity column)."""
         self.device = resolve_device(o.device)
+        """The device the largest proposals use (``auto``: cuda when there is one)."""
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points, multi_fidelity=True)
         self._bo = BOPlanner(**{k: getattr(o, k) for k in _SHARED_WITH_BO})
         self._discrepancy_fitters = DiscrepancyFitters.create(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter,
@@ -199,19 +211,23 @@ class MFPlanner:
     ) -> list[Proposal]:
         if len(context.fidelities) < 2 or len(objectives) != 1 or context.constraints:
             return self._bo.propose(space, objectives, observations, pending, n, context=context)
-        encoding = Encoding(space, device=self.device)
         objective = objectives[0]
-        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
+        data = TrainingData.from_observations(Encoding(space), [objective.name], observations, with_fidelity=True)
         n_init = self.options.n_init or max(4, 2 * space.dim)
         if context.step < n_init or data.n < 2:
-            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n)
-        try:
-            with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._fitter.fit(encoding, [objective.name], data)
-                return self._mf(surrogate, objective, observations, pending, n, context)
-        except _NUMERIC_ERRORS as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error)
+            return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n, device=NO_MODEL)
+
+        def attempt(choice: DeviceChoice) -> list[Proposal]:
+            try:
+                with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                    surrogate = self._fitter.fit(Encoding(space, device=choice.device), [objective.name], moved(data, choice.device))
+                    return self._mf(surrogate, objective, observations, pending, n, context, choice.reason)
+            except _NUMERIC_ERRORS as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                return self._sobol(space, objectives, observations, pending, n, context, "fallback_sobol", data.n, error=error,
+                                   device=choice)
+
+        return self.devices.run(data.n, data.X.shape[-1], n, attempt)
 
     def recommend(
         self,
@@ -228,15 +244,15 @@ class MFPlanner:
         """
         if self._single_fidelity(objectives, observations, context):
             return self._bo.recommend(space, objectives, observations, context=context)
-        encoding = Encoding(space, device=self.device)
         objective = objectives[0]
         target = context.target_fidelity
         o = self.options
         try:
             with numerics(o.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                surrogate = self._model(encoding, objective, observations)
+                surrogate = self._model(space, objective, observations)
                 if surrogate is None:
                     return None
+                encoding = surrogate.encoding
                 disc = self._discrepancy(surrogate, objective, target)
                 if disc is None:
                     x, _ = _best_at_target(surrogate, objective, target, o.recommend_over == "space", o.num_restarts, o.raw_samples)
@@ -270,12 +286,12 @@ class MFPlanner:
         target fidelity alone (see :meth:`recommend`), :meth:`BOPlanner.predict`."""
         if self._single_fidelity(objectives, observations, context):
             return self._bo.predict(space, objectives, observations, points, context=context)
-        encoding = Encoding(space, device=self.device)
         with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-            surrogate = self._model(encoding, objectives[0], observations)
+            surrogate = self._model(space, objectives[0], observations)
         if surrogate is None:
             return {}
-        return surrogate.prediction(_augment(encoding, points, [context.target_fidelity] * len(points)), context.target_fidelity)
+        points_at_target = _augment(surrogate.encoding, points, [context.target_fidelity] * len(points))
+        return surrogate.prediction(points_at_target, context.target_fidelity)
 
     def leave_one_out(
         self,
@@ -290,7 +306,7 @@ class MFPlanner:
         if self._single_fidelity(objectives, observations, context):
             return self._bo.leave_one_out(space, objectives, observations, context=context)
         with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-            surrogate = self._model(Encoding(space, device=self.device), objectives[0], observations)
+            surrogate = self._model(space, objectives[0], observations)
         return {} if surrogate is None else surrogate.leave_one_out(context.target_fidelity)
 
     @staticmethod
@@ -300,14 +316,19 @@ class MFPlanner:
         every observation at the target fidelity."""
         return len(objectives) != 1 or bool(context.constraints) or all(o.fidelity == context.target_fidelity for o in observations)
 
-    def _model(self, encoding: Encoding, objective: Objective, observations: Sequence[Observation]) -> Surrogate | None:
+    def _model(self, space: SearchSpace, objective: Objective, observations: Sequence[Observation]) -> Surrogate | None:
         """The GP over every fidelity (fidelity the last input column) fitted to
-        ``objective``, as :meth:`propose` fits it; ``None`` with fewer than two
-        usable observations. Callers hold ``numerics`` and the seed of ``(seed, step)``."""
-        data = TrainingData.from_observations(encoding, [objective.name], observations, with_fidelity=True)
+        ``objective``, as :meth:`propose` fits it, on the device :attr:`devices`
+        chooses for its size; ``None`` with fewer than two usable observations.
+        Callers hold ``numerics`` and the seed of ``(seed, step)``."""
+        data = TrainingData.from_observations(Encoding(space), [objective.name], observations, with_fidelity=True)
         if data.n < 2:
             return None
-        return self._fitter.fit(encoding, [objective.name], data)
+
+        def attempt(choice: DeviceChoice) -> Surrogate:
+            return self._fitter.fit(Encoding(space, device=choice.device), [objective.name], moved(data, choice.device))
+
+        return self.devices.run(data.n, data.X.shape[-1], 1, attempt)
 
     def _discrepancy(self, surrogate: Surrogate, objective: Objective, target: float) -> DiscrepancyModel | None:
         """The discrepancy model of the target (:mod:`selflab.planners.mf_discrepancy`) on the
@@ -329,6 +350,7 @@ class MFPlanner:
         pending: Sequence[Pending],
         n: int,
         context: PlanContext,
+        device_reason: str,
     ) -> list[Proposal]:
         o, enc = self.options, surrogate.encoding
         started = time.perf_counter()
@@ -400,6 +422,7 @@ class MFPlanner:
                 "acquisition_seconds": acq_seconds,
                 "n_observations": surrogate.data.n,
                 "device": str(enc.device),
+                "device_reason": device_reason,
                 "refit": surrogate.refit,
                 "kernel": {objective.name: "multi_fidelity"}, "lengthscale_prior": {},
                 "extrapolation": flags[i],
@@ -520,9 +543,11 @@ class MFPlanner:
         n_observations: int,
         *,
         error: str | None = None,
+        device: DeviceChoice,
     ) -> list[Proposal]:
         """Sobol points: spread over the offered fidelities for ``"sobol_init"``
-        (see module docs), at the target fidelity for ``"fallback_sobol"``."""
+        (see module docs), at the target fidelity for ``"fallback_sobol"``;
+        ``device``: where the model that failed ran, or :data:`~selflab.planners.bo.NO_MODEL`."""
         base = SobolPlanner().propose(space, objectives, observations, pending, n, context=context)
         top = offered_fidelity(context)
         cheaper = sorted(f.fidelity for f in context.fidelities if f.fidelity != top)
@@ -533,7 +558,7 @@ class MFPlanner:
             fidelity = top
             if strategy == "sobol_init" and cheaper and k % every != every - 1:
                 fidelity = cheaper[(k - k // every) % len(cheaper)]
-            reason = {**model_free_reason(p.reason, strategy, n_observations, self.device, error), "fidelity": fidelity}
+            reason = {**model_free_reason(p.reason, strategy, n_observations, device, error), "fidelity": fidelity}
             proposals.append(p.model_copy(update={"fidelity": fidelity, "reason": reason}))
         return proposals
 

@@ -68,6 +68,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
+from selflab.planners.device_choice import CUDA_MISSING
 from selflab.planners.encoding import Encoding
 from selflab.planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
 from selflab.planners.warp import Warp
@@ -91,11 +92,14 @@ class SurrogateError(RuntimeError):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; ``"cuda"`` without a GPU raises ``ValueError``."""
+    """The device ``device`` may use: ``"auto"`` -> ``cuda`` when available, else
+    ``cpu``; ``"cuda"`` without a GPU raises ``ValueError``. The planners choose
+    each proposal's device by its size (:mod:`selflab.planners.device_choice`:
+    ``auto`` uses the GPU only from the measured CUDA crossover on)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but torch sees no CUDA device")
+        raise ValueError(CUDA_MISSING)
     return torch.device(device)
 
 
@@ -377,6 +381,8 @@ class SurrogateFitter:
             try:
                 with numerics(threads=None):
                     model, n_fit, kernel = self._attempt(kind, jitter, encoding, train, cached, prior)
+            except torch.OutOfMemoryError:
+                raise  # (not a numerical failure: the planner makes this proposal on the CPU, selflab.planners.device_choice)
             except Exception as exc:  # any failure of the linear algebra or optimizer: next attempt
                 errors.append(f"{kind}{'+jitter' if jitter else ''}: {type(exc).__name__}: {exc}")
                 continue

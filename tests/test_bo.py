@@ -38,7 +38,7 @@ FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30, "
 """Small optimizer settings and a 4-point initial design: these tests check behaviour, not optimizer quality."""
 
 XZ = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
-REASON_KEYS = {"strategy", "acquisition", "acquisition_value", "predicted", "fit_seconds", "n_observations", "device", "refit"}
+REASON_KEYS = {"strategy", "acquisition", "acquisition_value", "predicted", "fit_seconds", "n_observations", "device", "device_reason", "refit"}
 
 
 def planner(**options: Any) -> BOPlanner:

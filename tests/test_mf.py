@@ -29,7 +29,7 @@ TWO = (FidelityOption(fidelity=0.5, cost=0.1), FidelityOption(fidelity=1.0, cost
 THREE = (FidelityOption(fidelity=0.5, cost=0.1), FidelityOption(fidelity=0.75, cost=0.3), FidelityOption(fidelity=1.0, cost=1.0))
 REASON_KEYS = {
     "strategy", "acquisition", "acquisition_value", "cost_aware_value", "fidelity", "cost", "candidates_by_fidelity",
-    "predicted", "fit_seconds", "n_observations", "device", "refit", "target_share_rule",
+    "predicted", "fit_seconds", "n_observations", "device", "device_reason", "refit", "target_share_rule",
 }
 
 
