@@ -290,7 +290,8 @@ class LabConfig(_Strict):
     stop: StopRules
     target_fidelity: FiniteFloat = Field(default=1.0, gt=0, le=1)
     clock: Literal["auto", "wall", "simulated"] = Field(
-        default="auto", description="auto: simulated when every instrument declares duration()"
+        default="auto", description="auto: simulated when every instrument declares duration() and runs in this process "
+        "(not remote, not executor: ray)"
     )
     ledger: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///runs/<name>.sqlite")
     interlocks: list[Interlock] = Field(default_factory=list)

@@ -285,10 +285,18 @@ def declared_cost(driver: object) -> float:
 
 def clock_of(config: LabConfig, stations: list[Station]) -> str:
     """The campaign clock: the config's, or for ``clock: auto`` simulated when
-    every instrument declares its durations (:class:`Timed`) and runs here."""
+    every instrument declares its durations (:class:`Timed`) and runs here,
+    in this process.
+
+    An instrument run as Ray tasks (``executor: ray``) makes it the wall
+    clock: such a simulator is there for its real computation, and on the
+    simulated clock a result finished on a worker would wait for its
+    simulated due time (a furnace cycle of hours) while that worker idles,
+    since the next decision belongs to that later instant. Set ``clock:
+    simulated`` to keep simulated time with Ray."""
     if config.clock != "auto":
         return config.clock
-    timed = all(isinstance(s.driver, Timed) and not s.config.remote for s in stations)
+    timed = all(isinstance(s.driver, Timed) and not s.config.remote and s.config.executor == "local" for s in stations)
     return "simulated" if timed else "wall"
 
 

@@ -160,6 +160,9 @@ def test_a_campaign_on_ray_tasks_gives_the_local_results(tmp_path: Path) -> None
     done = [(e.params, e.outcomes) for e in there.with_status("completed")]
     assert len(done) == 4 and done == [(e.params, e.outcomes) for e in here.with_status("completed")]
     assert len({tuple(sorted(p.items())) for p, _ in done}) == 4  # no duplicate proposals
+    # clock: auto is simulated for the furnace run here, the wall clock on Ray (its real computation is the time that
+    # matters: on the simulated clock a finished task's result would wait for its simulated due time, its worker idle)
+    assert (here.clock, there.clock) == ("simulated", "wall")
 
 
 def test_the_emergency_stop_cancels_the_ray_tasks_and_abandons_their_experiments(tmp_path: Path) -> None:
