@@ -16,7 +16,8 @@ headless Chromium through Playwright.
 * ``interference``: a ``--n``-experiment SQLite campaign (random planner,
   zero-duration simulator, simulated clock), alternately without and with
   the console open on it (a browser page on its campaign page and one on
-  its experiments table), ``--rounds`` times each, in the same run. Reports
+  its experiments table, loaded, the browser idle after its start-up),
+  ``--rounds`` times each, in the same run. Reports
   the controller's own overhead per experiment (wall time less planner and
   instrument time) in each, and every "database is locked" (target: none,
   and within 5 % of the run without the console).
@@ -119,6 +120,34 @@ def open_page(browser: Any, url: str, width: int = 1360, height: int = 900) -> A
     page.goto(url)
     page.wait_for_selector("body[data-ready='1'][data-images='ready']", timeout=60_000)
     return page
+
+
+def settle(pattern: str = "chrom", idle_share: float = 0.05, window_s: float = 0.5, limit_s: float = 15.0) -> float:
+    """Wait until the processes whose command line holds ``pattern`` (the
+    browser) use less than ``idle_share`` of one core over ``window_s``: a
+    browser just launched keeps working for a second or two after its pages
+    have loaded, and that start-up is not the console's cost. Returns the
+    seconds waited (at most ``limit_s``)."""
+    import psutil
+
+    def used() -> float:
+        total = 0.0
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if pattern in " ".join(proc.info["cmdline"] or []):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = used()
+        time.sleep(window_s)
+        if used() - before < idle_share * window_s:
+            break
+    return time.monotonic() - started
 
 
 def in_thread(fn: Any, *args: Any) -> Any:
@@ -276,6 +305,7 @@ def overhead_run(n: int, url: str, name: str) -> dict[str, Any]:
 
 def interference(n: int, rounds: int, workdir: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    settled_s: list[float] = []
     console_lock_lines = 0
     in_thread(overhead_run, min(n, 50), f"sqlite:///{workdir / 'warmup.sqlite'}", "warmup")  # (imports and first connections: not overhead)
     for r in range(rounds):
@@ -285,13 +315,14 @@ def interference(n: int, rounds: int, workdir: Path) -> dict[str, Any]:
         Ledger(url).close()  # (the console opens an existing ledger read-only)
         with console(url, campaign="watched") as (base, lines), chromium() as browser:
             pages = [open_page(browser, f"{base}/c/watched"), open_page(browser, f"{base}/c/watched/experiments")]
+            settled_s.append(settle())  # (the pages are open and the browser idle, as a person's would be)
             runs["with"].append(in_thread(overhead_run, n, url, "watched"))
             for page in pages:
                 page.close()
         console_lock_lines += sum("locked" in line.lower() for line in lines)
     alone = statistics.median(run["overhead_ms_per_experiment"] for run in runs["without"])
     watched = statistics.median(run["overhead_ms_per_experiment"] for run in runs["with"])
-    return {"experiments": n, "rounds": rounds, "runs": runs,
+    return {"experiments": n, "rounds": rounds, "runs": runs, "browser_settled_s": settled_s,
             "overhead_ms_per_experiment_without": alone, "overhead_ms_per_experiment_with": watched,
             "overhead_change": watched / alone - 1, "target_change": 0.05,
             "lock_errors": sum(run["lock_errors"] for v in runs.values() for run in v) + console_lock_lines,

@@ -309,7 +309,8 @@ class Ledger:
             raise read_error(self.display_url, exc) from None
         except ValueError as exc:  # a payload that is not JSON, a time that is not one
             raise damaged(self.display_url, f"an event of campaign {campaign!r} cannot be decoded ({short(exc)})") from None
-        return [_to_event(row, self.display_url) for row in rows]
+        where = self.display_url  # (a property that parses the URL: once, not per row)
+        return [_to_event(row, where) for row in rows]
 
     def campaigns(self) -> list[str]:
         """Names of the campaigns in this ledger, in order of first event."""
@@ -355,7 +356,8 @@ def _to_event(row: Any, where: str) -> Event:
         if not isinstance(payload, dict):
             raise ValueError(f"its payload is {type(payload).__name__}, not an object")
         model = payload_model(kind)
-        model.model_validate({k: v for k, v in payload.items() if k in model.model_fields})
+        fields = model.model_fields  # (a class property: read once, not per key)
+        model.model_validate({k: v for k, v in payload.items() if k in fields})
         at, recorded_at = row["at"], row["recorded_at"]
         return Event(**{**row, "at": _utc(at) if isinstance(at, datetime) else at,  # type: ignore[arg-type]
                         "recorded_at": _utc(recorded_at) if isinstance(recorded_at, datetime) else recorded_at})
