@@ -103,6 +103,8 @@ class Runner:
         :meth:`run`: close it (its ``with`` block) when done."""
         config, stations = objects_campaign(study, instruments, settings, stop=stop, interlocks=interlocks,
                                             stale_policy=stale_policy, oversight=oversight)
+        if oversight is not None:  # (the study's snapshot, from Study.create, has no oversight section)
+            study.keep_away_from_vetoed(config.oversight.veto_radius)
         self._setup(study, config, stations, display, owns_study=False)
 
     @classmethod

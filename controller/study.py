@@ -123,6 +123,8 @@ class Study(CampaignRecord):
         """Earlier campaigns this one is warm-started from, as the planner's context carries them."""
         self._observations: list[Observation] = []
         """The completed trials as the planner sees them, built once each, in order (see :meth:`observations`)."""
+        self._veto_radius: float | None = None
+        """Set by :meth:`keep_away_from_vetoed`; ``None``: the snapshot's ``oversight.veto_radius``."""
         super().__init__(problem, ledger, snapshot=snapshot, resume=resume, lease_ttl_s=lease_ttl_s, clock=clock,
                          on_start=on_start, resume_hint=resume_hint)
 
@@ -262,9 +264,21 @@ class Study(CampaignRecord):
 
     @property
     def veto_radius(self) -> float:
-        """``oversight.veto_radius`` of the campaign's config (default 0.1)."""
+        """How near a vetoed point no proposal comes: the one :meth:`keep_away_from_vetoed`
+        set, else ``oversight.veto_radius`` of the campaign's config (default 0.1)."""
+        if self._veto_radius is not None:
+            return self._veto_radius
         oversight = (self.state.config or {}).get("oversight") or {}
         return float(oversight.get("veto_radius", 0.1))
+
+    def keep_away_from_vetoed(self, radius: float) -> None:
+        """Keep proposals ``radius`` (max-coordinate distance on the unit
+        cube) away from vetoed points from now on, whatever the campaign's
+        snapshot says: a :class:`~selflab.controller.runner.Runner` built from
+        objects with ``oversight={"veto_radius": ...}`` sets it."""
+        if not 0.0 < radius <= 0.5:
+            raise StudyError(f"veto_radius must lie in (0, 0.5] (a distance on the unit cube, as oversight.veto_radius), got {radius}")
+        self._veto_radius = float(radius)
 
     def proposed_events(self, proposals: Sequence[Proposal], first: int | None = None) -> list[NewEvent]:
         """``proposed`` events for ``proposals``, numbered from ``first`` (default: the next free id)."""

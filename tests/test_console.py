@@ -620,6 +620,23 @@ def test_a_campaign_running_flat_out_is_redrawn_every_max_gap(fixture_url: str) 
     assert gaps and all(g >= 0.9 for g in gaps), f"gaps {gaps}: not stretched to max_gap_s while the ledger grows fast"
 
 
+def test_a_learning_campaign_says_so_instead_of_a_best(tmp_path: Path) -> None:
+    """``objective: learn`` maps an output: the overview says "learning (no
+    optimum)" rather than naming a best experiment."""
+    from conftest import quadratic_config
+
+    from selflab.controller.study import Study
+
+    url = f"sqlite:///{tmp_path / 'map.sqlite'}"
+    with Study.open(quadratic_config(name="map", ledger=url, objectives=[{"name": "y", "objective": "learn"}])) as study:
+        (trial,) = study.ask(1)
+        study.tell(trial.trial_id, {"y": 0.5})
+    with serve(url, campaign="map") as server, httpx.Client(base_url=server.url, timeout=10) as web:
+        page = web.get("/c/map").text
+    assert "learning (no optimum)" in page
+    assert 'class="big" data-best="y"' not in page
+
+
 def test_awaiting_and_vetoed_are_counted_and_filtered(tmp_path: Path) -> None:
     """The overview counts proposals awaiting approval and vetoed ones apart
     (the counts still add up), and the experiments table filters on them."""

@@ -13,10 +13,10 @@ import selflab
 from selflab.controller.campaign import Campaign
 from selflab.controller.config import ConfigError, parse_config
 from selflab.controller.exit_codes import ExitCode
-from selflab.controller.ledger import Ledger
+from selflab.controller.ledger import Ledger, NewEvent
 from selflab.controller.projection import CampaignState
 from selflab.controller.runner import Runner
-from selflab.controller.study import Study
+from selflab.controller.study import Study, StudyError
 from selflab.planners.baselines import RandomPlanner, SobolPlanner
 from selflab.planners.protocol import MultiFidelity
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
@@ -220,8 +220,30 @@ def test_a_runner_from_objects_takes_oversight(sqlite_url: str) -> None:
         with pytest.raises(ConfigError, match="oversight.approval"):
             Runner(study, instruments={"bowl": bowl}, oversight={"approval": "sometimes"})
     assert runner.config.oversight.approval == "all"
+    assert study.veto_radius == 0.1  # (the default, as in a config)
     vetoed, edited = seen["vetoed"], seen["edited"]
     assert state.experiments[vetoed.experiment_id].shown_status == "vetoed"
     assert state.experiments[edited.experiment_id].params == {"x": 0.25, "z": 0.5}
     assert state.counts()["completed"] == 4
     assert all(e.approval in ("approved", "edited") for e in state.with_status("completed"))
+
+
+def test_a_runner_from_objects_keeps_its_veto_radius(sqlite_url: str) -> None:
+    """``Runner(..., oversight={"veto_radius": 0.3})`` on a study made from
+    objects (whose snapshot has no oversight section): no later proposal
+    comes within 0.3 of a vetoed point."""
+    from selflab.controller.events import Proposed
+    from selflab.controller.oversight import near
+    from selflab.planners.baselines import RandomPlanner
+
+    with Study.create("radius", SPACE, BOWL, ledger=sqlite_url, planner=RandomPlanner()) as study:
+        assert study.veto_radius == 0.1
+        Runner(study, instruments={"bowl": Bowl(sqlite_url, "radius")}, oversight={"veto_radius": 0.3})
+        assert study.veto_radius == 0.3
+        study.record([NewEvent(campaign="radius", kind="proposed", experiment_id=1, payload=Proposed(
+            params={"x": 0.5, "z": 0.5}, awaiting_approval=True))])
+        study.veto(1, "unsafe", by="ada")
+        trials = study.ask(40)
+        with pytest.raises(StudyError, match="veto_radius"):
+            study.keep_away_from_vetoed(0.9)
+    assert not any(near(SPACE, t.params, [{"x": 0.5, "z": 0.5}], 0.3) for t in trials)
