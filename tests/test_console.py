@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -492,12 +493,44 @@ def test_command_serves_loopback_until_ctrl_c(fixture_url: str) -> None:
         proc.wait(timeout=30)
 
 
+def watch_stamps(hub: Any, burst: Any, quiet_s: float) -> tuple[list[tuple[float, int]], int, float, float]:
+    """Run ``hub``, wait ``quiet_s`` after its first stamp, run ``burst()`` (it
+    writes to the ledger and returns the last event id) in a thread, and
+    collect every stamp until the last write has been published (3 s at most).
+    Returns (monotonic time and position of each stamp, the last id, when the
+    burst started, the hub's pace when it ended)."""
+    import asyncio
+
+    async def watch() -> tuple[list[tuple[float, int]], int, float, float]:
+        poller = asyncio.create_task(hub.run())
+        seen: list[tuple[float, int]] = []
+
+        async def collect() -> None:
+            async for stamp in hub.stamps():
+                seen.append((time.monotonic(), int(stamp.split(".")[0])))
+
+        collector = asyncio.create_task(collect())
+        while hub.position == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(quiet_s)
+        started = time.monotonic()
+        last = await asyncio.to_thread(burst)
+        pace = hub.events_per_s
+        deadline = time.monotonic() + 3.0
+        while (not seen or seen[-1][1] < last) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        hub.close()
+        await asyncio.gather(poller, collector)
+        return seen, last, started, pace
+
+    return asyncio.run(watch())
+
+
 def test_a_burst_of_writes_reaches_the_pages_coalesced(fixture_url: str) -> None:
     """A fast campaign writes many events a second; the pages hear of them at
     most once per ``min_gap_s`` (so each redraws at most that often), the
     first change after a quiet spell goes out at once, and the last one is
     never lost."""
-    import asyncio
 
     from selflab.controller.console.live import Hub
     from selflab.controller.console.source import LedgerSource
@@ -518,28 +551,7 @@ def test_a_burst_of_writes_reaches_the_pages_coalesced(fixture_url: str) -> None
         finally:
             ledger.close()
 
-    async def watch() -> tuple[list[tuple[float, int]], int, float]:
-        poller = asyncio.create_task(hub.run())
-        seen: list[tuple[float, int]] = []
-
-        async def collect() -> None:
-            async for stamp in hub.stamps():
-                seen.append((time.monotonic(), int(stamp.split(".")[0])))
-
-        collector = asyncio.create_task(collect())
-        while hub.position == 0:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(1.2)  # (quiet: the gap after the first stamp has ended)
-        started = time.monotonic()
-        last = await asyncio.to_thread(burst)
-        deadline = time.monotonic() + 3.0
-        while (not seen or seen[-1][1] < last) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        hub.close()
-        await asyncio.gather(poller, collector)
-        return seen, last, started
-
-    seen, last, started = asyncio.run(watch())
+    seen, last, started, _ = watch_stamps(hub, burst, quiet_s=1.2)  # (quiet: the gap after the first stamp has ended)
     source.close()
     during = [(t, position) for t, position in seen if t >= started]
     assert during and during[-1][1] == last, "the last write must reach the pages"
@@ -567,8 +579,6 @@ def test_a_campaign_running_flat_out_is_redrawn_every_max_gap(fixture_url: str) 
     """Hundreds of events a second (a simulator running flat out): after the
     first update, the pages hear of the ledger at most every ``max_gap_s``,
     and still hear of its last write."""
-    import asyncio
-
     from selflab.controller.console.live import Hub
     from selflab.controller.console.source import LedgerSource
 
@@ -588,29 +598,7 @@ def test_a_campaign_running_flat_out_is_redrawn_every_max_gap(fixture_url: str) 
         finally:
             ledger.close()
 
-    async def watch() -> tuple[list[tuple[float, int]], int, float, float]:
-        poller = asyncio.create_task(hub.run())
-        seen: list[tuple[float, int]] = []
-
-        async def collect() -> None:
-            async for stamp in hub.stamps():
-                seen.append((time.monotonic(), int(stamp.split(".")[0])))
-
-        collector = asyncio.create_task(collect())
-        while hub.position == 0:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(2.5)  # (quiet: the pace window has emptied)
-        started = time.monotonic()
-        last = await asyncio.to_thread(burst)
-        pace = hub.events_per_s
-        deadline = time.monotonic() + 3.0
-        while (not seen or seen[-1][1] < last) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        hub.close()
-        await asyncio.gather(poller, collector)
-        return seen, last, started, pace
-
-    seen, last, started, pace = asyncio.run(watch())
+    seen, last, started, pace = watch_stamps(hub, burst, quiet_s=2.5)  # (quiet: the pace window has emptied)
     source.close()
     assert pace > 100, f"the burst wrote {pace:.0f} events/s: not fast enough to test the stretch"
     during = [(t, position) for t, position in seen if t >= started]
