@@ -282,7 +282,7 @@ class BOPlanner:
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n, device=NO_MODEL)
 
         def attempt(choice: DeviceChoice) -> list[Proposal]:
-            encoding, on = Encoding(model_space, device=choice.device), moved(data, choice.device)
+            encoding, on = Encoding(model_space, device=choice.device), data.to(choice.device)
             try:
                 with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
                     surrogate = self._fitter.fit(encoding, outcomes, on, self._warps(objectives, on, context), self._prior(context))
@@ -396,7 +396,7 @@ class BOPlanner:
             return None
 
         def attempt(choice: DeviceChoice) -> Surrogate:
-            on = moved(data, choice.device)
+            on = data.to(choice.device)
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
                 return self._fitter.fit(Encoding(model_space, device=choice.device), outcomes, on, self._warps(objectives, on, context), prior)
 
@@ -663,13 +663,6 @@ def model_free_reason(
         "kernel": {}, "lengthscale_prior": {},
         "noise_std": {}, "extrapolation": None, "calibration": None, "feasibility": None, "loo": None, **({"error": error} if error else {}),
     }
-
-
-def moved(data: TrainingData, device: torch.device) -> TrainingData:
-    """``data`` on ``device`` (itself when already there)."""
-    if data.X.device == device:
-        return data
-    return TrainingData(data.X.to(device), data.Y.to(device), data.Yvar.to(device))
 
 
 def sobol_candidates(enc: Encoding, n: int, seed: int) -> torch.Tensor:

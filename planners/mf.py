@@ -127,7 +127,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from selflab.planners.acquisition import build_mf_acquisition, fidelity_cost_model
 from selflab.planners.baselines import SobolPlanner, offered_fidelity
-from selflab.planners.bo import _NUMERIC_ERRORS, NO_MODEL, BOPlanner, _mix, _number, model_free_reason, moved, sobol_candidates
+from selflab.planners.bo import _NUMERIC_ERRORS, NO_MODEL, BOPlanner, _mix, _number, model_free_reason, sobol_candidates
 from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.extrapolation import extrapolation_flags
@@ -220,7 +220,7 @@ class MFPlanner:
         def attempt(choice: DeviceChoice) -> list[Proposal]:
             try:
                 with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                    surrogate = self._fitter.fit(Encoding(space, device=choice.device), [objective.name], moved(data, choice.device))
+                    surrogate = self._fitter.fit(Encoding(space, device=choice.device), [objective.name], data.to(choice.device))
                     return self._mf(surrogate, objective, observations, pending, n, context, choice.reason)
             except _NUMERIC_ERRORS as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -326,7 +326,7 @@ class MFPlanner:
             return None
 
         def attempt(choice: DeviceChoice) -> Surrogate:
-            return self._fitter.fit(Encoding(space, device=choice.device), [objective.name], moved(data, choice.device))
+            return self._fitter.fit(Encoding(space, device=choice.device), [objective.name], data.to(choice.device))
 
         return self.devices.run(data.n, data.X.shape[-1], 1, attempt)
 

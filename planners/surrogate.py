@@ -68,7 +68,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-from selflab.planners.device_choice import CUDA_MISSING
+from selflab.planners.device_choice import CUDA_MISSING, choose_device
 from selflab.planners.encoding import Encoding
 from selflab.planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
 from selflab.planners.warp import Warp
@@ -142,6 +142,12 @@ class TrainingData:
     X: Tensor
     Y: Tensor
     Yvar: Tensor
+
+    def to(self, device: torch.device) -> TrainingData:
+        """These data on ``device`` (themselves when already there)."""
+        if self.X.device == device:
+            return self
+        return TrainingData(self.X.to(device), self.Y.to(device), self.Yvar.to(device))
 
     @classmethod
     def from_observations(
@@ -537,16 +543,20 @@ def fit_surrogate(
     """Fit GPs to every objective and constrained outcome, from scratch.
 
     ``fidelity`` keeps only observations at that fidelity (``None``: all).
+    ``device``: ``auto`` (the GPU only from the CUDA crossover on,
+    :func:`selflab.planners.device_choice.choose_device`), ``cpu`` or ``cuda``.
     Raises :class:`SurrogateError` when the data cannot be fitted, e.g. when
     no observation has every outcome.
     """
-    encoding = Encoding(space, device=resolve_device(device))
     outcomes = modelled_outcomes(objectives, constraints)
-    data = TrainingData.from_observations(encoding, outcomes, observations, fidelity)
+    data = TrainingData.from_observations(Encoding(space), outcomes, observations, fidelity)
     if data.n == 0:
         raise SurrogateError("no observation has a finite value for every outcome " + ", ".join(outcomes))
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    choice = choose_device(device, data.n, data.X.shape[-1], cuda_available=torch.cuda.is_available())  # type: ignore[arg-type]
     with numerics():
-        return SurrogateFitter().fit(encoding, outcomes, data)
+        return SurrogateFitter().fit(Encoding(space, device=choice.device), outcomes, data.to(choice.device))
 
 
 def modelled_outcomes(objectives: Sequence[Objective], constraints: Sequence[OutcomeConstraint]) -> list[str]:

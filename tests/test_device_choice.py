@@ -208,3 +208,18 @@ def test_parity_the_same_campaign_twice_on_the_cpu_agrees() -> None:
 def test_parity_cpu_against_cuda() -> None:
     result = compare(hartmann6_campaign("cpu", options=QUICK), hartmann6_campaign("cuda", options=QUICK), ("cpu", "cuda"))
     assert result.within, result
+
+
+def test_fit_surrogate_follows_the_same_rule() -> None:
+    """``fit_surrogate(device="auto")`` (the report's and the tests' one-off
+    fit) chooses its device by the same crossover rule as the planners; a
+    device that is not one of the three is refused."""
+    from selflab.planners.surrogate import fit_surrogate
+
+    space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1)])
+    observations = [Observation(params={"x": x}, outcomes={"y": math.sin(6 * x)}) for x in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    surrogate = fit_surrogate(space, [Objective(name="y")], observations, device="auto")
+    expected = choose_device("auto", 5, 1, cuda_available=torch.cuda.is_available()).device
+    assert surrogate.data.X.device.type == expected.type == "cpu"  # (5 points: far below any crossover)
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
+        fit_surrogate(space, [Objective(name="y")], observations, device="tpu")
