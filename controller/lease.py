@@ -148,7 +148,9 @@ def refuse_busy(ledger: Ledger, campaign: str, busy: LedgerError) -> LedgerError
         holder, now = _read(conn, campaign), _now(conn)
     if holder is not None and holder.alive(now):
         return held_error(campaign, holder, now)
-    return LedgerError(f"campaign {campaign!r}: {busy}; another process is writing to this ledger, try again")
+    return LedgerError(f"campaign {campaign!r}: {busy}; another session holds the ledger's write lock and no live "
+                       "controller holds the campaign: try again, and if it persists, end that session (on Postgres: "
+                       "pg_stat_activity shows it 'idle in transaction'; pg_terminate_backend ends it)")
 
 
 def renew(ledger: Ledger, campaign: str, epoch: int, ttl_s: float = LEASE_TTL_S) -> bool:

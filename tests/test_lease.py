@@ -72,6 +72,29 @@ def test_a_second_controller_stuck_behind_a_held_write_lock_is_refused_promptly(
         reader.close()
 
 
+@pytest.mark.postgres
+def test_a_stray_session_holding_the_write_lock_is_named_not_waited_on(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No live controller, but some session sits in a transaction holding the
+    ledger's append lock (a process frozen mid-write): a controller starting
+    is refused within the bound, saying what holds it up and how to end it."""
+    from selflab.controller.ledger_schema import APPEND_LOCK
+    from selflab.controller.study import Study
+
+    monkeypatch.setattr(lease, "START_LOCK_WAIT_S", 1.0)
+    config = quadratic_config(name="stray", ledger=postgres_url)
+    Ledger(postgres_url).close()  # (the ledger exists)
+    stray = sa.create_engine(sa.make_url(postgres_url).set(drivername="postgresql+psycopg"))
+    try:
+        with stray.connect() as conn, conn.begin():
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
+            with pytest.raises(LedgerError, match="another session holds the ledger's write lock.*pg_terminate_backend"):
+                Study.open(config)
+        with Study.open(config) as study:  # (the session gone, the campaign starts)
+            assert len(study.ask(1)) == 1
+    finally:
+        stray.dispose()
+
+
 def test_a_controller_that_lost_its_lease_can_append_nothing(ledger_url: str) -> None:
     old, new = Ledger(ledger_url), Ledger(ledger_url)
     epoch = _take(old, "c")
