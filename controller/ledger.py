@@ -111,6 +111,8 @@ class Ledger:
             parsed = make_url(url)
         except sa.exc.ArgumentError:
             raise LedgerError(f"{url!r} is not a database URL (expected sqlite:///PATH or postgresql://...)") from None
+        self.display_url = parsed.render_as_string(hide_password=True)
+        """The URL with any password hidden (for messages)."""
         self._path = sqlite_path(url)
         if self._path is not None:
             self._path = _one_name(self._path)
@@ -143,11 +145,6 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {self.display_url}: {short(exc)}") from None
         except ValueError as exc:  # text that is not text (UnicodeDecodeError)
             raise damaged(self.display_url, short(exc)) from None
-
-    @property
-    def display_url(self) -> str:
-        """The URL with any password hidden."""
-        return make_url(self.url).render_as_string(hide_password=True)
 
     def _make_engine(self, parsed: sa.URL) -> Engine:
         if self._read_only:
@@ -309,8 +306,7 @@ class Ledger:
             raise read_error(self.display_url, exc) from None
         except ValueError as exc:  # a payload that is not JSON, a time that is not one
             raise damaged(self.display_url, f"an event of campaign {campaign!r} cannot be decoded ({short(exc)})") from None
-        where = self.display_url  # (a property that parses the URL: once, not per row)
-        return [_to_event(row, where) for row in rows]
+        return [_to_event(row, self.display_url) for row in rows]
 
     def campaigns(self) -> list[str]:
         """Names of the campaigns in this ledger, in order of first event."""

@@ -135,7 +135,7 @@ from selflab.planners.mf_discrepancy import DiscrepancyFitters, DiscrepancyModel
 from selflab.planners.optimize import maximize, maximize_by_level, too_close
 from selflab.planners.protocol import FidelityOption, LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
 from selflab.planners.space import Objective, Point, SearchSpace
-from selflab.planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics, resolve_device
+from selflab.planners.surrogate import Surrogate, SurrogateFitter, TrainingData, numerics
 
 _GUARD_CANDIDATES = 512
 log = logging.getLogger(__name__)
@@ -192,8 +192,6 @@ class MFPlanner:
         o = self.options
         self.devices = DevicePolicy(o.device, o.device_crossover)
         """Each proposal's device (:mod:`selflab.planners.device_choice`; ``d`` counts the fidelity column)."""
-        self.device = resolve_device(o.device)
-        """The device the largest proposals use (``auto``: cuda when there is one)."""
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points, multi_fidelity=True)
         self._bo = BOPlanner(**{k: getattr(o, k) for k in _SHARED_WITH_BO})
         self._discrepancy_fitters = DiscrepancyFitters.create(refit_growth=o.refit_growth, warm_maxiter=o.warm_maxiter,
