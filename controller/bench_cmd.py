@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from selflab.controller.bench import BenchResult, Problem, ProblemError, SeedFailure, get_problem, regret_against_cost, regret_trace
 from selflab.controller.bench_store import BenchStore, GridSettings, StoreError
-from selflab.controller.fanout import Outcome, SeedTask, run_grid
+from selflab.controller.fanout import Outcome, SeedTask, prepare_workers, run_grid
 from selflab.instruments.ray_task import RayUnavailable, require_ray
 
 if TYPE_CHECKING:
@@ -147,9 +147,6 @@ def handle(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if len({p.name for p in problems}) < len(problems):
         return _fail(f"--problem names a problem twice: {args.problem}")
-    settings = _settings(args, planners)
-    if isinstance(settings, str):
-        return _fail(settings)
     if args.ray_address and args.executor != "ray":
         return _fail("--ray-address needs --executor ray")
     if args.resume and not args.json:
@@ -159,6 +156,10 @@ def handle(args: argparse.Namespace) -> int:
             require_ray()
         except RayUnavailable as exc:
             return _fail(f"--executor ray: {exc}")
+    prepare_workers(args.workers, args.executor, planners)  # (the workers' imports run beside the checks below)
+    settings = _settings(args, planners)
+    if isinstance(settings, str):
+        return _fail(settings)
     store = BenchStore(problems, planners, args.seeds, settings, Path(args.json) if args.json else None)
     if args.resume:
         try:

@@ -56,7 +56,11 @@ def make_planner(kind: str, options: Mapping[str, Any]) -> Planner:
     return planner
 
 
+def planner_module(kind: str) -> str:
+    """The module that holds a known planner kind's class (not imported)."""
+    return PLANNERS[kind].partition(":")[0]
+
+
 def _planner_class(kind: str) -> Any:
     """The class of a known planner kind, imported now."""
-    module, _, name = PLANNERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(planner_module(kind)), PLANNERS[kind].partition(":")[2])

@@ -5,6 +5,7 @@ give the records of a serial run; a killed worker fails only its seed, and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -56,17 +57,26 @@ def test_a_seed_whose_campaign_fails_is_recorded_with_its_reason_and_the_rest_go
     assert isinstance(failed, SeedFailure) and failed.seed == 0 and "bo on branin, seed 0" in failed.reason
 
 
-def spawn_workers() -> list[psutil.Process]:
-    """This process's worker processes (started with ``spawn``)."""
-    return [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+def grid_workers() -> list[psutil.Process]:
+    """This process's grid worker processes: forked by multiprocessing's fork
+    server (the server's children), or started with ``spawn``."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            server = p.parent() is not None and "forkserver" in " ".join(p.parent().cmdline())
+            if server or "spawn_main" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def kill_first_worker(killed: list[int], deadline_s: float = 60.0) -> None:
     """Kill the first worker process started from now on."""
-    before = {p.pid for p in spawn_workers()}
+    before = {p.pid for p in grid_workers()}
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        workers = [p for p in spawn_workers() if p.pid not in before]
+        workers = [p for p in grid_workers() if p.pid not in before]
         if workers:
             workers[0].kill()
             killed.append(workers[0].pid)
@@ -157,3 +167,28 @@ def test_parallel_workers_start_the_longest_seeds_first() -> None:
     assert order[:2] == [("hartmann6", "bo", 0), ("hartmann6", "bo", 1)]
     assert order[2:4] == [("branin", "bo", 0), ("branin", "bo", 1)]
     assert {p for _, p, _ in order[4:]} == {"sobol"} and sorted(order) == sorted((t.problem.name, t.planner, t.seed) for t in tasks)
+
+
+def test_grid_workers_are_forked_with_torch_and_the_planners_already_imported() -> None:
+    """``prepare_workers`` starts the fork server early; a worker forked from
+    it starts with the grid planners' modules (and torch's lazily imported
+    sympy) loaded and the thread variables bounded, before any seed runs."""
+    code = """
+import json, multiprocessing, os
+from concurrent.futures import ProcessPoolExecutor
+from selflab.controller.fanout import local_cpus, prepare_workers
+prepare_workers(2, "process", ["bo", "sobol"])
+probe = ("[m in __import__('sys').modules for m in ('selflab.planners.bo', 'selflab.planners.baselines', 'sympy', 'ax')]"
+         " + [__import__('os').environ.get('OMP_NUM_THREADS'), __import__('os').getppid()]")
+with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    *loaded, omp, parent = pool.submit(eval, probe).result(timeout=120)
+server = [p for p in __import__("psutil").Process().children() if "forkserver" in " ".join(p.cmdline())]
+print(json.dumps({"loaded": loaded, "omp": omp, "threads": str(max(1, local_cpus() // 2)),
+                  "from_server": [p.pid for p in server] == [parent], "omp_here": os.environ.get("OMP_NUM_THREADS")}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180,
+                                    env=env).stdout)
+    assert out["loaded"] == [True, True, True, False]  # bo, sobol's module, sympy; not a planner outside the grid
+    assert out["omp"] == out["threads"] and out["from_server"]
+    assert out["omp_here"] is None  # the caller's own environment is left as it was
