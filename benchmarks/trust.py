@@ -13,7 +13,10 @@ and judges model health with :mod:`selflab.controller.model_health`, as the
 campaign loop is to:
 
 - ``flag``: Hartmann6 BO (40 evaluations): does ``miscalibrated`` fire by
-  evaluation 30? Target: in at least 8 of 10 seeds. And a Branin campaign of
+  evaluation 30? Target: in at least 8 of 10 seeds. Two loops: selflab's
+  ``bo``, and the issue's own loop in plain botorch (:func:`plain_botorch_loop`:
+  10 random points, then LogEI on a default ``SingleTaskGP``; the loop whose
+  miscalibration the issue measured). And a Branin campaign of
   100 uniformly random points, each scored against the ``bo`` planner's model
   of the points before it (what its reason would have recorded): does it stay
   quiet? Target: at least 8 of 10 seeds. Judged by each band of :data:`BANDS`
@@ -132,6 +135,42 @@ REACTOR_SPACE = SearchSpace(parameters=[FloatParameter(name=n, low=lo, high=hi, 
 MINIMIZE_Y = Objective(name="y", direction="minimize")
 
 
+def plain_botorch_loop(seed: int, budget: int = 40, n_random: int = 10) -> Run:
+    """The issue's own Hartmann6 BO loop, in plain botorch: ``n_random``
+    uniformly random points, then LogEI steps on a ``SingleTaskGP`` with
+    botorch's default priors and outcome standardization (inputs are the unit
+    cube already), 10 restarts from 512 raw samples. Each step's proposal is
+    scored as a ``bo`` reason would record it: the GP's latent mean and std at
+    the point and its noise std (the model minimizes ``y`` by maximizing ``-y``)."""
+    from botorch.acquisition import LogExpectedImprovement
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.optim import optimize_acqf
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    torch.manual_seed(seed)
+    bounds = torch.tensor([[0.0] * 6, [1.0] * 6], dtype=torch.float64)
+    X = torch.rand(n_random, 6, dtype=torch.float64)
+    Y = torch.tensor([[-hartmann6({f"x{i + 1}": float(v) for i, v in enumerate(x)})["y"]] for x in X], dtype=torch.float64)
+    run = Run(values=[-float(v) for v in Y[:, 0]])
+    while X.shape[0] < budget:
+        with numerics():
+            model = SingleTaskGP(X, Y)
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            candidate, _ = optimize_acqf(LogExpectedImprovement(model, best_f=Y.max()), bounds=bounds, q=1, num_restarts=10, raw_samples=512)
+            posterior = model.posterior(candidate)
+            noise = float(model.likelihood.noise.detach().mean().sqrt() * model.outcome_transform.stdvs.squeeze())
+        x = {f"x{i + 1}": float(v) for i, v in enumerate(candidate[0])}
+        y = hartmann6(x)["y"]
+        reason = {"predicted": {"y": {"mean": -float(posterior.mean), "std": float(posterior.variance.sqrt())}}, "noise_std": {"y": noise}}
+        X, Y = torch.cat([X, candidate]), torch.cat([Y, torch.tensor([[-y]], dtype=torch.float64)])
+        run.results.append(Result(X.shape[0], {"y": y}, reason))
+        run.values.append(y)
+        if run.flagged_at is None and assess(run.results, ["y"], BAND).miscalibrated:
+            run.flagged_at = X.shape[0]
+    return run
+
+
 def random_scored(seed: int, n: int = 100) -> Run:
     """Branin at ``n`` uniformly random points, each scored against the ``bo``
     planner's model of the points before it (its predicted mean, latent std and
@@ -202,18 +241,19 @@ def false_alarms(band: CalibrationBand, lengths: Sequence[int] = (24, 40, 100), 
 def judge_flag(seeds: Sequence[int], by: int, found: dict[str, dict[int, list[tuple[int, float]]]], runs: int) -> dict[str, Any]:
     """The flag check's figures from the scores of each seed (``found[problem][seed]``:
     (evaluation, z) in order), for each band of :data:`BANDS`."""
-    h6, br = found["hartmann6_bo"], found["branin_random"]
+    br = found["branin_random"]
+    loops = [name for name in ("hartmann6_bo", "hartmann6_botorch") if name in found]
     out: dict[str, Any] = {}
     for name, band in BANDS.items():
-        fired = {s: first_flag(h6[s], band) for s in seeds}
         quiet = {s: first_flag(br[s], band) for s in seeds}
-        out[name] = {
-            "band": band.model_dump(),
-            "hartmann6_bo": {"fired_by": by, "seeds_fired": sum(1 for s in seeds if (fired[s] or math.inf) <= by), "flagged_at": fired},
-            "branin_random": {"seeds_quiet": sum(1 for s in seeds if quiet[s] is None), "flagged_at": quiet},
-            "calibrated_false_alarm_rate": false_alarms(band, runs=runs),
-        }
-    out["hartmann6_bo_z"] = CalibrationStats.of([z for s in seeds for e, z in h6[s] if e <= by]).model_dump()
+        out[name] = {"band": band.model_dump()}
+        for loop in loops:
+            fired = {s: first_flag(found[loop][s], band) for s in seeds}
+            out[name][loop] = {"fired_by": by, "seeds_fired": sum(1 for s in seeds if (fired[s] or math.inf) <= by), "flagged_at": fired}
+        out[name]["branin_random"] = {"seeds_quiet": sum(1 for s in seeds if quiet[s] is None), "flagged_at": quiet}
+        out[name]["calibrated_false_alarm_rate"] = false_alarms(band, runs=runs)
+    for loop in loops:
+        out[f"{loop}_z"] = CalibrationStats.of([z for s in seeds for e, z in found[loop][s] if e <= by]).model_dump()
     out["branin_random_z"] = CalibrationStats.of([z for s in seeds for _, z in br[s]]).model_dump()
     out["scores"] = {problem: {s: found[problem][s] for s in seeds} for problem in found}
     return out
@@ -227,7 +267,12 @@ def check_flag(seeds: Sequence[int], budget: int, by: int, branin_points: int, p
     for s in seeds:
         quiet[s] = random_scored(s, branin_points)
         print(f"branin random seed {s}: flagged at {quiet[s].flagged_at} (window band)", file=sys.stderr)
+    botorch_loop = {}
+    for s in seeds:
+        botorch_loop[s] = plain_botorch_loop(s, budget)
+        print(f"hartmann6 plain botorch loop seed {s}: flagged at {botorch_loop[s].flagged_at} (window band)", file=sys.stderr)
     found = {"hartmann6_bo": {s: [(x.experiment_id, x.z) for x in scores(plain[s].results, "y")] for s in seeds},
+             "hartmann6_botorch": {s: [(x.experiment_id, x.z) for x in scores(botorch_loop[s].results, "y")] for s in seeds},
              "branin_random": {s: [(x.experiment_id, x.z) for x in scores(quiet[s].results, "y")] for s in seeds}}
     return {"branin_points": branin_points, **judge_flag(seeds, by, found, runs)}
 
@@ -243,11 +288,11 @@ def rejudge(path: Path, by: int, runs: int) -> dict[str, Any]:
     return {"seeds": seeds, "rejudged": str(path), "flag": {"branin_points": saved.get("branin_points"), **judge_flag(seeds, by, found, runs)}}
 
 
-def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int, Run]) -> dict[str, Any]:
+def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int, Run], options: dict[str, Any] | None = None) -> dict[str, Any]:
     rescaled = {}
     for s in seeds:
         plain.setdefault(s, campaign(HARTMANN_SPACE, MINIMIZE_Y, hartmann6, budget, s, {}))
-        rescaled[s] = campaign(HARTMANN_SPACE, MINIMIZE_Y, hartmann6, budget, s, {"calibration": "rescale"})
+        rescaled[s] = campaign(HARTMANN_SPACE, MINIMIZE_Y, hartmann6, budget, s, {"calibration": "rescale", **(options or {})})
         print(f"hartmann6 rescale seed {s}: regret {min(rescaled[s].values) - HARTMANN_OPT:.4f} "
               f"(plain {min(plain[s].values) - HARTMANN_OPT:.4f})", file=sys.stderr)
 
@@ -259,7 +304,7 @@ def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int
                 "regret": {s: min(runs[s].values) - HARTMANN_OPT for s in seeds},
                 "median_regret": median([min(runs[s].values) - HARTMANN_OPT for s in seeds])}
 
-    out = {"after": after, "budget": budget, "plain": arm(plain), "rescale": arm(rescaled)}
+    out = {"after": after, "budget": budget, "options": {"calibration": "rescale", **(options or {})}, "plain": arm(plain), "rescale": arm(rescaled)}
     out["regret_ratio"] = out["rescale"]["median_regret"] / out["plain"]["median_regret"]
     return out
 
@@ -296,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--by", type=int, default=30, help="flag: the evaluation by which miscalibrated must fire")
     parser.add_argument("--branin-points", type=int, default=100)
     parser.add_argument("--after", type=int, default=20, help="rescale: coverage of the evaluations after this one")
+    parser.add_argument("--rescale-options", type=json.loads, default={}, help="rescale: more bo options for the rescaled arm (JSON)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="flag: judge the scores a previous --json output recorded (no campaigns run)")
     parser.add_argument("--false-alarm-runs", type=int, default=4000, help="flag: simulated calibrated campaigns per band")
@@ -308,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif {"flag", "all"} & set(args.check):
         out["flag"] = check_flag(seeds, args.budget, args.by, args.branin_points, plain, args.false_alarm_runs)
     if {"rescale", "all"} & set(args.check) and args.rejudge is None:
-        out["rescale"] = check_rescale(seeds, args.budget, args.after, plain)
+        out["rescale"] = check_rescale(seeds, args.budget, args.after, plain, args.rescale_options)
     if {"failures", "all"} & set(args.check) and args.rejudge is None:
         out["failures"] = check_failures(seeds, args.budget)
     text = json.dumps(out, indent=2, default=float)
