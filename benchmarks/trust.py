@@ -53,7 +53,7 @@ import torch
 
 from selflab.controller.model_health import assess, scores
 from selflab.planners.bo import BOPlanner
-from selflab.planners.calibration import SEQUENTIAL_BAND, CalibrationBand, CalibrationStats, ScoredObservation, rolling
+from selflab.planners.calibration import DEFAULT_BAND, SEQUENTIAL_BAND, CalibrationBand, CalibrationStats, ScoredObservation, rolling
 from selflab.planners.feasibility import Failure
 from selflab.planners.protocol import Observation, Pending, PlanContext
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
@@ -61,9 +61,10 @@ from selflab.planners.surrogate import numerics
 from selflab.simulators.reactor import REACTOR_LIMITS, PlugFlowReactor, ReactorClogged
 
 HARTMANN_OPT = -3.32237
-BAND = CalibrationBand()
-BANDS = {"window": BAND, "sequential": SEQUENTIAL_BAND}
-"""The bands the flag check judges by: the default window rule and the sequential rule."""
+BAND = DEFAULT_BAND
+"""The band the campaigns' own ``flagged_at`` (the log lines) uses: the campaign's default."""
+BANDS = {"window": CalibrationBand(), "sequential": SEQUENTIAL_BAND}
+"""The bands the flag check judges by: the window rule and the sequential rule (the default since Session 11)."""
 
 
 @dataclass
@@ -309,14 +310,14 @@ def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int
     return out
 
 
-def check_failures(seeds: Sequence[int], budget: int) -> dict[str, Any]:
+def check_failures(seeds: Sequence[int], budget: int, learn_options: dict[str, Any] | None = None) -> dict[str, Any]:
     reactor, evaluate = reactor_clog()
     optimum = reactor.optimum or math.nan
     objective = Objective(name="yield", direction="maximize")
     arms: dict[str, dict[int, Run]] = {"avoid": {}, "learn": {}}
     for s in seeds:
         for mode in arms:
-            arms[mode][s] = campaign(REACTOR_SPACE, objective, evaluate, budget, s, {"failures": mode})
+            arms[mode][s] = campaign(REACTOR_SPACE, objective, evaluate, budget, s, {"failures": mode, **((learn_options or {}) if mode == "learn" else {})})
         print(f"reactor_clog seed {s}: failures avoid {arms['avoid'][s].failures}, learn {arms['learn'][s].failures}; regret "
               f"avoid {optimum - max(arms['avoid'][s].values, default=0):.4f}, learn {optimum - max(arms['learn'][s].values, default=0):.4f}",
               file=sys.stderr)
@@ -326,7 +327,7 @@ def check_failures(seeds: Sequence[int], budget: int) -> dict[str, Any]:
         return {"failures": {s: runs[s].failures for s in seeds}, "total_failures": sum(r.failures for r in runs.values()),
                 "regret": regret, "median_regret": median(list(regret.values()))}
 
-    out = {"budget": budget, "optimum": optimum, "avoid": arm(arms["avoid"]), "learn": arm(arms["learn"])}
+    out = {"budget": budget, "optimum": optimum, "learn_options": learn_options or {}, "avoid": arm(arms["avoid"]), "learn": arm(arms["learn"])}
     out["failure_ratio"] = out["learn"]["total_failures"] / max(out["avoid"]["total_failures"], 1)
     out["regret_ratio"] = out["learn"]["median_regret"] / out["avoid"]["median_regret"]
     return out
@@ -342,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--branin-points", type=int, default=100)
     parser.add_argument("--after", type=int, default=20, help="rescale: coverage of the evaluations after this one")
     parser.add_argument("--rescale-options", type=json.loads, default={}, help="rescale: more bo options for the rescaled arm (JSON)")
+    parser.add_argument("--learn-options", type=json.loads, default={}, help="failures: more bo options for the learn arm (JSON)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="flag: judge the scores a previous --json output recorded (no campaigns run)")
     parser.add_argument("--false-alarm-runs", type=int, default=4000, help="flag: simulated calibrated campaigns per band")
@@ -356,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if {"rescale", "all"} & set(args.check) and args.rejudge is None:
         out["rescale"] = check_rescale(seeds, args.budget, args.after, plain, args.rescale_options)
     if {"failures", "all"} & set(args.check) and args.rejudge is None:
-        out["failures"] = check_failures(seeds, args.budget)
+        out["failures"] = check_failures(seeds, args.budget, args.learn_options)
     text = json.dumps(out, indent=2, default=float)
     print(text)
     if args.json:

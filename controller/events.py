@@ -344,6 +344,9 @@ class CalibrationVerdict(Payload):
     coverage90: float
     """Fraction of the last ``window`` results inside their 90 % intervals."""
     beyond3: float
+    overconfidence: float | None = None
+    """Nats of evidence of overconfidence in the last ``window`` z (:attr:`~selflab.planners.calibration.CalibrationStats.overconfidence`;
+    ``None`` in events recorded before Session 11)."""
     band: CalibrationBand
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from selflab.controller.events import CalibrationVerdict, EventKind, NewEvent
-from selflab.planners.calibration import CalibrationBand, CalibrationStats, LooStats, PredictedOutcome, rolling
+from selflab.planners.calibration import DEFAULT_BAND, CalibrationBand, CalibrationStats, LooStats, PredictedOutcome, rolling
 from selflab.planners.protocol import NOISE_SUFFIX
 from selflab.planners.reasons import is_extrapolating
 
@@ -119,7 +119,7 @@ class ModelHealth(_Payload):
                 text = (f"{o.outcome}: prequential z spread {r.z_spread:.2f} (1 = calibrated), mean {r.z_mean:+.2f}, "
                         f"90 % intervals held {r.coverage90:.0%} over the last {r.n}")
                 if o.miscalibrated:
-                    text += f"  MISCALIBRATED ({_describe(self.band)})"
+                    text += f"  MISCALIBRATED (band: {self.band.describe()})"
             if o.loo is not None:
                 text += (f"; leave-one-out (fit at experiment {o.loo_experiment_id}): spread {_fmt(o.loo.z_spread)}, "
                          f"coverage {_fmt(o.loo.coverage90, pct=True)}, R2 {_fmt(o.loo.r2)}, rank corr. {_fmt(o.loo.rank_correlation)}")
@@ -187,7 +187,7 @@ def predictions(results: Iterable[Result], outcome: str) -> Predictions:
 def assess(results: Sequence[Result], outcomes: Sequence[str], band: CalibrationBand | None = None) -> ModelHealth:
     """The model's health after ``results`` (completed experiments, in the order
     their results came) for ``outcomes`` (objectives, then constrained outcomes)."""
-    band = band or CalibrationBand()
+    band = band or DEFAULT_BAND
     healths = []
     for outcome in outcomes:
         z = [s.z for s in scores(results, outcome)]
@@ -207,7 +207,7 @@ def calibration_events(
     outcome whose rolling figures left the band and is not in ``flagged``
     (the outcomes the ledger already marks miscalibrated), and
     ``calibration_restored`` for one in ``flagged`` whose figures are back inside."""
-    return _changes({outcome: scores(results, outcome) for outcome in outcomes}, flagged, band or CalibrationBand())
+    return _changes({outcome: scores(results, outcome) for outcome in outcomes}, flagged, band or DEFAULT_BAND)
 
 
 def _changes(found_by_outcome: Mapping[str, Sequence[Score]], flagged: Iterable[str],
@@ -224,7 +224,7 @@ def _changes(found_by_outcome: Mapping[str, Sequence[Score]], flagged: Iterable[
             continue
         verdict = CalibrationVerdict(outcome=outcome, experiment_id=found[-1].experiment_id, window=band.window, n_scored=len(found),
                                      z_mean=recent.z_mean, z_spread=recent.z_spread, coverage90=recent.coverage90,
-                                     beyond3=recent.beyond3, band=band)
+                                     beyond3=recent.beyond3, overconfidence=recent.overconfidence, band=band)
         events.append(("miscalibrated" if now else "calibration_restored", verdict))
     return events
 
@@ -254,7 +254,7 @@ class CalibrationMonitor:
 
     def __init__(self, outcomes: Sequence[str], band: CalibrationBand | None = None) -> None:
         self.outcomes = list(outcomes)
-        self.band = band or CalibrationBand()
+        self.band = band or DEFAULT_BAND
         self._scores: dict[str, list[Score]] = {o: [] for o in self.outcomes}
         self._seen = 0
 
@@ -279,9 +279,12 @@ def verdict_line(kind: str, verdict: Mapping[str, Any]) -> str:
     ``calibration_restored`` payload)."""
     head = (f"model of {verdict['outcome']} miscalibrated" if kind == EventKind.MISCALIBRATED
             else f"model of {verdict['outcome']} calibrated again")
-    return (f"{head} at experiment {verdict['experiment_id']}: 90 % intervals held {verdict['coverage90']:.0%} of the last "
-            f"{verdict['window']} results (band: >= {verdict['band']['coverage_low']:.0%}), z spread {verdict['z_spread']:.2f}, "
-            f"mean {verdict['z_mean']:+.2f}")
+    evidence = verdict.get("overconfidence")
+    line = (f"{head} at experiment {verdict['experiment_id']}: 90 % intervals held {verdict['coverage90']:.0%} of the last "
+            f"{min(verdict['window'], verdict['n_scored'])} results, z spread {verdict['z_spread']:.2f}, mean {verdict['z_mean']:+.2f}")
+    if evidence is not None and verdict["band"].get("evidence_high") is not None:
+        line += f", overconfidence evidence {evidence:.1f} nats"
+    return f"{line} (band: {CalibrationBand(**verdict['band']).describe()})"
 
 
 def health_status(state: Ledgered, outcomes: Sequence[str], band: CalibrationBand | None = None) -> dict[str, Any]:
@@ -331,11 +334,3 @@ def _fmt(x: float, *, pct: bool = False) -> str:
     if not math.isfinite(x):
         return "n/a"
     return f"{x:.0%}" if pct else f"{x:.2f}"
-
-
-def _describe(band: CalibrationBand) -> str:
-    """The band in words: ``90 % intervals must hold >= 70 % of the last 15``."""
-    text = f"90 % intervals must hold >= {band.coverage_low:.0%} of the last {band.window}"
-    if band.spread_low is not None or band.spread_high is not None:
-        text += f", spread within {band.spread_low or 0:g}-{band.spread_high if band.spread_high is not None else math.inf:g}"
-    return text

@@ -11,15 +11,16 @@ that proposed it (:mod:`selflab.controller.model_health`). Three panels:
    normal density a calibrated model gives; scores beyond ±6 are counted in
    the end bins, and the legend says how many;
 3. **the rolling 90 % coverage** over the last ``window`` results against the
-   result number, with the nominal 90 % and the band's lower bound below
-   which the campaign records ``miscalibrated`` (shaded where it did).
+   result number, with the nominal 90 % and the band's coverage bound,
+   shaded where the band (both its rules: coverage, and the sequential
+   evidence of overconfidence) judges the model ``miscalibrated``.
 
 Pure drawing from :class:`~selflab.controller.model_health.Predictions`
 (see :mod:`selflab.controller.plots`).
 
 Example::
 
-    fig = prequential_figure(predictions(results, "yield"), band=CalibrationBand(), unit="%", title="...")
+    fig = prequential_figure(predictions(results, "yield"), band=DEFAULT_BAND, unit="%", title="...")
     save(fig, "prequential_yield.png")
 """
 
@@ -32,7 +33,7 @@ from matplotlib.figure import Figure
 
 from selflab.controller.model_health import Predictions
 from selflab.controller.plot_base import label
-from selflab.planners.calibration import Z90, CalibrationBand
+from selflab.planners.calibration import Z90, CalibrationBand, rolling
 
 Z_EDGE = 6.0
 """The z histogram spans ``[-Z_EDGE, Z_EDGE]``; scores beyond are counted in the end bins."""
@@ -95,9 +96,11 @@ def prequential_figure(p: Predictions, *, band: CalibrationBand, title: str, uni
     ax_roll.plot(x[full], coverage[full], color="C0", lw=1.6, label=f"coverage of the last {band.window}")
     ax_roll.axhline(0.9, color="0.3", ls="--", lw=1, label="nominal 90 %")
     ax_roll.axhline(band.coverage_low, color="C3", ls=":", lw=1.2, label=f"miscalibrated below {band.coverage_low:.0%}")
-    flagged = full & (coverage < band.coverage_low)
+    z = [float(v) for v in p.z]
+    flagged = np.array([band.miscalibrated(rolling(z[:k], band.window)) for k in x], dtype=bool)
     if flagged.any():
-        ax_roll.fill_between(x, 0, 1.05, where=flagged, color="C3", alpha=0.12, lw=0, label="miscalibrated")
+        label_text = "miscalibrated (coverage or evidence)" if band.evidence_high is not None else "miscalibrated"
+        ax_roll.fill_between(x, 0, 1.05, where=flagged, color="C3", alpha=0.12, lw=0, label=label_text)
     ax_roll.set_ylim(0, 1.05)
     ax_roll.set_xlim(0.5, max(n, band.window) + 0.5)
     ax_roll.set_xlabel("scored result, in the order results came")

@@ -22,7 +22,7 @@ from selflab.controller.model_health import predictions
 from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.report_data import completed, counted, has_finite
 from selflab.controller.study import failures
-from selflab.planners.calibration import CalibrationBand, ScoredObservation
+from selflab.planners.calibration import DEFAULT_BAND, ScoredObservation
 from selflab.planners.protocol import Observation, PlanContext, Predictor, Recommendation, Recommender
 from selflab.planners.registry import make_planner
 from selflab.planners.space import CategoricalParameter, IntParameter, Objective, Parameter, Point
@@ -214,7 +214,7 @@ def prequential_figures(state: CampaignState, config: LabConfig, out: Path, note
     names = [o.name for o in config.objectives]
     names += [c.outcome for c in config.constraints if c.outcome not in names]
     units = {o.name: o.unit for o in config.objectives}
-    band = CalibrationBand()
+    band = DEFAULT_BAND
     paths = []
     for name in names:
         found = predictions(done, name)

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from selflab.controller.model_health import CalibrationVerdict, assess, calibration_events, scores
+from selflab.controller.model_health import CalibrationVerdict, assess, calibration_events, scores, verdict_line
 from selflab.controller.projection import ExperimentView
-from selflab.planners.calibration import CalibrationBand
+from selflab.planners.calibration import DEFAULT_BAND, SEQUENTIAL_BAND, CalibrationBand
 from selflab.simulators.problems import get_problem, problem_names
 from selflab.simulators.reactor import PlugFlowReactor, ReactorClogged, solubility
 
@@ -33,19 +33,36 @@ def test_results_are_scored_against_the_model_that_proposed_them() -> None:
 
 
 def test_the_verdict_is_recorded_when_it_changes_with_the_numbers() -> None:
+    """The window rule (``CalibrationBand()``), given explicitly."""
     band = CalibrationBand()
     rng = np.random.default_rng(1)
     wild = [result(i, 3.0 * float(z), 0.0) for i, z in enumerate(rng.standard_normal(band.window), start=1)]
-    assert calibration_events(wild[:-1], ["y"]) == []  # too few to judge
-    ((kind, verdict),) = calibration_events(wild, ["y"])
+    assert calibration_events(wild[:-1], ["y"], band=band) == []  # too few to judge
+    ((kind, verdict),) = calibration_events(wild, ["y"], band=band)
     assert kind == "miscalibrated" and isinstance(verdict, CalibrationVerdict)
     assert verdict.experiment_id == band.window and verdict.coverage90 < band.coverage_low and verdict.window == band.window
     assert verdict.band == band and verdict.z_spread > 1.5
-    assert calibration_events(wild, ["y"], flagged={"y"}) == []  # already marked: nothing new
+    assert calibration_events(wild, ["y"], flagged={"y"}, band=band) == []  # already marked: nothing new
     calm = wild + [result(100 + i, float(z), 0.0) for i, z in enumerate(0.8 * rng.standard_normal(band.window))]
-    ((kind, verdict),) = calibration_events(calm, ["y"], flagged={"y"})
+    ((kind, verdict),) = calibration_events(calm, ["y"], flagged={"y"}, band=band)
     assert kind == "calibration_restored" and verdict.coverage90 >= band.coverage_low and verdict.experiment_id == 100 + band.window - 1
-    assert calibration_events(calm, ["y"]) == []
+    assert calibration_events(calm, ["y"], band=band) == []
+
+
+def test_by_default_the_sequential_band_judges_from_ten_scores_and_restores_after_a_quiet_window() -> None:
+    assert DEFAULT_BAND == SEQUENTIAL_BAND and DEFAULT_BAND.min_scored == 10 and DEFAULT_BAND.window == 20
+    wild = [result(i, 3.0 * (-1) ** i, 0.0) for i in range(1, 11)]  # ten results 3 sd off: 10 nats of evidence
+    assert calibration_events(wild[:-1], ["y"]) == []  # nine: too few to judge
+    ((kind, verdict),) = calibration_events(wild, ["y"])
+    assert kind == "miscalibrated" and verdict.experiment_id == 10 and verdict.n_scored == 10 and verdict.window == 20
+    assert verdict.overconfidence is not None and verdict.overconfidence > DEFAULT_BAND.evidence_high and verdict.band == DEFAULT_BAND
+    line = verdict_line(kind, verdict.model_dump(mode="json"))
+    assert "at experiment 10" in line and "of the last 10 results" in line and "evidence 10.0 nats" in line and "4 nats in the last 20" in line
+    calm = wild + [result(100 + i, 0.3 * (-1) ** i, 0.0) for i in range(20)]  # in the bulk: no evidence of overconfidence
+    restored = next(calm[n - 1].experiment_id for n in range(11, len(calm) + 1)
+                    if [k for k, _ in calibration_events(calm[:n], ["y"], flagged={"y"})] == ["calibration_restored"])
+    # Back in the band once the last 20 hold at most three of the wild ones (3 nats), i.e. after 17 calm results:
+    assert restored == 100 + 16
 
 
 def test_status_lines_show_the_figures_the_verdict_loo_and_extrapolation() -> None:
@@ -54,9 +71,9 @@ def test_status_lines_show_the_figures_the_verdict_loo_and_extrapolation() -> No
     results = [result(i + 1, 4.0 * (-1) ** i, 0.0, extrapolation=flags[i], loo=loo if i == 9 else None) for i in range(18)]
     health = assess(results, ["y"])
     assert health.miscalibrated == ["y"] and health.outcomes[0].loo is not None and health.outcomes[0].loo.r2 == 0.8
-    assert health.outcomes[0].loo_experiment_id == 10 and health.proposals_checked == 15 and health.proposals_flagged == 5
+    assert health.outcomes[0].loo_experiment_id == 10 and health.proposals_checked == 18 and health.proposals_flagged == 6  # (all 18: fewer than the window)
     text = "\n".join(health.lines())
-    assert "MISCALIBRATED" in text and "spread 4.00" in text and "R2 0.80" in text and "5 of the last 15" in text
+    assert "MISCALIBRATED" in text and "spread 4.00" in text and "R2 0.80" in text and "6 of the last 18" in text
     assert assess([result(1, 0.0, None)], ["y"]).lines() == []  # nothing scored: nothing to say
 
 

@@ -33,7 +33,7 @@ from selflab.controller.study import Study
 from selflab.instruments.errors import InstrumentError, InstrumentTimeout, OutOfLimits
 from selflab.planners.baselines import SobolPlanner
 from selflab.planners.bo import BOPlanner
-from selflab.planners.calibration import CalibrationBand, ScoredObservation
+from selflab.planners.calibration import DEFAULT_BAND, ScoredObservation
 from selflab.planners.feasibility import counts
 from selflab.planners.protocol import Failure
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
@@ -41,7 +41,8 @@ from selflab.planners.space import FloatParameter, Objective, SearchSpace
 SPACE = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
 Y = Objective(name="y", direction="maximize")
 FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "n_init": 4}
-WINDOW = CalibrationBand().window
+WINDOW = DEFAULT_BAND.window
+FIRST_JUDGED = DEFAULT_BAND.min_scored or WINDOW
 
 
 def f(params: Mapping[str, Any]) -> float:
@@ -76,16 +77,17 @@ def test_the_ledger_records_each_verdict_change_once_and_status_and_report_show_
     with Study.open(config) as study:
         for trial in study.ask(4):  # the Sobol start: no prediction, nothing scored
             study.tell(trial.trial_id, {"y": f(trial.params)})
-        for _ in range(2):  # results far outside every interval the model gave (16 >= the band's window of 15)
+        for _ in range(2):  # results far outside every interval the model gave (16 >= the 10 the band judges from)
             tell_batch(study, 8, 8.0)
         scored = [o for o in study.observations() if isinstance(o, ScoredObservation)]
         assert len(scored) == 16 and all(abs(o.z("y") or 0.0) == pytest.approx(8.0) for o in scored)  # what rescale reads
         assert kinds(sqlite_url, "trust") == ["miscalibrated"]
         verdict = study.state.miscalibrated["y"]
-        assert verdict["coverage90"] == 0.0 and verdict["window"] == WINDOW and verdict["n_scored"] == WINDOW
-        assert verdict["experiment_id"] == 4 + WINDOW and verdict["z_spread"] == pytest.approx(8.0)
+        assert verdict["coverage90"] == 0.0 and verdict["window"] == WINDOW and verdict["n_scored"] == FIRST_JUDGED
+        assert verdict["experiment_id"] == 4 + FIRST_JUDGED and verdict["z_spread"] == pytest.approx(8.0)
+        assert verdict["overconfidence"] == pytest.approx(FIRST_JUDGED * 1.004, abs=0.01)  # ~1 nat a result outside its interval
     warnings = [r.getMessage() for r in caplog.records if "miscalibrated" in r.getMessage()]
-    assert len(warnings) == 1 and "model of y miscalibrated at experiment 19" in warnings[0]
+    assert len(warnings) == 1 and "model of y miscalibrated at experiment 14" in warnings[0]
 
     # A resumed campaign (a fresh Study, nothing in memory) still judged miscalibrated: nothing new in the ledger.
     with Study.open(config, resume=True) as study:
@@ -105,12 +107,12 @@ def test_the_ledger_records_each_verdict_change_once_and_status_and_report_show_
         assert 'id="model-health"' in page and "miscalibrated: y" in page
         assert all(html.escape(line) in page for line in health["lines"])
 
-        for n in (8, 4):  # honest results (each at its predicted mean): the rolling coverage comes back at the 11th
+        for n in (8, 8, 1):  # honest results (each at its predicted mean): back in the band at the 17th, when the last 20 hold 3 wild ones
             tell_batch(study, n, 0.0)
         assert kinds(sqlite_url, "trust") == ["miscalibrated", "calibration_restored"]
         assert study.state.miscalibrated == {}
     restored = [r.getMessage() for r in caplog.records if "calibrated again" in r.getMessage()]
-    assert len(restored) == 1 and "held 73% of the last 15" in restored[0]  # 11 of 15 inside: first time back in the band
+    assert len(restored) == 1 and "held 85% of the last 20" in restored[0]  # 17 of 20 inside, 3 nats: first time back in the band
     health = status_json(sqlite_url, capsys)["model_health"]
     assert health["miscalibrated"] == [] and not any("MISCALIBRATED" in line for line in health["lines"])
     json.dumps(health, allow_nan=False)
