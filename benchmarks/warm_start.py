@@ -94,7 +94,7 @@ def source_campaign(args: argparse.Namespace) -> list[Observation]:
     if cache is not None and cache.exists():
         return [Observation.model_validate(o) for o in json.loads(cache.read_text())]
     options = {"num_restarts": args.restarts, "raw_samples": args.raw_samples, "maxiter": args.maxiter}
-    source = campaign(related, 1000, 40, options)[0]
+    source = campaign(related, args.source_seed, 40, options)[0]
     if cache is not None:
         cache.write_text(json.dumps([o.model_dump(mode="json") for o in source]))
     return source
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maxiter", type=int, default=30)
     parser.add_argument("--arms", nargs="+", default=["cold", "warm", "unrelated"],
                         help="of cold, warm, unrelated, unrelated_unguarded")
+    parser.add_argument("--source-seed", type=int, default=1000, help="the seed of the source campaign")
     parser.add_argument("--source-cache", type=Path, help="JSON file holding the source campaign (written when absent)")
     parser.add_argument("--merge", type=Path, nargs="+", help="summarize (and plot) the runs of these --json files instead of running")
     parser.add_argument("--json", type=Path)
