@@ -310,26 +310,27 @@ def check_rescale(seeds: Sequence[int], budget: int, after: int, plain: dict[int
     return out
 
 
-def check_failures(seeds: Sequence[int], budget: int, learn_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_failures(seeds: Sequence[int], budget: int, learn_options: dict[str, Any] | None = None,
+                   modes: Sequence[str] = ("avoid", "learn")) -> dict[str, Any]:
     reactor, evaluate = reactor_clog()
     optimum = reactor.optimum or math.nan
     objective = Objective(name="yield", direction="maximize")
-    arms: dict[str, dict[int, Run]] = {"avoid": {}, "learn": {}}
+    arms: dict[str, dict[int, Run]] = {mode: {} for mode in modes}
     for s in seeds:
         for mode in arms:
             arms[mode][s] = campaign(REACTOR_SPACE, objective, evaluate, budget, s, {"failures": mode, **((learn_options or {}) if mode == "learn" else {})})
-        print(f"reactor_clog seed {s}: failures avoid {arms['avoid'][s].failures}, learn {arms['learn'][s].failures}; regret "
-              f"avoid {optimum - max(arms['avoid'][s].values, default=0):.4f}, learn {optimum - max(arms['learn'][s].values, default=0):.4f}",
-              file=sys.stderr)
+            print(f"reactor_clog seed {s} {mode}: failures {arms[mode][s].failures}, regret {optimum - max(arms[mode][s].values, default=0):.5f}",
+                  file=sys.stderr)
 
     def arm(runs: dict[int, Run]) -> dict[str, Any]:
         regret = {s: optimum - max(runs[s].values, default=0.0) for s in seeds}
         return {"failures": {s: runs[s].failures for s in seeds}, "total_failures": sum(r.failures for r in runs.values()),
                 "regret": regret, "median_regret": median(list(regret.values()))}
 
-    out = {"budget": budget, "optimum": optimum, "learn_options": learn_options or {}, "avoid": arm(arms["avoid"]), "learn": arm(arms["learn"])}
-    out["failure_ratio"] = out["learn"]["total_failures"] / max(out["avoid"]["total_failures"], 1)
-    out["regret_ratio"] = out["learn"]["median_regret"] / out["avoid"]["median_regret"]
+    out: dict[str, Any] = {"budget": budget, "optimum": optimum, "learn_options": learn_options or {}, **{mode: arm(runs) for mode, runs in arms.items()}}
+    if len(arms) == 2:
+        out["failure_ratio"] = out["learn"]["total_failures"] / max(out["avoid"]["total_failures"], 1)
+        out["regret_ratio"] = out["learn"]["median_regret"] / out["avoid"]["median_regret"]
     return out
 
 
@@ -343,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--branin-points", type=int, default=100)
     parser.add_argument("--after", type=int, default=20, help="rescale: coverage of the evaluations after this one")
     parser.add_argument("--rescale-options", type=json.loads, default={}, help="rescale: more bo options for the rescaled arm (JSON)")
+    parser.add_argument("--failure-arms", nargs="+", choices=["avoid", "learn"], default=["avoid", "learn"],
+                        help="failures: the arms to run (one alone: for runs split over processes; compare the JSONs)")
     parser.add_argument("--learn-options", type=json.loads, default={}, help="failures: more bo options for the learn arm (JSON)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="flag: judge the scores a previous --json output recorded (no campaigns run)")
@@ -358,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if {"rescale", "all"} & set(args.check) and args.rejudge is None:
         out["rescale"] = check_rescale(seeds, args.budget, args.after, plain, args.rescale_options)
     if {"failures", "all"} & set(args.check) and args.rejudge is None:
-        out["failures"] = check_failures(seeds, args.budget, args.learn_options)
+        out["failures"] = check_failures(seeds, args.budget, args.learn_options, args.failure_arms)
     text = json.dumps(out, indent=2, default=float)
     print(text)
     if args.json:

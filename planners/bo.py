@@ -116,7 +116,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validat
 from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from selflab.planners.batch import BatchStrategy, hybrid_batch, resolve, thompson_batch
-from selflab.planners.calibration import LooStats, RescaleEstimator, raw_scores, rescale_factor
+from selflab.planners.calibration import LooStats, raw_scores, rescale_factor
 from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.evolving import search_encoding
@@ -201,17 +201,9 @@ class BOOptions(BaseModel):
         "acquisition, so that its intervals hold what they claim (selflab.planners.calibration)"
     )
     calibration_window: int = Field(10, ge=2, description="calibration: rescale: the last this many scored results set the factor")
-    calibration_estimator: RescaleEstimator = Field(
-        "robust_spread", description="calibration: rescale: how the factor reads the last scores: robust_spread (1.4826 x median "
-        "|z|) or coverage (90th percentile of |z| / 1.645: the factor that puts 90 % of them inside their intervals)"
-    )
     failures: Literal["avoid", "learn"] = Field(
         "avoid", description="avoid: failed points are kept away from, like pending ones; learn: also weight the acquisition by "
         "the probability of success of a classifier fitted to completed and failed experiments (selflab.planners.feasibility)"
-    )
-    feasibility_cap: float = Field(
-        1.0, gt=0, le=1, description="failures: learn: the acquisition is weighted by min(1, p / feasibility_cap) for the "
-        "probability of success p (1: by p itself; 0.5: no penalty where success is more likely than not)"
     )
     extrapolation: ExtrapolationRule = Field(
         default_factory=ExtrapolationRule, description="when a proposal is flagged extrapolating (selflab.planners.extrapolation)"
@@ -489,7 +481,7 @@ class BOPlanner:
                 baseline_max=o.nei_baseline if surrogate.data.n > o.large_data else None,
             )
             if feasibility is not None:
-                acqf = FeasibilityWeighted(acqf, feasibility, o.feasibility_cap)
+                acqf = FeasibilityWeighted(acqf, feasibility)
             strategy = resolve(o.batch_strategy, n, plate_from=o.plate_from, surrogate=model, pool=pool is not None,
                                learn_failures=feasibility is not None)
             if strategy == "greedy":
@@ -564,8 +556,7 @@ class BOPlanner:
         if o.calibration != "rescale":
             return {"mode": o.calibration, "std_scale": None, "n_scored": None}
         scores = {out: raw_scores(observations, out) for out in surrogate.outcomes}
-        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window, o.calibration_estimator)
-                                              for out, z in scores.items()},
+        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window) for out, z in scores.items()},
                 "n_scored": {out: len(z) for out, z in scores.items()}}
 
     def _feasibility(
@@ -579,7 +570,6 @@ class BOPlanner:
                                   "failures_ignored": len(context.failed) - counted}
         if self.options.failures != "learn" or not counted:
             return None, reason
-        reason["weight_cap"] = self.options.feasibility_cap
         completed = enc.encode([ob.params for ob in observations if ob.fidelity == context.target_fidelity])
         try:
             return fit_feasibility(enc, completed, encoded_failures(enc, context.failed)), reason

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -363,33 +363,10 @@ def robust_spread(z: Sequence[float]) -> float:
     return float(1.4826 * np.median(a)) if a.size else math.nan
 
 
-RescaleEstimator = Literal["robust_spread", "coverage"]
-"""How :func:`rescale_factor` reads the spread of the last scores: ``robust_spread``
-(:func:`robust_spread`, the normal-theory scale of the bulk) or ``coverage``
-(:func:`coverage_scale`, the factor that puts 90 % of them inside their intervals)."""
-
-
-def coverage_scale(z: Sequence[float]) -> float:
-    """The 90th percentile of ``|z|`` over 1.645: the factor that widens (or
-    narrows) normal 90 % intervals until they hold 90 % of scores ``z`` (equal
-    to the standard deviation for normal scores); NaN with none. Unlike
-    :func:`robust_spread` it reads the tails, where coverage is decided: a
-    bulk narrower than normal with heavier tails (what a GP's prequential
-    scores look like once a campaign converges) gives a smaller
-    ``robust_spread`` than coverage needs, and the reverse.
-
-    >>> round(coverage_scale([0.1] * 9 + [3.29]), 3)
-    0.255
-    """
-    a = np.abs(np.asarray(z, dtype=float))
-    return float(np.quantile(a, 0.9) / 1.6449) if a.size else math.nan
-
-
-def rescale_factor(raw_z: Sequence[float], window: int, estimator: RescaleEstimator = "robust_spread") -> float:
+def rescale_factor(raw_z: Sequence[float], window: int) -> float:
     """The factor ``calibration: rescale`` multiplies the model's std by: the
-    ``estimator`` (:data:`RescaleEstimator`) of the last ``window`` raw scores
-    (see module docs), clipped to :data:`RESCALE_LIMITS`; 1 with fewer than
-    :data:`MIN_RESCALE_SCORES`.
+    :func:`robust_spread` of the last ``window`` raw scores (see module docs),
+    clipped to :data:`RESCALE_LIMITS`; 1 with fewer than :data:`MIN_RESCALE_SCORES`.
 
     >>> rescale_factor([2.0, -2.0, 2.0, -2.0, 2.0], 10)
     2.9652
@@ -397,8 +374,7 @@ def rescale_factor(raw_z: Sequence[float], window: int, estimator: RescaleEstima
     z = [v for v in list(raw_z)[-window:] if math.isfinite(v)]
     if len(z) < MIN_RESCALE_SCORES:
         return 1.0
-    scale = robust_spread(z) if estimator == "robust_spread" else coverage_scale(z)
-    return float(min(max(scale, RESCALE_LIMITS[0]), RESCALE_LIMITS[1]))
+    return float(min(max(robust_spread(z), RESCALE_LIMITS[0]), RESCALE_LIMITS[1]))
 
 
 class ScoredObservation(Observation):

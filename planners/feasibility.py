@@ -126,19 +126,14 @@ def fit_feasibility(encoding: Encoding, completed: Tensor, failed: Tensor) -> Fe
 
 
 class FeasibilityWeighted(AcquisitionFunction):
-    """A log-scale acquisition plus the log weight of every point of the batch:
-    ``acqf(X) + sum_q log w(x_q)`` for ``X`` of shape ``b x q x d``, where
-    ``w = min(1, p / cap)`` for the probability of success ``p`` (``cap = 1``:
-    ``w = p``, constrained expected improvement; ``cap = 0.5``: points the
-    classifier judges more likely to succeed than not are not penalized, so a
-    region's edge where an optimum often lies stays open). Pending points are
-    the wrapped acquisition's."""
+    """A log-scale acquisition plus the log probability that every point of the
+    batch succeeds: ``acqf(X) + sum_q log p(x_q)`` for ``X`` of shape ``b x q x d``.
+    Pending points are the wrapped acquisition's."""
 
-    def __init__(self, acqf: AcquisitionFunction, feasibility: Feasibility, cap: float = 1.0) -> None:
+    def __init__(self, acqf: AcquisitionFunction, feasibility: Feasibility) -> None:
         super().__init__(model=acqf.model)
         self.acqf = acqf
         self.feasibility = feasibility
-        self.log_cap = math.log(cap)
         self._log = acqf._log
         self.X_pending: Tensor | None = acqf.X_pending  # (the MC acquisitions it wraps, qlognei and qlognehvi, take pending points)
 
@@ -147,7 +142,7 @@ class FeasibilityWeighted(AcquisitionFunction):
         self.X_pending = self.acqf.X_pending
 
     def forward(self, X: Tensor) -> Tensor:
-        return self.acqf(X) + (self.feasibility.log_prob(X) - self.log_cap).clamp_max(0.0).sum(dim=-1)
+        return self.acqf(X) + self.feasibility.log_prob(X).sum(dim=-1)
 
 
 def encoded_failures(encoding: Encoding, failures: Sequence[Pending]) -> Tensor:

@@ -262,8 +262,3 @@ def test_the_weighted_acquisition_adds_the_log_probability_of_every_batch_point(
         weighted.set_X_pending(X[0])  # handed to the wrapped acquisition (qLogNEI folds them into its baseline)
         assert not torch.allclose(acqf(X), before) and weighted.X_pending is acqf.X_pending
         assert torch.allclose(weighted(X), acqf(X) + feasibility.log_prob(X).sum(dim=-1))
-        capped = FeasibilityWeighted(acqf, feasibility, cap=0.5)  # min(1, p / 0.5): no penalty where p >= 0.5
-        log_p = feasibility.log_prob(X)
-        assert (log_p > math.log(0.5)).any() and (log_p < math.log(0.5)).any()  # (both kinds of point are probed)
-        assert torch.allclose(capped(X), acqf(X) + (log_p - math.log(0.5)).clamp_max(0).sum(dim=-1))
-        assert (capped(X) >= weighted(X)).all()
