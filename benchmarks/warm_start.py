@@ -142,7 +142,7 @@ def summary(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
     return out
 
 
-def plot(runs: list[dict[str, Any]], arms: list[str], path: Path) -> None:
+def plot(runs: list[dict[str, Any]], arms: list[str], path: Path, source_seed: int, budget: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,8 +154,8 @@ def plot(runs: list[dict[str, Any]], arms: list[str], path: Path) -> None:
     ax.set_xticks(range(1, len(arms) + 1), arms)
     for i, values in enumerate(data, start=1):
         ax.scatter([i + random.Random(j).uniform(-0.12, 0.12) for j in range(len(values))], values, s=12, alpha=0.6)
-    ax.set_ylabel(f"evaluations to regret <= {TARGET_REGRET} (budget + 1 = not reached)")
-    ax.set_title(f"Hartmann6 warm start from a related 40-point campaign ({len(runs)} seeds)")
+    ax.set_ylabel(f"evaluations to regret <= {TARGET_REGRET}\n({budget + 1}: not reached in {budget})")
+    ax.set_title(f"Hartmann6 warm start from a related 40-point campaign (source seed {source_seed}), {len(runs)} seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.merge:
-        runs = sorted((r for path in args.merge for r in json.loads(path.read_text())["runs"]), key=lambda r: r["seed"])
+        by_seed: dict[int, dict[str, Any]] = {}
+        for path in args.merge:  # (one seed's arms may come from several files)
+            for r in json.loads(path.read_text())["runs"]:
+                by_seed.setdefault(r["seed"], {}).update(r)
+        runs = [by_seed[seed] for seed in sorted(by_seed)]
     else:
         source = source_campaign(args)
         print(f"source campaign: best {min(o.outcomes['y'] for o in source):.3f}", file=sys.stderr, flush=True)
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(text)
     if args.plot:
-        plot(runs, args.arms, args.plot)
+        plot(runs, args.arms, args.plot, args.source_seed, args.budget)
     return 0
 
 
