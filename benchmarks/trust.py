@@ -263,15 +263,15 @@ def judge_flag(seeds: Sequence[int], by: int, found: dict[str, dict[int, list[tu
 def check_flag(seeds: Sequence[int], budget: int, by: int, branin_points: int, plain: dict[int, Run], runs: int) -> dict[str, Any]:
     for s in seeds:
         plain.setdefault(s, campaign(HARTMANN_SPACE, MINIMIZE_Y, hartmann6, budget, s, {}))
-        print(f"hartmann6 bo seed {s}: flagged at {plain[s].flagged_at} (window band)", file=sys.stderr)
+        print(f"hartmann6 bo seed {s}: flagged at {plain[s].flagged_at} (default band)", file=sys.stderr)
     quiet = {}
     for s in seeds:
         quiet[s] = random_scored(s, branin_points)
-        print(f"branin random seed {s}: flagged at {quiet[s].flagged_at} (window band)", file=sys.stderr)
+        print(f"branin random seed {s}: flagged at {quiet[s].flagged_at} (default band)", file=sys.stderr)
     botorch_loop = {}
     for s in seeds:
         botorch_loop[s] = plain_botorch_loop(s, budget)
-        print(f"hartmann6 plain botorch loop seed {s}: flagged at {botorch_loop[s].flagged_at} (window band)", file=sys.stderr)
+        print(f"hartmann6 plain botorch loop seed {s}: flagged at {botorch_loop[s].flagged_at} (default band)", file=sys.stderr)
     found = {"hartmann6_bo": {s: [(x.experiment_id, x.z) for x in scores(plain[s].results, "y")] for s in seeds},
              "hartmann6_botorch": {s: [(x.experiment_id, x.z) for x in scores(botorch_loop[s].results, "y")] for s in seeds},
              "branin_random": {s: [(x.experiment_id, x.z) for x in scores(quiet[s].results, "y")] for s in seeds}}
