@@ -201,10 +201,6 @@ class BOOptions(BaseModel):
         "acquisition, so that its intervals hold what they claim (selflab.planners.calibration)"
     )
     calibration_window: int = Field(10, ge=2, description="calibration: rescale: the last this many scored results set the factor")
-    calibration_prior: int = Field(
-        0, ge=0, description="calibration: rescale: pool the factor's estimate with this many pseudo-scores of a calibrated "
-        "model (0: the measured spread alone)"
-    )
     failures: Literal["avoid", "learn"] = Field(
         "avoid", description="avoid: failed points are kept away from, like pending ones; learn: also weight the acquisition by "
         "the probability of success of a classifier fitted to completed and failed experiments (selflab.planners.feasibility)"
@@ -560,8 +556,7 @@ class BOPlanner:
         if o.calibration != "rescale":
             return {"mode": o.calibration, "std_scale": None, "n_scored": None}
         scores = {out: raw_scores(observations, out) for out in surrogate.outcomes}
-        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window, o.calibration_prior)
-                                              for out, z in scores.items()},
+        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window) for out, z in scores.items()},
                 "n_scored": {out: len(z) for out, z in scores.items()}}
 
     def _feasibility(

@@ -363,14 +363,10 @@ def robust_spread(z: Sequence[float]) -> float:
     return float(1.4826 * np.median(a)) if a.size else math.nan
 
 
-def rescale_factor(raw_z: Sequence[float], window: int, prior: int = 0) -> float:
+def rescale_factor(raw_z: Sequence[float], window: int) -> float:
     """The factor ``calibration: rescale`` multiplies the model's std by: the
-    :func:`robust_spread` ``s`` of the last ``window`` raw scores (``k`` of
-    them; see module docs), pooled with ``prior`` pseudo-scores of a
-    calibrated model, ``sqrt((prior + k s^2) / (prior + k))`` (the variance
-    estimate under a scaled inverse-chi-squared prior of ``prior`` degrees
-    of freedom at 1), clipped to :data:`RESCALE_LIMITS`; 1 with fewer than
-    :data:`MIN_RESCALE_SCORES`.
+    :func:`robust_spread` of the last ``window`` raw scores (see module docs),
+    clipped to :data:`RESCALE_LIMITS`; 1 with fewer than :data:`MIN_RESCALE_SCORES`.
 
     >>> rescale_factor([2.0, -2.0, 2.0, -2.0, 2.0], 10)
     2.9652
@@ -378,9 +374,7 @@ def rescale_factor(raw_z: Sequence[float], window: int, prior: int = 0) -> float
     z = [v for v in list(raw_z)[-window:] if math.isfinite(v)]
     if len(z) < MIN_RESCALE_SCORES:
         return 1.0
-    k, spread = len(z), robust_spread(z)
-    pooled = math.sqrt((prior + k * spread**2) / (prior + k))
-    return float(min(max(pooled, RESCALE_LIMITS[0]), RESCALE_LIMITS[1]))
+    return float(min(max(robust_spread(z), RESCALE_LIMITS[0]), RESCALE_LIMITS[1]))
 
 
 class ScoredObservation(Observation):
