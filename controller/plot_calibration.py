@@ -97,7 +97,7 @@ def prequential_figure(p: Predictions, *, band: CalibrationBand, title: str, uni
     ax_roll.axhline(0.9, color="0.3", ls="--", lw=1, label="nominal 90 %")
     ax_roll.axhline(band.coverage_low, color="C3", ls=":", lw=1.2, label=f"miscalibrated below {band.coverage_low:.0%}")
     z = [float(v) for v in p.z]
-    flagged = np.array([band.miscalibrated(rolling(z[:k], band.window)) for k in x], dtype=bool)
+    flagged = np.array([band.miscalibrated(rolling(z[max(0, k - band.window):k], band.window)) for k in x], dtype=bool)
     if flagged.any():
         label_text = "miscalibrated (coverage or evidence)" if band.evidence_high is not None else "miscalibrated"
         ax_roll.fill_between(x, 0, 1.05, where=flagged, color="C3", alpha=0.12, lw=0, label=label_text)

@@ -307,7 +307,6 @@ overconfident Hartmann6 loops, five evaluations earlier, with 2.5 times
 fewer false alarms on simulated calibrated scores (``benchmarks/RESULTS.md``)."""
 
 
-
 def rolling(z: Sequence[float], window: int) -> CalibrationStats:
     """The figures of the last ``window`` scores (all of them when fewer)."""
     return CalibrationStats.of(list(z)[-window:])
