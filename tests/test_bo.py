@@ -202,6 +202,29 @@ def test_pool_proposals_are_distinct_members_of_the_pool() -> None:
         assert all(b.reason["strategy"] == "bo" for b in batch)
 
 
+def test_acquisition_auto_is_ucb_on_a_one_objective_pool_and_qlognei_elsewhere() -> None:
+    pool = tuple({"x": (i * 0.37) % 1, "z": (i * 0.61) % 1} for i in range(40))
+    observations = observe(pool[:6], lambda p: {"y": -branin(p)["y"], "w": float(p["x"])})
+    on_pool = PlanContext(step=6, candidates=pool[6:])
+    y, w = Objective(name="y"), Objective(name="w", direction="minimize")
+    cases = [  # (options, objectives, context, expected acquisition, beta in the reason)
+        ({}, [y], on_pool, "ucb", 4.0),
+        ({}, [y], PlanContext(step=6), "qlognei", None),  # a box, not a pool
+        ({}, [y, w], on_pool, "qlognei", None),  # two objectives: the hypervolume's qLogNEI path
+        ({"acquisition": "qlognei"}, [y], on_pool, "qlognei", None),  # set explicitly: obeyed on a pool too
+        ({"acquisition": "ucb", "beta": 0.5}, [y], on_pool, "ucb", 0.5),
+        ({"failures": "learn"}, [y], on_pool, "qlognei", None),  # the feasibility weight needs log-EI
+    ]
+    for options, objectives, context, expected, beta in cases:
+        proposal = planner(**options).propose(XZ, objectives, observations, [], 1, context=context)[0]
+        reason = proposal.reason
+        assert reason["acquisition"] in (expected, "qlognehvi"), options
+        assert reason.get("beta") == beta, options
+        assert ("acquisition_rule" in reason) == (not options and expected == "ucb"), options
+    objective_weight = planner().propose(XZ, [y], observations, [], 1, context=on_pool)[0].reason
+    assert objective_weight["acquisition_rule"] == "auto: ucb (mean + 2 std) on a pool of candidates"
+
+
 @pytest.mark.parametrize("acquisition", ["ucb", "ts"])
 def test_ucb_and_thompson_sampling_propose_valid_batches(acquisition: str) -> None:
     objectives = [Objective(name="y"), Objective(name="w", direction="minimize")]

@@ -104,7 +104,7 @@ def test_every_bad_planner_option_in_one_line_with_did_you_mean() -> None:
         build_planner(config)
     [fault] = info.value.faults
     assert fault.loc == "planner.options"
-    assert fault.message.startswith("bo planner option 'acquisition': must be 'qlognei', 'ucb' or 'ts' (got 'qei'); ")
+    assert fault.message.startswith("bo planner option 'acquisition': must be 'auto', 'qlognei', 'ucb' or 'ts' (got 'qei'); ")
     assert "; option 'pool_scal': unknown field; did you mean 'pool_scale'? allowed: " in fault.message
     assert "; option 'beta': must be > 0" in fault.message
     # planners know nothing of the controller: they raise every fault, structured
