@@ -139,7 +139,6 @@ from selflab.planners.surrogate import (
     TrainingData,
     modelled_outcomes,
     numerics,
-    resolve_device,
 )
 from selflab.planners.warm_start import GuardMode, guarded, single_task
 from selflab.planners.warp import Warp, fit_warp
@@ -249,8 +248,6 @@ class BOPlanner:
         o = self.options
         self.devices = DevicePolicy(o.device, o.device_crossover)
         """Each proposal's device (:mod:`selflab.planners.device_choice`)."""
-        self.device = resolve_device(o.device)
-        """The device the largest proposals use (``auto``: cuda when there is one); each proposal's own: :attr:`devices`."""
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points,
                                         kernel=o.kernel)
 

@@ -68,7 +68,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-from selflab.planners.device_choice import CUDA_MISSING, choose_device
+from selflab.planners.device_choice import choose_device
 from selflab.planners.encoding import Encoding
 from selflab.planners.protocol import INTERVAL_Z, LeaveOneOut, Observation, Prediction
 from selflab.planners.warp import Warp
@@ -89,18 +89,6 @@ _JITTER_NOISE_FLOOR = 1e-3  # in standardized units: the noise floor of the last
 
 class SurrogateError(RuntimeError):
     """Every fitting attempt failed; the caller should not use a model."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """The device ``device`` may use: ``"auto"`` -> ``cuda`` when available, else
-    ``cpu``; ``"cuda"`` without a GPU raises ``ValueError``. The planners choose
-    each proposal's device by its size (:mod:`selflab.planners.device_choice`:
-    ``auto`` uses the GPU only from the measured CUDA crossover on)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(CUDA_MISSING)
-    return torch.device(device)
 
 
 @contextmanager
