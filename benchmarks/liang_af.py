@@ -31,6 +31,7 @@ import warnings
 from typing import Any
 
 from selflab.controller.bench import get_problem, run_bench
+from selflab.controller.bench_metrics import acceleration_factor
 from selflab.simulators.pool import PoolInstrument
 
 DATASETS = ("p3ht", "perovskite", "autoam")
@@ -54,8 +55,8 @@ def af_for(name: str, planner: str, budget: int | None, seeds: int, options: dic
         print(f"{name} {kind}: {out[kind]}", file=sys.stderr, flush=True)
     random_n, planner_n = out["random"]["evaluations"], out[planner]["evaluations"]
     out["af_is_lower_bound"] = planner_n is None
-    denominator = planner_n if planner_n is not None else out[planner]["budget"]
-    out["af_0.8"] = round(random_n / denominator, 2) if random_n is not None else None
+    af = acceleration_factor(random_n, planner_n, out[planner]["budget"])
+    out["af_0.8"] = round(af, 2) if af is not None else None
     return out
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from selflab.controller.bench import RunRecord, SeedFailure, get_problem
-from selflab.controller.bench_metrics import TOP_FOUND, first_reaching, mean_curve
+from selflab.controller.bench_metrics import TOP_FOUND, acceleration_factor, first_reaching, mean_curve
 from selflab.controller.fanout import SeedTask, prepare_workers, run_grid
 from selflab.simulators.pool import PoolInstrument
 from selflab.simulators.problems import Problem
@@ -144,7 +144,7 @@ def table(runs: Path, pools: list[str] | None = None, arms: list[str] | None = N
                 cells.append("")
                 continue
             n = first_reaching(mean_curve(curves[arm]), TOP_FOUND)
-            value = None if random_n is None else random_n / (n if n is not None else budgets[arm])
+            value = acceleration_factor(random_n, n, budgets[arm])
             af[arm] = (value, "" if n is not None else ">=")
             cells.append(f"{n if n is not None else '>' + str(budgets[arm])} ({af[arm][1]}{value:.2f})" if value is not None else "")
         plain = af.get("plain", (None, ""))[0]

@@ -116,6 +116,19 @@ def mean_curve(curves: Sequence[Sequence[float]]) -> list[float]:
     return [math.fsum(col) / len(col) for col in zip(*padded)]
 
 
+def acceleration_factor(random_n: int | None, planner_n: int | None, budget: int) -> float | None:
+    """AF: random search's evaluations to a level over the planner's (Liang et
+    al.); when the planner never reached it within ``budget``, the lower bound
+    ``random_n / budget``; ``None`` when random search never reached it.
+
+    >>> acceleration_factor(120, 40, 60), acceleration_factor(120, None, 60), acceleration_factor(None, 40, 60)
+    (3.0, 2.0, None)
+    """
+    if random_n is None:
+        return None
+    return random_n / (planner_n if planner_n is not None else budget)
+
+
 def median_of(values: Sequence[float | None]) -> float | None:
     """The median of the values that are not ``None``; ``None`` when there are none."""
     present = [v for v in values if v is not None]
