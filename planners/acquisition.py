@@ -10,6 +10,15 @@ callable ``c(Z) <= 0`` on posterior samples ``Z`` (``... x m``):
 - ``qlognei`` (default), one objective: ``qLogNoisyExpectedImprovement``
   with the constraints (smoothed feasibility weighting), baseline = the
   training inputs, pruned to those that may be best (``prune_baseline``).
+- ``logei`` (chosen by the ``bo`` planner above ``large_data`` observations
+  for one point with nothing pending, see ``BOPlanner._acquisition_kind``),
+  one objective without constraints: analytic ``LogExpectedImprovement``
+  over the best posterior mean among the ``baseline_max`` best observed
+  points (``best_f``; the reason gives that mean in original units as
+  ``incumbent_mean``). It scores a point from its own posterior alone,
+  where qLogNEI samples the joint posterior of the point and its baseline:
+  at n = 1000, d = 6 a third of the optimizer's time (benchmarks/RESULTS.md,
+  Session 13).
 - ``qlognei``, two or more objectives: ``qLogNoisyExpectedHypervolumeImprovement``
   (reported as ``qlognehvi``). The reference point is each objective's
   ``reference_point`` when set; otherwise botorch's
@@ -45,7 +54,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
-from botorch.acquisition import AcquisitionFunction, qLogNoisyExpectedImprovement, qUpperConfidenceBound
+from botorch.acquisition import AcquisitionFunction, LogExpectedImprovement, qLogNoisyExpectedImprovement, qUpperConfidenceBound
 from botorch.acquisition.cost_aware import InverseCostWeightedUtility
 from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
 from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy, qMultiFidelityMaxValueEntropy
@@ -143,7 +152,7 @@ def build_acquisition(
     surrogate: Surrogate,
     objectives: Sequence[Objective],
     constraints: Sequence[OutcomeConstraint],
-    kind: Literal["qlognei", "ucb"],
+    kind: Literal["qlognei", "logei", "ucb"],
     *,
     beta: float = 2.0,
     mc_samples: int = 128,
@@ -155,7 +164,9 @@ def build_acquisition(
     ``baseline_max``: one objective without constraints, at most this many of
     the best observed points form qLogNEI's baseline (the rest are, in
     practice, never the incumbent; pruning all of them costs a joint posterior
-    over every observation: 0.35 s of a 1.17 s proposal at n = 1000, d = 6).
+    over every observation: 0.35 s of a 1.17 s proposal at n = 1000, d = 6);
+    ``logei`` picks its incumbent among them too. ``logei`` takes one objective
+    and no constraints (raises ``ValueError`` otherwise) and no pending points.
     """
     model, X = surrogate.model, surrogate.data.X
     sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=seed)
@@ -166,6 +177,16 @@ def build_acquisition(
     w = signs(surrogate, objectives)
     cons = constraint_callables(surrogate, constraints) or None
     info: dict[str, Any] = {}
+    if kind == "logei":
+        if k != 1 or cons is not None:
+            raise ValueError("logei takes one objective and no outcome constraints; use qlognei")
+        top = (surrogate.data.Y[:, 0] * w[0]).topk(min(baseline_max or len(X), len(X))).indices
+        with torch.no_grad():
+            means = model.posterior(X[top]).mean[..., 0] * w[0]  # (maximize-oriented, the model's units)
+        best = int(means.argmax())
+        acqf = LogExpectedImprovement(model, best_f=float(means[best] * w[0]), maximize=bool(w[0] > 0))
+        incumbent, _ = surrogate.stats(X[top][best : best + 1])  # (in original units, for the reason)
+        return acqf, "logei", {"baseline_points": len(top), "incumbent_mean": float(incumbent[0, 0])}
     if k == 1 and cons is None and baseline_max is not None and len(X) > baseline_max:
         best = (surrogate.data.Y[:, 0] * w[0]).topk(baseline_max).indices
         X, info = X[best], {"baseline_points": baseline_max}

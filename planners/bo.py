@@ -38,7 +38,9 @@ pool's own rows.
 With a pool and one objective (no outcome constraints, no ``failures:
 learn``), ``acquisition: auto`` (the default) scores the candidates by UCB at
 mean + 2 std rather than qLogNEI (:func:`pool_acquisition`); the reason says
-so (``"acquisition": "ucb"``, ``"beta"``, ``"acquisition_rule"``).
+so (``"acquisition": "ucb"``, ``"beta"``, ``"acquisition_rule"``). Above
+``large_data`` observations, for one point with nothing pending, ``auto``
+uses analytic log-EI (``"acquisition": "logei"``, :func:`large_data_logei`).
 
 A fitting problem never escapes ``propose``: when every fitting attempt fails
 (see :mod:`selflab.planners.surrogate`) the batch comes from Sobol with strategy
@@ -158,7 +160,8 @@ class BOOptions(BaseModel):
     acquisition: Literal["auto", "qlognei", "ucb", "ts"] = Field(
         "auto", description="qlognei (qLogNoisyExpectedImprovement), ucb (with beta), ts (Thompson sampling), or auto: qlognei, "
         "except ucb with beta 4 (mean + 2 std) when choosing from a pool of candidates for one objective without outcome "
-        "constraints or failures: learn (pool_acquisition)"
+        "constraints or failures: learn (pool_acquisition), and analytic log-EI for one point with nothing pending above "
+        "large_data observations (large_data_logei)"
     )
     beta: float = Field(2.0, gt=0, description="acquisition: ucb: the exploration weight (botorch's beta: mean + sqrt(beta) std)")
     n_init: int | None = Field(
@@ -465,6 +468,9 @@ class BOPlanner:
         model = surrogate.rescaled([calibration["std_scale"][out] for out in surrogate.outcomes]) if calibration["std_scale"] else surrogate
         feasibility, feasibility_reason = self._feasibility(enc, observations, context)
         kind, beta = self._acquisition_kind(objectives, context, pool is not None)
+        if kind == "qlognei" and large_data_logei(self.options, objectives, context, surrogate.data.n, n, len(X_avoid), feasibility is not None,
+                                                  float_or_pool=search.continuous or pool is not None):
+            kind = "logei"
         info: dict[str, Any]
         if learning(objectives):  # (objective: learn: qNIPV, batches jointly; selflab.planners.learn)
             acqf, name, info = learn_acquisition(model, objectives, seed=seed, pool=pool)
@@ -490,6 +496,9 @@ class BOPlanner:
                 info = {**info, "beta": beta}
                 if o.acquisition == "auto":
                     info["acquisition_rule"] = "auto: ucb (mean + 2 std) on a pool of candidates"
+            elif kind == "logei":
+                info["acquisition_rule"] = (f"auto: analytic log-EI above large_data ({o.large_data}) observations for one point "
+                                            "with nothing pending (qLogNEI samples the point jointly with its baseline)")
             if feasibility is not None:
                 acqf = FeasibilityWeighted(acqf, feasibility)
             strategy = resolve(o.batch_strategy, n, plate_from=o.plate_from, surrogate=model, pool=pool is not None,
@@ -497,7 +506,7 @@ class BOPlanner:
             if strategy == "greedy":
                 X, values = maximize(
                     acqf, search, n, X_pending=X_avoid, candidates=pool,
-                    maxiter=o.maxiter, **self._search_effort(surrogate.data.n),
+                    maxiter=o.maxiter, around_best=kind == "logei", **self._search_effort(surrogate.data.n),
                 )
                 labels = ["greedy"] * len(X)
             else:  # (selflab.planners.batch: one objective's SingleTaskGP, continuous inputs, no pool)
@@ -666,6 +675,24 @@ def pool_acquisition(single_objective_pool: bool, beta: float) -> tuple[Literal[
     (('ucb', 4.0), ('qlognei', 2.0))
     """
     return ("ucb", POOL_UCB_BETA) if single_objective_pool else ("qlognei", beta)
+
+
+def large_data_logei(options: BOOptions, objectives: Sequence[Objective], context: PlanContext, n_observations: int, q: int,
+                     avoided: int, feasibility: bool, *, float_or_pool: bool) -> bool:
+    """``acquisition: auto`` on more than ``large_data`` observations: analytic
+    log-EI (``logei``, :func:`~selflab.planners.acquisition.build_acquisition`)
+    instead of qLogNEI, for one point of one objective (not ``objective:
+    learn``) without outcome constraints, with nothing pending or failed to
+    keep away from (analytic EI cannot condition on them) and no ``failures:
+    learn``, on all-float inputs (its restarts start around the best points,
+    :func:`~selflab.planners.optimize.maximize`'s ``around_best``) or a pool.
+    At that size the incumbent's posterior mean is near its value, so
+    qLogNEI's joint sampling of the baseline adds cost, not information:
+    on six 600-point Hartmann6 data sets both chose the same point (to 1e-3),
+    the optimizer in 0.55x the time (benchmarks/RESULTS.md, Session 13).
+    """
+    return (options.acquisition == "auto" and n_observations > options.large_data and q == 1 and len(objectives) == 1
+            and not objectives[0].learn and not context.constraints and avoided == 0 and not feasibility and float_or_pool)
 
 
 def default_n_init(dim: int, slots: int = 1) -> int:

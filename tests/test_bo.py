@@ -225,6 +225,39 @@ def test_acquisition_auto_is_ucb_on_a_one_objective_pool_and_qlognei_elsewhere()
     assert objective_weight["acquisition_rule"] == "auto: ucb (mean + 2 std) on a pool of candidates"
 
 
+def test_acquisition_auto_is_analytic_logei_above_large_data_for_one_point_with_nothing_pending() -> None:
+    """Above ``large_data`` observations ``auto`` scores one point by analytic
+    log-EI over the best posterior mean among the ``nei_baseline`` best
+    observed points; with a pending point, a batch, a constraint or an explicit
+    ``qlognei`` it stays qLogNEI. Both land at the same optimum of a smooth bowl."""
+    points = [XZ.from_unit(u) for u in np.random.default_rng(21).random((30, 2))]
+
+    def bowl(p: Point) -> dict[str, float]:  # (minimum at x 0.4, z 0.6)
+        return {"y": (p["x"] - 0.4) ** 2 + (p["z"] - 0.6) ** 2, "c": float(p["x"])}
+
+    observations = observe(points, bowl)
+    y = Objective(name="y", direction="minimize")
+    large = {**FAST, "large_data": 20, "nei_baseline": 5, "num_restarts": 4, "raw_samples": 256}
+    proposal = planner(**large).propose(XZ, [y], observations, [], 1, context=PlanContext(step=30))[0]
+    reason = proposal.reason
+    assert reason["acquisition"] == "logei" and reason["baseline_points"] == 5, reason
+    assert reason["acquisition_rule"].startswith("auto: analytic log-EI above large_data (20)")
+    best_observed = min(o.outcomes["y"] for o in observations)
+    assert reason["incumbent_mean"] == pytest.approx(best_observed, abs=0.01) and math.isfinite(reason["acquisition_value"])
+    explicit = planner(**large, acquisition="qlognei").propose(XZ, [y], observations, [], 1, context=PlanContext(step=30))[0]
+    assert explicit.reason["acquisition"] == "qlognei" and "acquisition_rule" not in explicit.reason
+    assert math.dist(proposal.params.values(), explicit.params.values()) < 0.1, (proposal.params, explicit.params)
+    assert math.dist(proposal.params.values(), (0.4, 0.6)) < 0.1, proposal.params
+    for options, pending, q, constraints in [(large, [Pending(params=points[0])], 1, ()), (large, [], 2, ()),
+                                             (large, [], 1, (OutcomeConstraint(outcome="c", op="<=", value=0.9),)),
+                                             ({**large, "large_data": 30}, [], 1, ())]:
+        batch = planner(**options).propose(XZ, [y], observations, pending, q, context=PlanContext(step=30, constraints=constraints))
+        assert {b.reason["acquisition"] for b in batch} == {"qlognei"}, (options, pending, q, constraints)
+    mixed = SearchSpace(parameters=[*XZ.parameters, CategoricalParameter(name="k", choices=["a", "b"])])  # (no start around the best there)
+    labelled = observe([{**p, "k": "ab"[i % 2]} for i, p in enumerate(points)], bowl)
+    assert planner(**large).propose(mixed, [y], labelled, [], 1, context=PlanContext(step=30))[0].reason["acquisition"] == "qlognei"
+
+
 @pytest.mark.parametrize("acquisition", ["ucb", "ts"])
 def test_ucb_and_thompson_sampling_propose_valid_batches(acquisition: str) -> None:
     objectives = [Objective(name="y"), Objective(name="w", direction="minimize")]
