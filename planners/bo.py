@@ -110,7 +110,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -139,6 +139,7 @@ from selflab.planners.surrogate import (
     SurrogateError,
     SurrogateFitter,
     TrainingData,
+    log_likelihood_per_point,
     modelled_outcomes,
     numerics,
 )
@@ -178,8 +179,9 @@ class BOOptions(BaseModel):
     warm_maxiter: int = Field(30, ge=1, description="L-BFGS iterations of a warm-started refit")
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     large_data: int = Field(500, ge=1, description="above this many observations: at most 8 restarts and 512 raw samples")
-    pool_scale: Literal["rank", "linear"] = Field(
-        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (selflab.planners.pool_scale) or linearly"
+    pool_scale: Literal["rank", "linear", "auto"] = Field(
+        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (selflab.planners.pool_scale), "
+        "linearly, or auto: at each proposal the one whose fitted GP has the higher marginal likelihood (choose_pool_scale)"
     )
     nei_baseline: int = Field(
         100, ge=1, description="above large_data observations: qLogNEI's baseline is this many best observed points"
@@ -253,6 +255,9 @@ class BOPlanner:
         """Each proposal's device (:mod:`selflab.planners.device_choice`)."""
         self._fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter, fit_max_points=o.fit_max_points,
                                         kernel=o.kernel)
+        self._linear_fitter = SurrogateFitter(refit_growth=o.refit_growth, refit_below=o.refit_below, warm_maxiter=o.warm_maxiter,
+                                              fit_max_points=o.fit_max_points, kernel=o.kernel)
+        """``pool_scale: auto``: the fits on the pool's linear scale (each scale keeps its own warm cache)."""
 
     def propose(
         self,
@@ -264,12 +269,16 @@ class BOPlanner:
         *,
         context: PlanContext,
     ) -> list[Proposal]:
-        scale = self._pool_scale(space, observations, pending, context)
+        scale, fitter, choice = self._pool_scale(space, objectives, observations, pending, n, context)
         if scale is None:
-            return self._propose(space, objectives, observations, pending, n, context)
-        ranked_observations, ranked_pending, ranked_context = _on_scale(scale, observations, pending, context)
-        ranked = self._propose(scale.space, objectives, ranked_observations, ranked_pending, n, ranked_context)
-        return [p.model_copy(update={"params": scale.original(p.params)}) for p in ranked]
+            proposals = self._propose(space, objectives, observations, pending, n, context, fitter)
+        else:
+            ranked_observations, ranked_pending, ranked_context = _on_scale(scale, observations, pending, context)
+            ranked = self._propose(scale.space, objectives, ranked_observations, ranked_pending, n, ranked_context, fitter)
+            proposals = [p.model_copy(update={"params": scale.original(p.params)}) for p in ranked]
+        if choice is None:
+            return proposals
+        return [p.model_copy(update={"reason": {**p.reason, "pool_scale": choice}}) for p in proposals]
 
     def _propose(
         self,
@@ -279,21 +288,19 @@ class BOPlanner:
         pending: Sequence[Pending],
         n: int,
         context: PlanContext,
+        fitter: SurrogateFitter,
     ) -> list[Proposal]:
         model_space = context.model_space or space  # (after space edits: over every observation)
         outcomes = modelled_outcomes(objectives, context.constraints)
         data = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
-        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
-        if context.step < n_init or data.n < 2 or data.n + len(context.failed) < n_init:
-            # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
-            # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
+        if self._initial(space, data.n, n, pending, context):
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n, device=NO_MODEL)
 
         def attempt(choice: DeviceChoice) -> list[Proposal]:
             encoding, on = Encoding(model_space, device=choice.device), data.to(choice.device)
             try:
                 with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                    surrogate = self._fitter.fit(encoding, outcomes, on, self._warps(objectives, on, context), self._prior(context))
+                    surrogate = fitter.fit(encoding, outcomes, on, self._warps(objectives, on, context), self._prior(context))
                     warm = guarded(surrogate, on, context.warm_start, guard=self.options.warm_start_guard) if context.warm_start else None
                     if warm is not None:  # (warm start: the multi-task model, unless the guard keeps the cold-start one)
                         surrogate = warm[0]
@@ -393,7 +400,7 @@ class BOPlanner:
         :meth:`propose` fits it, and the pool's rank scale it works on (``None``
         without a pool); ``None`` with fewer than two usable observations."""
         prior = self._prior(context)
-        scale = self._pool_scale(space, observations, (), context)
+        scale, fitter, _ = self._pool_scale(space, objectives, observations, (), 1, context)
         if scale is not None:
             observations, _, context = _on_scale(scale, observations, (), context)
             space = scale.space
@@ -406,19 +413,56 @@ class BOPlanner:
         def attempt(choice: DeviceChoice) -> Surrogate:
             on = data.to(choice.device)
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                return self._fitter.fit(Encoding(model_space, device=choice.device), outcomes, on, self._warps(objectives, on, context), prior)
+                return fitter.fit(Encoding(model_space, device=choice.device), outcomes, on, self._warps(objectives, on, context), prior)
 
         return self.devices.run(data.n, data.X.shape[-1], 1, attempt), scale
 
     def _pool_scale(
-        self, space: SearchSpace, observations: Sequence[Observation], pending: Sequence[Pending], context: PlanContext
-    ) -> RankScale | None:
-        """The rank scale of the pool (every candidate, measured, pending and
-        failed point) under ``pool_scale: rank``; ``None`` without a pool."""
-        if self.options.pool_scale != "rank" or context.candidates is None:
-            return None
-        known = [*context.candidates, *(o.params for o in observations), *(p.params for p in (*pending, *context.failed))]
-        return RankScale.of(space, known) if known else None
+        self, space: SearchSpace, objectives: Sequence[Objective], observations: Sequence[Observation], pending: Sequence[Pending],
+        n: int, context: PlanContext,
+    ) -> tuple[RankScale | None, SurrogateFitter, dict[str, Any] | None]:
+        """The scale the model works on: the pool's rank scale (every candidate,
+        measured, pending and failed point) or ``None`` (linear; also without a
+        pool), the fitter that keeps that scale's fits, and under ``pool_scale:
+        auto`` the choice for the reason (``None`` otherwise, and before the first model)."""
+        o = self.options
+        if context.candidates is None or o.pool_scale == "linear":
+            return None, self._fitter, None
+        known = [*context.candidates, *(obs.params for obs in observations), *(p.params for p in (*pending, *context.failed))]
+        rank = RankScale.of(space, known) if known else None
+        if o.pool_scale == "rank" or rank is None:
+            return rank, self._fitter, None
+        model_space = context.model_space or space
+        data = TrainingData.from_observations(Encoding(model_space), modelled_outcomes(objectives, context.constraints), observations,
+                                              context.target_fidelity)
+        if self._initial(space, data.n, n, pending, context):
+            return rank, self._fitter, None
+        ranked, _, ranked_context = _on_scale(rank, observations, (), context)
+        try:
+            scores = {"rank": self._fit_log_likelihood(self._fitter, rank.space, objectives, ranked, ranked_context),
+                      "linear": self._fit_log_likelihood(self._linear_fitter, space, objectives, observations, context)}
+        except _NUMERIC_ERRORS:  # (a scale that cannot be fitted: the rank scale, whose own fit then reports the error)
+            return rank, self._fitter, None
+        return choose_pool_scale(rank, scores, self._fitter, self._linear_fitter)
+
+    def _fit_log_likelihood(self, fitter: SurrogateFitter, space: SearchSpace, objectives: Sequence[Objective],
+                            observations: Sequence[Observation], context: PlanContext) -> float:
+        """The objective's GP fitted by ``fitter`` as :meth:`propose` fits it
+        (on the CPU; the fit stays in ``fitter``'s cache for the proposal), and
+        its marginal log likelihood per observation (:func:`~selflab.planners.surrogate.log_likelihood_per_point`)."""
+        model_space = context.model_space or space
+        outcomes = modelled_outcomes(objectives, context.constraints)
+        data = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
+        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
+            surrogate = fitter.fit(Encoding(model_space), outcomes, data, self._warps(objectives, data, context), self._prior(context))
+            return log_likelihood_per_point(surrogate)
+
+    def _initial(self, space: SearchSpace, n_data: int, n: int, pending: Sequence[Pending], context: PlanContext) -> bool:
+        """Whether this proposal still belongs to the initial design (no model yet)."""
+        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
+        # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
+        # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
+        return context.step < n_init or n_data < 2 or n_data + len(context.failed) < n_init
 
     def _prior(self, context: PlanContext) -> LengthscalePrior:
         """The Matern lengthscale prior: as configured, or under ``auto`` none
@@ -675,6 +719,28 @@ def pool_acquisition(single_objective_pool: bool, beta: float) -> tuple[Literal[
     (('ucb', 4.0), ('qlognei', 2.0))
     """
     return ("ucb", POOL_UCB_BETA) if single_objective_pool else ("qlognei", beta)
+
+
+def choose_pool_scale(rank: RankScale, scores: Mapping[str, float], rank_fitter: SurrogateFitter,
+                      linear_fitter: SurrogateFitter) -> tuple[RankScale | None, SurrogateFitter, dict[str, Any]]:
+    """``pool_scale: auto``: the scale whose fitted GP of the objective has the
+    higher marginal log likelihood per observation (``scores``: ``{"rank": ...,
+    "linear": ...}``, the same outcomes and warp on both, so they compare; a
+    tie keeps the rank scale). Returns the scale (``None``: linear), its
+    fitter, and the reason's record.
+
+    Why: the rank scale spreads a column's crowded values apart (on p3ht,
+    where a few dopant levels crowd the low end, it beats the linear scale,
+    Session 3), and it bends a smooth response where the values are already
+    even (colors_n9, snar); the data say which, as they grow. Offline, on 30
+    random rows of each of 13 measured pools, the likelihood preferred rank on
+    p3ht and perovskite and linear on colors_n9, snar, benzylation, autoam and
+    hplc (benchmarks/RESULTS.md, Session 13). The record reads, e.g.,
+    ``{"chosen": "linear", "log_likelihood_per_point": {"rank": -1.2, "linear": -0.9}}``.
+    """
+    chosen = "linear" if scores["linear"] > scores["rank"] else "rank"
+    record = {"chosen": chosen, "log_likelihood_per_point": {k: round(float(v), 4) for k, v in scores.items()}}
+    return (None, linear_fitter, record) if chosen == "linear" else (rank, rank_fitter, record)
 
 
 def large_data_logei(options: BOOptions, objectives: Sequence[Objective], context: PlanContext, n_observations: int, q: int,

@@ -65,6 +65,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.models import ExactGP
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
@@ -573,6 +574,23 @@ def loo_predictive(model: Model) -> tuple[Tensor, Tensor, Tensor]:
         return targets, targets - loo_error, 1 / precision
     finally:
         model.eval()
+
+
+def log_likelihood_per_point(surrogate: Surrogate) -> float:
+    """The fitted marginal log likelihood (with the hyperparameters' priors, as
+    fitted) of the first outcome's GP, per training point, on its warped and
+    standardized scale: two fits of the same outcomes and warp on different
+    input scales compare by it."""
+    model = surrogate.model.models[0] if isinstance(surrogate.model, ModelListGP) else surrogate.model
+    assert isinstance(model, ExactGP)
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    model.train()
+    try:
+        with torch.no_grad():
+            value = mll(model(*model.train_inputs), model.train_targets)  # (gpytorch divides by the number of points)
+    finally:
+        model.eval()
+    return float(value)
 
 
 def loo_log_density(model: Model) -> float:

@@ -99,6 +99,37 @@ def test_bo_on_a_pool_proposes_original_pool_rows_with_reasons(pool_scale: str) 
     assert rec.params == best  # a smooth, noise-free objective: the best posterior mean is the best reading
 
 
+def test_pool_scale_auto_takes_the_scale_whose_fit_is_more_likely_and_records_it() -> None:
+    """Forty rows, thirty of them crowded below x = 0.1: a response linear in
+    ``x`` is smooth on the linear scale and kinked on the rank scale, one that
+    oscillates with the rank the other way round. ``auto`` picks by the fitted
+    marginal likelihood, says so in each reason, and proposes pool rows;
+    ``recommend`` models on the same scale; ``rank`` records no choice."""
+    space = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
+    xs = [*np.linspace(0.0, 0.1, 30), *np.linspace(0.19, 1.0, 10)]
+    pool = [{"x": float(x), "z": float((7 * i % 40) / 40)} for i, x in enumerate(xs)]
+    rank = {i: r for r, i in enumerate(sorted(range(40), key=lambda i: xs[i]))}
+    responses = {"linear": lambda i: 3 * xs[i] + 0.1 * pool[i]["z"], "rank": lambda i: float(np.sin(2 * np.pi * rank[i] / 20))}
+    for expected, f in responses.items():
+        measured = list(range(0, 40, 2))  # (every other row: both ends of the crowd and of the spread)
+        observations = [Observation(params=pool[i], outcomes={"y": f(i)}) for i in measured]
+        candidates = tuple(pool[i] for i in range(40) if i not in measured)
+        planner = BOPlanner(**FAST, pool_scale="auto")
+        batch = planner.propose(space, [Objective(name="y")], observations, [], 2, context=PlanContext(step=20, candidates=candidates))
+        choices = [b.reason["pool_scale"] for b in batch]
+        assert all(c["chosen"] == expected for c in choices), (expected, choices)
+        scores = choices[0]["log_likelihood_per_point"]
+        assert scores[expected] > scores["linear" if expected == "rank" else "rank"]
+        assert all(b.params in candidates for b in batch)
+        rec = planner.recommend(space, [Objective(name="y")], observations, context=PlanContext(step=20, candidates=candidates))
+        assert rec is not None and rec.params in [o.params for o in observations]
+    fixed = BOPlanner(**FAST).propose(space, [Objective(name="y")], observations, [], 1, context=PlanContext(step=20, candidates=candidates))
+    assert "pool_scale" not in fixed[0].reason
+    first = BOPlanner(**FAST, pool_scale="auto").propose(space, [Objective(name="y")], observations[:2], [], 1,
+                                                         context=PlanContext(step=2, candidates=candidates))
+    assert first[0].reason["strategy"] == "sobol_init" and "pool_scale" not in first[0].reason  # (no model, no choice)
+
+
 def test_pool_scale_option_is_validated() -> None:
     with pytest.raises(ValueError, match="pool_scale"):
         BOPlanner(pool_scale="quantile")
