@@ -11,14 +11,14 @@ callable ``c(Z) <= 0`` on posterior samples ``Z`` (``... x m``):
   with the constraints (smoothed feasibility weighting), baseline = the
   training inputs, pruned to those that may be best (``prune_baseline``).
 - ``logei`` (chosen by the ``bo`` planner above ``large_data`` observations
-  for one point with nothing pending, see ``BOPlanner._acquisition_kind``),
+  for one point with nothing pending, see ``selflab.planners.bo.large_data_logei``),
   one objective without constraints: analytic ``LogExpectedImprovement``
   over the best posterior mean among the ``baseline_max`` best observed
   points (``best_f``; the reason gives that mean in original units as
   ``incumbent_mean``). It scores a point from its own posterior alone,
   where qLogNEI samples the joint posterior of the point and its baseline:
-  at n = 1000, d = 6 a third of the optimizer's time (benchmarks/RESULTS.md,
-  Session 13).
+  on 600-point Hartmann6 data, the same choices in about half the
+  optimizer's time (benchmarks/RESULTS.md, Session 13).
 - ``qlognei``, two or more objectives: ``qLogNoisyExpectedHypervolumeImprovement``
   (reported as ``qlognehvi``). The reference point is each objective's
   ``reference_point`` when set; otherwise botorch's
