@@ -32,9 +32,11 @@ not the minutes of 24 greedy points). Each proposal of a batch says which
 strategy made it and its rank (``"batch": {"strategy", "rank", "size"}``).
 
 With a pool (``context.candidates``), numeric inputs are modelled on the
-pool's rank scale (``pool_scale: rank``, see :mod:`selflab.planners.pool_scale`):
-``propose`` and ``recommend`` run on the ranked pool and answer with the
-pool's own rows.
+pool's rank scale (``pool_scale: rank``, see :mod:`selflab.planners.pool_scale`)
+or linearly; under ``pool_scale: auto`` (the default) each proposal fits
+both and keeps the more likely (:func:`choose_pool_scale`, recorded in the
+reason as ``"pool_scale"``). ``propose`` and ``recommend`` run on the chosen
+scale and answer with the pool's own rows.
 With a pool and one objective (no outcome constraints, no ``failures:
 learn``), ``acquisition: auto`` (the default) scores the candidates by UCB at
 mean + 2 std rather than qLogNEI (:func:`pool_acquisition`); the reason says
@@ -94,7 +96,7 @@ data (:mod:`selflab.planners.extrapolation`; rule: ``extrapolation`` option);
 Its model can be looked at (:class:`~selflab.planners.protocol.Predictor`, what
 ``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
 the model ``propose`` fits (target-fidelity data, the objective's warp, a
-pool's rank scale) at any points, in the outcomes' own units, and
+pool's chosen scale) at any points, in the outcomes' own units, and
 :meth:`BOPlanner.leave_one_out` its closed-form leave-one-out predictions
 (:func:`selflab.planners.surrogate.loo_predictive`, the formula ``kernel: auto``
 scores its fits with).
@@ -180,7 +182,7 @@ class BOOptions(BaseModel):
     fit_max_points: int = Field(500, ge=2, description="at most this many points to fit hyperparameters on")
     large_data: int = Field(500, ge=1, description="above this many observations: at most 8 restarts and 512 raw samples")
     pool_scale: Literal["rank", "linear", "auto"] = Field(
-        "rank", description="with a pool of candidates: model numeric inputs on the pool's rank scale (selflab.planners.pool_scale), "
+        "auto", description="with a pool of candidates: model numeric inputs on the pool's rank scale (selflab.planners.pool_scale), "
         "linearly, or auto: at each proposal the one whose fitted GP has the higher marginal likelihood (choose_pool_scale)"
     )
     nei_baseline: int = Field(

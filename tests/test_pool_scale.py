@@ -123,9 +123,11 @@ def test_pool_scale_auto_takes_the_scale_whose_fit_is_more_likely_and_records_it
         assert all(b.params in candidates for b in batch)
         rec = planner.recommend(space, [Objective(name="y")], observations, context=PlanContext(step=20, candidates=candidates))
         assert rec is not None and rec.params in [o.params for o in observations]
-    fixed = BOPlanner(**FAST).propose(space, [Objective(name="y")], observations, [], 1, context=PlanContext(step=20, candidates=candidates))
+    fixed = BOPlanner(**FAST, pool_scale="rank").propose(space, [Objective(name="y")], observations, [], 1,
+                                                         context=PlanContext(step=20, candidates=candidates))
     assert "pool_scale" not in fixed[0].reason
-    first = BOPlanner(**FAST, pool_scale="auto").propose(space, [Objective(name="y")], observations[:2], [], 1,
+    assert BOPlanner().options.pool_scale == "auto"
+    first = BOPlanner(**FAST).propose(space, [Objective(name="y")], observations[:2], [], 1,
                                                          context=PlanContext(step=2, candidates=candidates))
     assert first[0].reason["strategy"] == "sobol_init" and "pool_scale" not in first[0].reason  # (no model, no choice)
 
