@@ -127,8 +127,7 @@ def test_pool_scale_auto_takes_the_scale_whose_fit_is_more_likely_and_records_it
                                                          context=PlanContext(step=20, candidates=candidates))
     assert "pool_scale" not in fixed[0].reason
     assert BOPlanner().options.pool_scale == "auto"
-    first = BOPlanner(**FAST).propose(space, [Objective(name="y")], observations[:2], [], 1,
-                                                         context=PlanContext(step=2, candidates=candidates))
+    first = BOPlanner(**FAST).propose(space, [Objective(name="y")], observations[:2], [], 1, context=PlanContext(step=2, candidates=candidates))
     assert first[0].reason["strategy"] == "sobol_init" and "pool_scale" not in first[0].reason  # (no model, no choice)
 
 
