@@ -299,10 +299,10 @@ class BOPlanner:
             return self._sobol(space, objectives, observations, pending, n, context, "sobol_init", data.n, device=NO_MODEL)
 
         def attempt(choice: DeviceChoice) -> list[Proposal]:
-            encoding, on = Encoding(model_space, device=choice.device), data.to(choice.device)
+            on = data.to(choice.device)
             try:
                 with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                    surrogate = fitter.fit(encoding, outcomes, on, self._warps(objectives, on, context), self._prior(context))
+                    surrogate = self._fit(fitter, model_space, objectives, on, context, choice.device)
                     warm = guarded(surrogate, on, context.warm_start, guard=self.options.warm_start_guard) if context.warm_start else None
                     if warm is not None:  # (warm start: the multi-task model, unless the guard keeps the cold-start one)
                         surrogate = warm[0]
@@ -401,7 +401,6 @@ class BOPlanner:
         """The fitted model of the observations at the target fidelity, as
         :meth:`propose` fits it, and the pool's rank scale it works on (``None``
         without a pool); ``None`` with fewer than two usable observations."""
-        prior = self._prior(context)
         scale, fitter, _ = self._pool_scale(space, objectives, observations, (), 1, context)
         if scale is not None:
             observations, _, context = _on_scale(scale, observations, (), context)
@@ -413,9 +412,8 @@ class BOPlanner:
             return None
 
         def attempt(choice: DeviceChoice) -> Surrogate:
-            on = data.to(choice.device)
             with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-                return fitter.fit(Encoding(model_space, device=choice.device), outcomes, on, self._warps(objectives, on, context), prior)
+                return self._fit(fitter, model_space, objectives, data.to(choice.device), context, choice.device)
 
         return self.devices.run(data.n, data.X.shape[-1], 1, attempt), scale
 
@@ -435,29 +433,30 @@ class BOPlanner:
         if o.pool_scale == "rank" or rank is None:
             return rank, self._fitter, None
         model_space = context.model_space or space
-        data = TrainingData.from_observations(Encoding(model_space), modelled_outcomes(objectives, context.constraints), observations,
-                                              context.target_fidelity)
-        if self._initial(space, data.n, n, pending, context):
+        outcomes = modelled_outcomes(objectives, context.constraints)
+        linear = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
+        if self._initial(space, linear.n, n, pending, context):
             return rank, self._fitter, None
-        ranked, _, ranked_context = _on_scale(rank, observations, (), context)
-        try:
-            scores = {"rank": self._fit_log_likelihood(self._fitter, rank.space, objectives, ranked, ranked_context),
-                      "linear": self._fit_log_likelihood(self._linear_fitter, space, objectives, observations, context)}
+        ranked_observations, _, ranked_context = _on_scale(rank, observations, (), context)
+        ranked = TrainingData.from_observations(Encoding(rank.space), outcomes, ranked_observations, context.target_fidelity)
+        scores: dict[str, float] = {}
+        try:  # (on the CPU, seeded as a proposal's fit: each stays in its fitter's cache for the proposal or recommendation that follows)
+            for kind, fitter, fit_space, data, fit_context in (("rank", self._fitter, rank.space, ranked, ranked_context),
+                                                                ("linear", self._linear_fitter, model_space, linear, context)):
+                with numerics(o.torch_threads), manual_seed(_mix(context.seed, context.step)):
+                    scores[kind] = log_likelihood_per_point(self._fit(fitter, fit_space, objectives, data, fit_context))
         except _NUMERIC_ERRORS:  # (a scale that cannot be fitted: the rank scale, whose own fit then reports the error)
             return rank, self._fitter, None
         return choose_pool_scale(rank, scores, self._fitter, self._linear_fitter)
 
-    def _fit_log_likelihood(self, fitter: SurrogateFitter, space: SearchSpace, objectives: Sequence[Objective],
-                            observations: Sequence[Observation], context: PlanContext) -> float:
-        """The objective's GP fitted by ``fitter`` as :meth:`propose` fits it
-        (on the CPU; the fit stays in ``fitter``'s cache for the proposal), and
-        its marginal log likelihood per observation (:func:`~selflab.planners.surrogate.log_likelihood_per_point`)."""
-        model_space = context.model_space or space
+    def _fit(self, fitter: SurrogateFitter, model_space: SearchSpace, objectives: Sequence[Objective], data: TrainingData,
+             context: PlanContext, device: torch.device | str = "cpu") -> Surrogate:
+        """The GP of ``data`` as every path of this planner fits it (the
+        objective's warp, the lengthscale prior), by ``fitter``, so that a
+        proposal, a recommendation and the pool-scale choice share its cache.
+        The caller holds :func:`numerics` and the seed."""
         outcomes = modelled_outcomes(objectives, context.constraints)
-        data = TrainingData.from_observations(Encoding(model_space), outcomes, observations, context.target_fidelity)
-        with numerics(self.options.torch_threads), manual_seed(_mix(context.seed, context.step)):
-            surrogate = fitter.fit(Encoding(model_space), outcomes, data, self._warps(objectives, data, context), self._prior(context))
-            return log_likelihood_per_point(surrogate)
+        return fitter.fit(Encoding(model_space, device=device), outcomes, data, self._warps(objectives, data, context), self._prior(context))
 
     def _initial(self, space: SearchSpace, n_data: int, n: int, pending: Sequence[Pending], context: PlanContext) -> bool:
         """Whether this proposal still belongs to the initial design (no model yet)."""
