@@ -33,7 +33,8 @@ async def connect_all(study: Study, stations: list[Station]) -> None:
         if station.config.remote:
             continue  # its worker connects it, on its own host
         try:
-            await asyncio.wait_for(station.driver.connect(), timeout=station.config.timeout)
+            async with asyncio.timeout(station.config.timeout):
+                await station.driver.connect()
         except Exception as exc:  # any driver failure takes that instrument offline, not the campaign
             station.offline_reason = f"connect failed: {failure_kind(exc)}: {exc}"
             log.error("instrument %s is offline: %s", station.name, station.offline_reason)
@@ -54,7 +55,8 @@ async def close_all(stations: list[Station]) -> None:
         if station.config.remote:
             continue
         try:
-            await asyncio.wait_for(station.driver.close(), timeout=STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await station.driver.close()
         except Exception as exc:
             log.warning("instrument %s did not close cleanly: %s", station.name, exc)
 

@@ -37,7 +37,8 @@ async def stop_instrument(station: Station) -> None:
     """Ask the instrument to abort, if it can; never raises."""
     if isinstance(station.driver, Stoppable):
         try:
-            await asyncio.wait_for(station.driver.stop(), timeout=STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await station.driver.stop()
         except Exception as exc:
             log.error("instrument %s did not stop cleanly: %s", station.name, exc)
 
@@ -56,7 +57,8 @@ async def run_experiment(station: Station, params: dict[str, Any], eid: int, req
     for attempt in range(1, attempts + 1):
         try:
             try:
-                result = await asyncio.wait_for(station.driver.run(dict(params)), timeout=policy.timeout)
+                async with asyncio.timeout(policy.timeout):
+                    result = await station.driver.run(dict(params))
             except TimeoutError:
                 await stop_instrument(station)
                 raise InstrumentTimeout(f"no result within {policy.timeout:g} s") from None

@@ -102,7 +102,8 @@ async def recovered_outcome(station: Station, params: dict[str, Any], config: La
     if not isinstance(station.driver, Remembering) or not station.online:
         return None
     try:
-        result = await asyncio.wait_for(station.driver.outcome_of(dict(params)), timeout=station.config.timeout)
+        async with asyncio.timeout(station.config.timeout):
+            result = await station.driver.outcome_of(dict(params))
         return None if result is None else check_outcomes(result, config.outcome_names, station.name, parameters=config.space.names)
     except Exception as exc:  # an unreadable memory is no outcome: the experiment goes stale
         log.warning("instrument %s could not report a past outcome: %s: %s", station.name, failure_kind(exc), exc)

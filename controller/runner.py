@@ -345,7 +345,8 @@ class Runner:
         station = next(s for s in self.stations if s.name == lock.pause_when.instrument)
         while True:
             try:
-                readings = await asyncio.wait_for(station.driver.read(), timeout=min(lock.poll * 4, station.config.timeout))
+                async with asyncio.timeout(min(lock.poll * 4, station.config.timeout)):
+                    readings = await station.driver.read()
                 self._update_readings(station.name, check_outcomes(readings, [], station.name, recorded=False))
             except asyncio.CancelledError:
                 raise

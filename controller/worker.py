@@ -64,7 +64,8 @@ class Worker:
     async def run(self) -> int:
         """Work until the campaign stops; returns how many experiments this worker ran."""
         for station in self.stations:
-            await asyncio.wait_for(station.driver.connect(), timeout=station.config.timeout)
+            async with asyncio.timeout(station.config.timeout):
+                await station.driver.connect()
         self._signals.install()  # (where the loop cannot handle signals, Ctrl-C still reaches it)
         heartbeat = asyncio.create_task(self._heartbeat())
         self._follow()
@@ -89,7 +90,8 @@ class Worker:
             self._signals.remove()
             for station in self.stations:
                 try:
-                    await asyncio.wait_for(station.driver.close(), timeout=10)
+                    async with asyncio.timeout(10):
+                        await station.driver.close()
                 except Exception as exc:
                     log.warning("instrument %s did not close cleanly: %s", station.name, exc)
         log.info("worker %s done: ran %d experiment(s)", self.name, ran)

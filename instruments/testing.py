@@ -217,7 +217,8 @@ class _Kit:
         self.report.failed.append(f"{check}: {why}")
 
     async def call(self, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, self.timeout_s)  # type: ignore[arg-type]
+        async with asyncio.timeout(self.timeout_s):
+            return await awaitable
 
     async def step(self, check: str, awaitable: Awaitable[Any]) -> bool:
         try:

@@ -147,7 +147,8 @@ class Hub:
                 yield last
             changed = self._changed
             try:
-                await asyncio.wait_for(changed.wait(), timeout=keepalive_s)
+                async with asyncio.timeout(keepalive_s):
+                    await changed.wait()
             except TimeoutError:
                 last = None
 

@@ -75,7 +75,8 @@ class EmulatorProcess:
             )
         assert self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(asyncio.to_thread(self._process.stdout.readline), self.start_timeout_s)
+            async with asyncio.timeout(self.start_timeout_s):
+                line = await asyncio.to_thread(self._process.stdout.readline)
             ports: dict[str, str] = json.loads(line)["ports"]
         except (TimeoutError, ValueError, KeyError):
             await self.stop()

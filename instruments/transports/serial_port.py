@@ -276,7 +276,8 @@ class SerialTransport(LineTransport):
         fd = self._fd
         self._loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
         try:
-            await asyncio.wait_for(ready, max(deadline - time.monotonic(), 0.0))
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                await ready
         except TimeoutError:
             raise InstrumentTimeout(f"{self.name}: could not send within the timeout (output buffer full)") from None
         finally:
@@ -304,7 +305,8 @@ class SerialTransport(LineTransport):
                 raise InstrumentTimeout(f"{self.name}: no reply to {command!r} within {timeout_s:g} s")
             self._waiter = self._loop.create_future()
             try:
-                await asyncio.wait_for(self._waiter, left)
+                async with asyncio.timeout(left):
+                    await self._waiter
             except TimeoutError:
                 pass
             finally:
