@@ -7,11 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-
 from selflab.controller.bench import RunRecord, cost_to_regret, run_bench, true_values
 from selflab.controller.cli import main
 from selflab.simulators.problems import get_problem
-from tests.test_bench import assert_png
+from test_bench import assert_png
 
 FAST_MF = {"n_init": 4, "num_restarts": 1, "raw_samples": 16, "maxiter": 10, "candidate_set_size": 64, "num_fantasies": 4}
 
