@@ -18,6 +18,8 @@ stopped early, the code raised, or the worker died).
   there is no fork server), so a worker starts in milliseconds instead of
   spending 2-4 s of CPU on imports; start the server early with
   :func:`prepare_workers` and it imports while the caller does its own set-up.
+  A worker ends within a second of the grid's own process (:func:`_start_worker`):
+  killing ``selflab bench`` leaves no worker finishing its seed unseen.
 * ``executor="ray"``: Ray tasks of one CPU and one thread each, at most
   ``workers`` at a time, on the cluster at ``ray_address`` (``None``:
   ``RAY_ADDRESS``, else a Ray started here and shut down at the end). Ray
@@ -42,6 +44,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -49,6 +53,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any, Literal
 
+import psutil
 from pydantic import BaseModel, ConfigDict
 
 from selflab.controller.bench import BenchError, Problem, RunRecord, SeedFailure, run_seed
@@ -222,7 +227,8 @@ def _run_processes(tasks: Sequence[SeedTask], on_done: DoneFn, workers: int, thr
                 if queue and slot not in busy:
                     pool = slots[slot]
                     if pool is None:
-                        pool = slots[slot] = ProcessPoolExecutor(1, mp_context=context, initializer=bound_threads, initargs=(threads,))
+                        pool = slots[slot] = ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
+                                                                 initargs=(threads, os.getpid()))
                     task = queue.popleft()
                     running[pool.submit(_run_bounded, task, threads)] = (slot, task)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -242,6 +248,30 @@ def _run_processes(tasks: Sequence[SeedTask], on_done: DoneFn, workers: int, thr
         raise
     for pool in slots:
         _close(pool, wait=True)
+
+
+PARENT_POLL_S = 1.0
+"""Seconds between a grid worker's checks that the grid's process is still there."""
+
+
+def _start_worker(threads: int, grid_pid: int) -> None:
+    """A grid worker's initializer: ``threads`` threads, and a daemon thread
+    that ends the worker (exit status 1) once the grid's process ``grid_pid``
+    is gone. Its parent is the fork server, which outlives a killed grid only
+    until it notices; without this a worker would run its seed to the end,
+    unseen, on cores the next run wants."""
+    bound_threads(threads)
+    try:
+        grid = psutil.Process(grid_pid)  # (pid and start time: a reused pid is not the grid)
+    except psutil.NoSuchProcess:
+        os._exit(1)
+    threading.Thread(target=_end_with, args=(grid,), name="grid-watch", daemon=True).start()
+
+
+def _end_with(grid: psutil.Process) -> None:
+    while grid.is_running():
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _close(pool: ProcessPoolExecutor | None, wait: bool = False) -> None:

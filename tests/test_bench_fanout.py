@@ -192,3 +192,31 @@ print(json.dumps({"loaded": loaded, "omp": omp, "threads": str(max(1, local_cpus
     assert out["loaded"] == [True, True, True, False]  # bo, sobol's module, sympy; not a planner outside the grid
     assert out["omp"] == out["threads"] and out["from_server"]
     assert out["omp_here"] is None  # the caller's own environment is left as it was
+
+
+def test_a_killed_grid_leaves_no_worker_running() -> None:
+    """``selflab bench --workers 2`` killed outright (SIGKILL: no clean-up
+    runs) while both workers run long seeds: the workers end within seconds
+    instead of finishing their seeds unseen."""
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("selflab")), "bench", "--problem", "branin", "--planner", "random",
+                             "--budget", "1000000", "--seeds", "2", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grid = psutil.Process(proc.pid)
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:  # the fork server's children run the seeds
+            workers = [c for c in grid.children(recursive=True) if c.ppid() != proc.pid]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the grid never started two workers"
+        time.sleep(1.0)
+        assert all(w.is_running() for w in workers)  # (busy with their million-experiment seeds)
+        proc.kill()
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert alive == [], f"{len(alive)} worker(s) still running 15 s after the grid was killed"
+    finally:
+        for p in [*workers, grid]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
