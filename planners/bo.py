@@ -76,8 +76,11 @@ chosen with and ``noise_std`` the model's noise std there (``calibration``
 the ``std_scale`` applied), so that its result can be scored against them
 (the prequential z of :mod:`selflab.planners.calibration`); ``extrapolation`` flags a point beyond the
 data (:mod:`selflab.planners.extrapolation`; rule: ``extrapolation`` option);
-``loo`` holds leave-one-out figures after each full hyperparameter fit
-(z mean and spread, 90 % coverage, R², rank correlation; ``None`` otherwise);
+``loo`` holds leave-one-out figures of a model whose hyperparameters were
+optimized on exactly these data (a full or warm fit, in this call or in an
+earlier one on the same data, such as the campaign's recommendation: the
+surrogate's ``made_by``): z mean and spread, 90 % coverage, R², rank
+correlation; ``None`` for a model conditioned on data it was not fitted to;
 ``calibration`` and ``feasibility`` say what the two options below did.
 
 - ``calibration: rescale`` (default ``none``): the model's std is multiplied
@@ -566,7 +569,7 @@ class BOPlanner:
         noise = model.noise_std(X)
         flags = extrapolation_flags(single_task(surrogate), X, o.extrapolation)
         p_success = feasibility.prob(X) if feasibility is not None else None
-        loo = self._loo(surrogate, context) if surrogate.refit == "full" else None
+        loo = self._loo(surrogate, context) if surrogate.made_by in ("full", "warm") else None
         fidelity = offered_fidelity(context)
         proposals = []
         for i, point in enumerate(search.decode(X)):

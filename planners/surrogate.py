@@ -201,6 +201,11 @@ class Surrogate:
     """The kernel of each outcome's GP (single-fidelity surrogates; see :func:`build_model`)."""
     lengthscale_prior: LengthscalePrior = "gamma"
     """The lengthscale prior of the ``matern`` kernels among them."""
+    made_by: Refit = "full"
+    """How the models' hyperparameters were obtained for these data: ``refit``
+    of the call that fitted them, which for a ``"cached"`` call is an earlier
+    call's (a campaign's recommendation fits, the next proposal finds the fit
+    cached: its ``refit`` is ``"cached"``, its ``made_by`` the recommendation's)."""
 
     def stats(self, X: Tensor, *, observation_noise: bool = False) -> tuple[Tensor, Tensor]:
         """``n x d`` -> posterior mean and std, each ``n x m``, original units (a
@@ -308,6 +313,7 @@ class _Fit:
     kernel: Kernel
     data: tuple[Tensor, Tensor, Tensor | None]
     model: Model
+    made_by: Refit  # the refit that produced ``model``
 
 
 class SurrogateFitter:
@@ -354,8 +360,9 @@ class SurrogateFitter:
         model: Model = models[0] if len(models) == 1 else ModelListGP(*models)
         refit = max(refits, key=_COST.__getitem__)
         kernels = () if self.multi_fidelity else tuple(self._cache[name].kernel for name in outcomes)
+        made_by = max((self._cache[name].made_by for name in outcomes), key=_COST.__getitem__)
         return Surrogate(model, encoding, tuple(outcomes), data, refit, time.perf_counter() - started, tuple(warps), kernels,
-                         lengthscale_prior)
+                         lengthscale_prior, made_by)
 
     def _fit_outcome(
         self, name: str, encoding: Encoding, train: tuple[Tensor, Tensor, Tensor | None], prior: LengthscalePrior
@@ -381,7 +388,7 @@ class SurrogateFitter:
             except Exception as exc:  # any failure of the linear algebra or optimizer: next attempt
                 errors.append(f"{kind}{'+jitter' if jitter else ''}: {type(exc).__name__}: {exc}")
                 continue
-            self._cache[name] = _Fit(signature, _hyperparameters(model), n_fit, kernel, train, model)
+            self._cache[name] = _Fit(signature, _hyperparameters(model), n_fit, kernel, train, model, kind)
             return model, kind
         self._cache.pop(name, None)
         raise SurrogateError(f"cannot fit a GP to {name!r}: " + " | ".join(errors))

@@ -161,7 +161,7 @@ def fit_multitask(target: Surrogate, data: TrainingData, sources: Sequence[Train
     model_out: Model = models[0] if len(models) == 1 else ModelListGP(*models)
     surrogate = MultiTaskSurrogate(
         model_out, target.encoding, target.outcomes, target.data, target.refit, target.fit_seconds + time.perf_counter() - started,
-        target.warps, target.kernels, target.lengthscale_prior, single_task=target)
+        target.warps, target.kernels, target.lengthscale_prior, target.made_by, single_task=target)
     return MultiTaskFit(surrogate, correlation, loo)
 
 

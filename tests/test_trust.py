@@ -77,6 +77,21 @@ def test_bo_reasons_carry_flags_predictions_and_leave_one_out() -> None:
     assert -1 <= reason["loo"]["y"]["rank_correlation"] <= 1
 
 
+def test_a_proposal_after_the_recommendation_still_carries_leave_one_out() -> None:
+    """A campaign asks for a recommendation after each result, which fits the
+    model; the proposal that follows finds that fit cached (``refit:
+    cached``) and must still report the leave-one-out figures of the full fit
+    it uses (before: ``loo`` was never recorded in a real campaign)."""
+    observations = observe(sobol(8, 3))
+    planner = BOPlanner(num_restarts=2, raw_samples=64, mc_samples=32)
+    context = PlanContext(step=8)
+    assert planner.recommend(SPACE, [Y], observations, context=context) is not None
+    (proposal,) = planner.propose(SPACE, [Y], observations, [], 1, context=context)
+    assert proposal.reason["refit"] == "cached" and proposal.reason["loo"]["y"]["n"] == 8
+    (again,) = planner.propose(SPACE, [Y], observations[:7] + observations[7:], [], 1, context=PlanContext(step=9))
+    assert again.reason["loo"] == proposal.reason["loo"]  # the same fit, the same figures
+
+
 def test_prequential_z_uses_noise_and_the_scale_applied() -> None:
     reason = {"predicted": {"y": {"mean": 1.0, "std": 0.3}}, "noise_std": {"y": 0.4}}
     assert prequential_z(2.0, reason, "y") == pytest.approx(2.0)  # 1 / sqrt(0.09 + 0.16)
