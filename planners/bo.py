@@ -79,7 +79,8 @@ data (:mod:`selflab.planners.extrapolation`; rule: ``extrapolation`` option);
 ``loo`` holds leave-one-out figures of a model whose hyperparameters were
 optimized on exactly these data (a full or warm fit, in this call or in an
 earlier one on the same data, such as the campaign's recommendation: the
-surrogate's ``made_by``): z mean and spread, 90 % coverage, R², rank
+surrogate's ``made_by``, in the reason as ``fitted_by``, beside ``refit``,
+what this call did): z mean and spread, 90 % coverage, R², rank
 correlation; ``None`` for a model conditioned on data it was not fitted to;
 ``calibration`` and ``feasibility`` say what the two options below did.
 
@@ -585,6 +586,7 @@ class BOPlanner:
                 "device": str(enc.device),
                 "device_reason": device_reason,
                 "refit": surrogate.refit,
+                "fitted_by": surrogate.made_by,
                 **_warp_reason(surrogate),
                 "kernel": dict(zip(surrogate.outcomes, surrogate.kernels)),
                 "lengthscale_prior": {out: "dimension_scaled" if k == "rbf" else surrogate.lengthscale_prior
@@ -800,7 +802,7 @@ def model_free_reason(
     return {
         **reason, "strategy": strategy, "acquisition": None, "acquisition_value": None, "predicted": {}, "fit_seconds": 0.0,
         "n_observations": n_observations, "device": str(device.device), "device_reason": device.reason, "refit": None,
-        "kernel": {}, "lengthscale_prior": {},
+        "fitted_by": None, "kernel": {}, "lengthscale_prior": {},
         "noise_std": {}, "extrapolation": None, "calibration": None, "feasibility": None, "loo": None, **({"error": error} if error else {}),
     }
 

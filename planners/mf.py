@@ -422,6 +422,7 @@ class MFPlanner:
                 "device": str(enc.device),
                 "device_reason": device_reason,
                 "refit": surrogate.refit,
+                "fitted_by": surrogate.made_by,
                 "kernel": {objective.name: "multi_fidelity"}, "lengthscale_prior": {},
                 "extrapolation": flags[i],
                 **extra,

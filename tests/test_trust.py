@@ -87,7 +87,7 @@ def test_a_proposal_after_the_recommendation_still_carries_leave_one_out() -> No
     context = PlanContext(step=8)
     assert planner.recommend(SPACE, [Y], observations, context=context) is not None
     (proposal,) = planner.propose(SPACE, [Y], observations, [], 1, context=context)
-    assert proposal.reason["refit"] == "cached" and proposal.reason["loo"]["y"]["n"] == 8
+    assert proposal.reason["refit"] == "cached" and proposal.reason["fitted_by"] == "full" and proposal.reason["loo"]["y"]["n"] == 8
     (again,) = planner.propose(SPACE, [Y], observations[:7] + observations[7:], [], 1, context=PlanContext(step=9))
     assert again.reason["loo"] == proposal.reason["loo"]  # the same fit, the same figures
 
