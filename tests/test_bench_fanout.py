@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+from test_cli import SELFLAB
 
 from selflab.controller.bench import RunRecord, SeedFailure, get_problem
 from selflab.controller.bench_store import BenchStore, GridSettings
@@ -198,7 +199,7 @@ def test_a_killed_grid_leaves_no_worker_running() -> None:
     """``selflab bench --workers 2`` killed outright (SIGKILL: no clean-up
     runs) while both workers run long seeds: the workers end within seconds
     instead of finishing their seeds unseen."""
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("selflab")), "bench", "--problem", "branin", "--planner", "random",
+    proc = subprocess.Popen([SELFLAB, "bench", "--problem", "branin", "--planner", "random",
                              "--budget", "1000000", "--seeds", "2", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     grid = psutil.Process(proc.pid)
     workers: list[psutil.Process] = []
