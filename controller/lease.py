@@ -14,7 +14,8 @@ up, is fenced off before it can append or dispatch again
 
 A lease is live until it expires (``ttl_s`` after its last renewal) or is
 released. A holder on this host whose process is gone (or whose pid now
-belongs to another process) is dead at once, so ``selflab run --resume``
+belongs to another process, told apart by :func:`~selflab.controller.identity.process_identity`,
+which no clock step moves) is dead at once, so ``selflab run --resume``
 right after a ``kill -9`` does not wait; a holder on another host is
 trusted until its lease expires.
 
@@ -40,7 +41,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
-from selflab.controller.identity import is_same_process, process_started
+from selflab.controller.identity import is_same_process, process_identity
 from selflab.controller.ledger import LEASES, Ledger, LedgerError
 
 log = logging.getLogger("selflab")
@@ -116,7 +117,7 @@ def acquire(conn: sa.Connection, campaign: str, ttl_s: float = LEASE_TTL_S) -> i
     me = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "process_started": process_started(os.getpid()) or 0.0,
+        "process_started": process_identity(os.getpid()) or 0.0,  # (the column's name; see its doc)
         "renewed_at": now,
         "expires_at": now + timedelta(seconds=ttl_s),
         "released": False,

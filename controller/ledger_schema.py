@@ -98,7 +98,9 @@ class LeaseRow(SQLModel, table=True):
     host: str = Field(max_length=200)
     pid: int
     process_started: float
-    """The holder's process creation time (seconds since the epoch): a pid reused by another process has another."""
+    """The holder's :func:`~selflab.controller.identity.process_identity` (on Linux its start in seconds
+    after the host's boot; elsewhere, and in rows an older selflab wrote, its creation time in seconds
+    since the epoch): a pid reused by another process has another."""
     renewed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     released: bool = False

@@ -47,6 +47,41 @@ def test_a_live_lease_refuses_a_second_controller_until_released(ledger_url: str
     second.close()
 
 
+@pytest.mark.parametrize("step_s", [3600.0, -1.0, 1.0])
+def test_a_clock_step_does_not_make_a_live_controller_look_dead(ledger_url: str, step_s: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step of the system clock (an NTP step, a VM resumed from a snapshot)
+    moves the boot time Linux reports, and with it every process's creation
+    time in seconds since the epoch: the holder, still running, is still the
+    holder, and a second controller is refused rather than let take over."""
+    import psutil._pslinux as linux
+
+    first, second = Ledger(ledger_url), Ledger(ledger_url)
+    _take(first, "c")
+    booted = linux.boot_time()
+    monkeypatch.setattr(linux, "boot_time", lambda: booted + step_s)  # (what /proc/stat's btime reads after the step)
+    with pytest.raises(LedgerError, match=r"already being run by pid \d+ on host"):
+        _take(second, "c")
+    first.close()
+    second.close()
+
+
+def test_a_lease_an_older_selflab_took_still_names_its_live_holder(ledger_url: str) -> None:
+    """Rows written before :func:`~selflab.controller.identity.process_identity`
+    hold the creation time since the epoch: a live holder is still live, and
+    one whose pid now belongs to another process is not."""
+    import os
+
+    from selflab.controller.identity import process_started
+
+    ledger = Ledger(ledger_url)
+    for campaign, started, live in (("live", process_started(os.getpid()), True), ("reused", time.time() - 5.0, False)):
+        _take(ledger, campaign)
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.update(LEASES).where(LEASES.c.campaign == campaign).values(process_started=started))
+        assert (lease.active_holder(ledger, campaign) is not None) is live, campaign
+    ledger.close()
+
+
 @pytest.mark.postgres
 def test_a_second_controller_stuck_behind_a_held_write_lock_is_refused_promptly(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first controller holds the campaign's lease and sits inside a write
