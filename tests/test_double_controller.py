@@ -67,8 +67,17 @@ def _check_once(tmp: Path, url: str, budget: int = BUDGET) -> list[dict[str, Any
     return runs
 
 
-def _refused(proc: subprocess.Popen[str]) -> str:
-    _, err = proc.communicate(timeout=120)
+def _refused(proc: subprocess.Popen[str], url: str) -> str:
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # (not refused: say who started, so that a failure in CI can be read)
+        proc.kill()
+        _, err = proc.communicate()
+        ledger = Ledger(url, create=False)
+        starts = [(e.payload.get("pid"), e.payload.get("epoch")) for e in ledger.events("twice") if e.kind == "campaign_started"]
+        ledger.close()
+        pytest.fail(f"the second controller (pid {proc.pid}) was not refused within 120 s; campaign_started "
+                    f"(pid, epoch): {starts}; its stderr: {err!r}")
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("selflab: "), err
@@ -98,7 +107,7 @@ def test_a_second_controller_is_refused_on_sqlite_by_any_path(tmp_path: Path, pa
             os.link(db, link)
             second_url = f"sqlite:///{link}"
         second = start("run", str(write(tmp_path, _config(tmp_path, second_url), "second.yaml")), "--resume", "--quiet", cwd=tmp_path)
-        line = _refused(second)
+        line = _refused(second, url)
         (tmp_path / "hold").unlink()
         if path == "hard_link":
             assert "has 2 hard links" in line, line
@@ -135,7 +144,7 @@ def test_a_second_controller_is_refused_on_postgres_after_its_sessions_are_cut(p
         (tmp_path / "hold").touch()
         assert _terminate_sessions(postgres_url) >= 1
         second = start("run", str(write(tmp_path, _config(tmp_path, postgres_url), "second.yaml")), "--resume", "--quiet", cwd=tmp_path)
-        assert ("already being run by pid " + str(first.pid)) in _refused(second)
+        assert ("already being run by pid " + str(first.pid)) in _refused(second, postgres_url)
         held_at = _completed(postgres_url)
         (tmp_path / "hold").unlink()
         wait_for(lambda: _completed(postgres_url) >= held_at + 2 or first.poll() is not None)
