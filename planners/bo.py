@@ -128,7 +128,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validat
 from selflab.planners.acquisition import build_acquisition, scalarized_objective, thompson_select
 from selflab.planners.baselines import SobolPlanner, nearest_unused, offered_fidelity
 from selflab.planners.batch import BatchStrategy, hybrid_batch, resolve, thompson_batch
-from selflab.planners.calibration import LooStats, coverage_factor, raw_scores, rescale_factor
+from selflab.planners.calibration import LooStats, raw_scores, rescale_factor
 from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.evolving import search_encoding
@@ -218,13 +218,7 @@ class BOOptions(BaseModel):
         "none", description="rescale: multiply the model's std by the spread of its recent prequential scores before "
         "acquisition, so that its intervals hold what they claim (selflab.planners.calibration)"
     )
-    calibration_window: int = Field(10, ge=2, description="calibration: rescale, calibration_rule: spread: the last this many "
-                                    "scored results set the factor")
-    calibration_rule: Literal["spread", "coverage"] = Field(
-        "spread", description="calibration: rescale: spread: the robust spread of the last calibration_window raw scores; "
-        "coverage: the factor learnt online from every scored result so that the scaled 90 % intervals miss a tenth "
-        "of them (selflab.planners.calibration.coverage_factor)"
-    )
+    calibration_window: int = Field(10, ge=2, description="calibration: rescale: the last this many scored results set the factor")
     failures: Literal["avoid", "learn"] = Field(
         "avoid", description="avoid: failed points are kept away from, like pending ones; learn: also weight the acquisition by "
         "the probability of success of a classifier fitted to completed and failed experiments (selflab.planners.feasibility)"
@@ -640,9 +634,8 @@ class BOPlanner:
         if o.calibration != "rescale":
             return {"mode": o.calibration, "std_scale": None, "n_scored": None}
         scores = {out: raw_scores(observations, out) for out in surrogate.outcomes}
-        factors = {out: coverage_factor(z) if o.calibration_rule == "coverage" else rescale_factor(z, o.calibration_window)
-                   for out, z in scores.items()}
-        return {"mode": "rescale", "rule": o.calibration_rule, "std_scale": factors, "n_scored": {out: len(z) for out, z in scores.items()}}
+        return {"mode": "rescale", "std_scale": {out: rescale_factor(z, o.calibration_window) for out, z in scores.items()},
+                "n_scored": {out: len(z) for out, z in scores.items()}}
 
     def _feasibility(
         self, enc: Encoding, observations: Sequence[Observation], context: PlanContext

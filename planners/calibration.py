@@ -376,37 +376,6 @@ def rescale_factor(raw_z: Sequence[float], window: int) -> float:
     return float(min(max(robust_spread(z), RESCALE_LIMITS[0]), RESCALE_LIMITS[1]))
 
 
-COVERAGE_STEP = 0.3
-"""Step of :func:`coverage_factor` in the log of the factor: each miss raises
-the factor by ``exp(0.9 * step)`` (x1.31), each hit lowers it by
-``exp(-0.1 * step)`` (x0.97)."""
-
-
-def coverage_factor(raw_z: Sequence[float], step: float = COVERAGE_STEP) -> float:
-    """The factor that keeps the scaled 90 % intervals covering what
-    they claim, learnt online from the raw scores ``raw_z`` in the order their
-    results came (adaptive conformal inference, Gibbs and Candes 2021, on the
-    log of the factor): from 1, each score outside ``Z90 * factor`` raises
-    ``log(factor)`` by ``0.9 * step`` and each inside lowers it by
-    ``0.1 * step``, so that over a campaign the scaled intervals miss a
-    tenth of results whatever the model or the acquisition does
-    with them (wider intervals send the acquisition where the model is worse,
-    which a spread measured on raw scores does not see). Clipped to
-    :data:`RESCALE_LIMITS` after each step.
-
-    >>> round(coverage_factor([3.0, 3.0, 0.1]), 3)   # two misses, one hit: exp(0.27 + 0.27 - 0.03)
-    1.665
-    """
-    log_low, log_high = math.log(RESCALE_LIMITS[0]), math.log(RESCALE_LIMITS[1])
-    log_factor = 0.0
-    for z in raw_z:
-        if not math.isfinite(z):
-            continue
-        missed = abs(z) > Z90 * math.exp(log_factor)
-        log_factor = min(max(log_factor + step * (0.9 if missed else -0.1), log_low), log_high)
-    return math.exp(log_factor)
-
-
 class ScoredObservation(Observation):
     """An :class:`~selflab.planners.protocol.Observation` that also carries what
     the model that proposed it predicted (its proposal's ``reason["predicted"]``),
