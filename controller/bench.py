@@ -13,6 +13,11 @@ the ledger alone (:func:`summarize`):
   of the feasible observed points (several objectives);
 * ``proposal_seconds``: seconds of the planner call that proposed each
   experiment (in proposal order), as the controller stamped them;
+  ``recommendation_seconds``: beside each, the seconds the campaign's
+  recommendations took since the proposal before it (the runner asks for one
+  after each result; its model fit is the one the next proposal finds
+  cached), so that ``step_seconds`` (their sum) is the planner's whole cost
+  per proposal;
 * ``makespan_seconds``: simulated seconds from start to the last event;
 * pools only: ``top5_trace`` (fraction of the top-5 % rows found after each
   evaluation) and ``evaluations_to_80pct_top5`` (first evaluation at which it
@@ -113,6 +118,8 @@ class RunRecord(_Record):
     values: list[float | list[float]]
     proposal_seconds: list[float]
     regret: float | None
+    recommendation_seconds: list[float] = []
+    """Beside each of ``proposal_seconds``: the recommendations' seconds since the proposal before (0: none)."""
     makespan_seconds: float
     evaluations: int
     stop_reason: str
@@ -148,6 +155,7 @@ class BenchResult(_Record):
     median_best: float | None
     median_regret: float | None
     median_proposal_seconds: float | None
+    """Median seconds of a proposal's own planner call (a fit the recommendation before it paid not counted)."""
     metric: Literal["best", "hypervolume"]
     batch: int
     median_makespan_seconds: float
@@ -157,6 +165,8 @@ class BenchResult(_Record):
     median_cost: float = 0.0
     """Median total cost spent per campaign."""
     median_recommendation_regret: float | None = None
+    median_step_seconds: float | None = None
+    """Median seconds of the planner per proposal: its call plus the recommendations since the one before."""
     options: dict[str, Any] = Field(default_factory=dict)
     """The planner's options (``selflab bench --options``; empty: its defaults)."""
     failed: list[SeedFailure] = []
@@ -246,6 +256,8 @@ def aggregate(problem: Problem | ProblemData, planner: str, budget: int | None, 
     problem = as_problem(problem)
     runs = sorted(runs, key=lambda r: r.seed)
     seconds = [s for r in runs for s in r.proposal_seconds]
+    steps = [s + (r.recommendation_seconds[i] if i < len(r.recommendation_seconds) else 0.0)
+             for r in runs for i, s in enumerate(r.proposal_seconds)]
     curves = [r.top5_trace for r in runs if r.top5_trace is not None]
     return BenchResult(
         problem=problem.name,
@@ -258,6 +270,7 @@ def aggregate(problem: Problem | ProblemData, planner: str, budget: int | None, 
         median_best=median_of([r.best for r in runs]),
         median_regret=median_of([r.regret for r in runs]),
         median_proposal_seconds=median_of(seconds),
+        median_step_seconds=median_of(steps),
         metric=problem.metric,
         batch=batch,
         median_makespan_seconds=statistics.median(r.makespan_seconds for r in runs) if runs else 0.0,
@@ -287,6 +300,7 @@ def summarize(problem: Problem | ProblemData, seed: int, events: Sequence[Event]
         trace = best_so_far([v if ok else None for v, ok in zip(values, counted)], problem.direction)  # type: ignore[misc]
     best = trace[-1] if trace else None
     proposed = sorted(state.experiments.values(), key=lambda x: x.experiment_id)
+    timed = [x for x in proposed if "proposal_seconds" in x.reason]
     curve = top_found_trace([x.params for x in done], problem.top) if problem.top is not None else None
     recommended = recommendation_trace(problem, events, state) if len(names) == 1 else None
     last_recommended = recommended[-1] if recommended else None
@@ -295,7 +309,8 @@ def summarize(problem: Problem | ProblemData, seed: int, events: Sequence[Event]
         best=best,
         trace=trace,
         values=values,
-        proposal_seconds=[float(x.reason["proposal_seconds"]) for x in proposed if "proposal_seconds" in x.reason],
+        proposal_seconds=[float(x.reason["proposal_seconds"]) for x in timed],
+        recommendation_seconds=[float(x.reason.get("recommendation_seconds", 0.0)) for x in timed],
         regret=regret_of(problem, best),
         makespan_seconds=(state.last_at - state.started_at).total_seconds() if state.last_at and state.started_at else 0.0,
         evaluations=len(done),

@@ -236,6 +236,7 @@ def _summary(r: BenchResult) -> str:
 
     text = (f"{r.problem} {r.planner}: median {'hypervolume' if r.metric == 'hypervolume' else 'best'} {num(r.median_best)}"
             f", regret {num(r.median_regret)}, proposal {num(r.median_proposal_seconds)} s"
+            f" ({num(r.median_step_seconds)} s with the recommendations' fits)"
             f", makespan {r.median_makespan_seconds / 3600:.3g} h, cost {r.median_cost:.4g}"
             f" ({r.seeds} seeds, budget {r.budget if r.budget is not None else '-'}"
             f"{'' if r.cost_budget is None else f', cost budget {r.cost_budget:g}'}, batch {r.batch})")

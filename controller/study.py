@@ -125,6 +125,9 @@ class Study(CampaignRecord):
         """The completed trials as the planner sees them, built once each, in order (see :meth:`observations`)."""
         self._veto_radius: float | None = None
         """Set by :meth:`keep_away_from_vetoed`; ``None``: the snapshot's ``oversight.veto_radius``."""
+        self._recommending_s = 0.0
+        """Seconds the planner's recommendations took since the last proposal (their fits, which
+        the next proposal finds cached): each proposal's reason says them (``recommendation_seconds``)."""
         super().__init__(problem, ledger, snapshot=snapshot, resume=resume, lease_ttl_s=lease_ttl_s, clock=clock,
                          on_start=on_start, resume_hint=resume_hint)
 
@@ -254,12 +257,14 @@ class Study(CampaignRecord):
         with self._guard:
             if self.state.space_view.version != version:  # (a person edited the space while the planner ran: propose from the new one)
                 return self.propose(n, fidelities=fidelities, candidates=candidates)
+            recommending, self._recommending_s = self._recommending_s, 0.0
         seconds = time.perf_counter() - started
         edited = {"space_version": version} if version else {}  # (the search space's version, after an edit)
         if recalibration is not None:
             edited["drift_recalibration"] = recalibration.reason()
         return [reference] * (reference is not None) + opened + [
-            p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "batch_size": len(proposals), **edited}})
+            p.model_copy(update={"reason": {**p.reason, "proposal_seconds": seconds, "recommendation_seconds": recommending,
+                                            "batch_size": len(proposals), **edited}})
             for p in proposals[:n]]
 
     @property
@@ -470,7 +475,12 @@ class Study(CampaignRecord):
                 context = context.model_copy(update={"candidates": tuple(dict(p) for p in candidates if point_key(p) not in measured)})
             context = evolved_context(self.state.space_view, context, observations, ())
             space = self.space
-        return self.planner.recommend(space, self.problem.objectives, observations, context=context)
+        started = time.perf_counter()
+        try:
+            return self.planner.recommend(space, self.problem.objectives, observations, context=context)
+        finally:
+            with self._guard:
+                self._recommending_s += time.perf_counter() - started
 
     # --- reading the projection -----------------------------------------------------
 

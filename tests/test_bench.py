@@ -211,6 +211,10 @@ def test_cli_options_reach_the_planner_and_the_json(tmp_path: Path) -> None:
         data = json.loads(out.read_text())
         assert data["options"] == options
         values[name] = data["runs"][0]["values"]
+        run = data["runs"][0]
+        assert len(run["recommendation_seconds"]) == len(run["proposal_seconds"]) == 5
+        steps = sorted(p + r for p, r in zip(run["proposal_seconds"], run["recommendation_seconds"], strict=True))
+        assert data["median_step_seconds"] == pytest.approx(steps[2]) and data["median_step_seconds"] >= data["median_proposal_seconds"]
     assert values["early"][:3] == values["default"][:3]  # the same centre and Sobol points
     assert values["early"][3] != values["default"][3]  # the 4th: from the GP with n_init 3, Sobol with the default 6
 

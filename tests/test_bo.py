@@ -479,6 +479,10 @@ def test_a_campaign_runs_on_the_bo_planner(tmp_path: Path) -> None:
     for e in done[4:]:
         assert_reason_complete(e.reason)
         assert e.reason["proposal_seconds"] >= e.reason["fit_seconds"]
+        # The runner's recommendation after each result fitted the model this proposal found cached; its seconds are counted:
+        assert (e.reason["refit"], e.reason["fitted_by"]) == ("cached", "full"), e.reason
+        assert e.reason["recommendation_seconds"] > 2 * e.reason["fit_seconds"], e.reason
+    assert all(e.reason["recommendation_seconds"] == 0.0 for e in done[:1])
     assert max(e.outcomes["y"] for e in done) > 0.8
 
 
