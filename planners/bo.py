@@ -37,9 +37,10 @@ or linearly; under ``pool_scale: auto`` (the default) each proposal fits
 both and keeps the more likely (:func:`choose_pool_scale`, recorded in the
 reason as ``"pool_scale"``). ``propose`` and ``recommend`` run on the chosen
 scale and answer with the pool's own rows.
-With a pool and one objective (no outcome constraints, no ``failures:
-learn``), ``acquisition: auto`` (the default) scores the candidates by UCB at
-mean + 2 std rather than qLogNEI (:func:`pool_acquisition`); the reason says
+With a pool and one objective (no outcome constraints, no failed experiment
+for ``failures: learn`` to weigh), ``acquisition: auto`` (the default)
+scores the candidates by UCB at mean + 2 std rather than qLogNEI
+(:func:`pool_acquisition`); the reason says
 so (``"acquisition": "ucb"``, ``"beta"``, ``"acquisition_rule"``). Above
 ``large_data`` observations, for one point with nothing pending, ``auto``
 uses analytic log-EI (``"acquisition": "logei"``, :func:`large_data_logei`).
@@ -91,11 +92,16 @@ correlation; ``None`` for a model conditioned on data it was not fitted to;
   that carry their proposal's prediction
   (:class:`~selflab.planners.calibration.ScoredObservation`); plain
   observations leave the factor at 1.
-- ``failures: learn`` (default ``avoid``): a Gaussian-process classifier of
-  completed against failed experiments weights the acquisition by the
-  probability of success (:mod:`selflab.planners.feasibility`; ``qlognei``
-  only). Failures the ledger says were timeouts or disconnections do not
-  count (:class:`~selflab.planners.feasibility.Failure` carries the kind).
+- ``failures: learn`` (the default; ``avoid`` keeps away from the failed
+  points alone): once an experiment has failed, a Gaussian-process classifier
+  of completed against failed experiments weights the acquisition by the
+  probability of success (:mod:`selflab.planners.feasibility`). It weights
+  log-scale acquisitions (qLogNEI, qLogNEHVI, log-EI): with ``acquisition:
+  ucb`` or ``ts`` set, or ``objective: learn``, the planner avoids the failed
+  points only, and the reason says why; ``failures: learn`` set explicitly
+  beside ``acquisition: ucb`` or ``ts`` is refused. Failures the ledger says
+  were timeouts or disconnections do not count
+  (:class:`~selflab.planners.feasibility.Failure` carries the kind).
 
 Its model can be looked at (:class:`~selflab.planners.protocol.Predictor`, what
 ``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
@@ -167,8 +173,8 @@ class BOOptions(BaseModel):
     acquisition: Literal["auto", "qlognei", "ucb", "ts"] = Field(
         "auto", description="qlognei (qLogNoisyExpectedImprovement), ucb (with beta), ts (Thompson sampling), or auto: qlognei, "
         "except ucb with beta 4 (mean + 2 std) when choosing from a pool of candidates for one objective without outcome "
-        "constraints or failures: learn (pool_acquisition), and analytic log-EI for one point with nothing pending above "
-        "large_data observations (large_data_logei)"
+        "constraints or a failed experiment for failures: learn to weigh (pool_acquisition), and analytic log-EI for one "
+        "point with nothing pending above large_data observations (large_data_logei)"
     )
     beta: float = Field(2.0, gt=0, description="acquisition: ucb: the exploration weight (botorch's beta: mean + sqrt(beta) std)")
     n_init: int | None = Field(
@@ -220,8 +226,9 @@ class BOOptions(BaseModel):
     )
     calibration_window: int = Field(10, ge=2, description="calibration: rescale: the last this many scored results set the factor")
     failures: Literal["avoid", "learn"] = Field(
-        "avoid", description="avoid: failed points are kept away from, like pending ones; learn: also weight the acquisition by "
-        "the probability of success of a classifier fitted to completed and failed experiments (selflab.planners.feasibility)"
+        "learn", description="avoid: failed points are kept away from, like pending ones; learn (the default): also weight the "
+        "acquisition by the probability of success of a classifier fitted to completed and failed experiments, once one has "
+        "failed (selflab.planners.feasibility; log-scale acquisitions only: with acquisition ucb or ts, avoid)"
     )
     extrapolation: ExtrapolationRule = Field(
         default_factory=ExtrapolationRule, description="when a proposal is flagged extrapolating (selflab.planners.extrapolation)"
@@ -241,10 +248,22 @@ class BOOptions(BaseModel):
 
     @model_validator(mode="after")
     def _learn_needs_log_acquisition(self) -> BOOptions:
-        if self.failures == "learn" and self.acquisition not in ("auto", "qlognei"):
+        if "failures" in self.model_fields_set and self.failures == "learn" and self.acquisition not in ("auto", "qlognei"):
             raise ValueError(f"failures: learn weights qlognei's log-scale acquisition; with acquisition: {self.acquisition} "
                              "use failures: avoid")
         return self
+
+    def failure_mode(self, learning_objective: bool) -> tuple[Literal["avoid", "learn"], str | None]:
+        """How failures are used: ``failures`` as set, except ``avoid`` where the
+        classifier's weight cannot apply (``acquisition: ucb`` or ``ts``, whose
+        values are not log-scale; ``objective: learn``), with the reason why."""
+        if self.failures == "avoid":
+            return "avoid", None
+        if self.acquisition not in ("auto", "qlognei"):
+            return "avoid", f"acquisition: {self.acquisition} is not log-scale, so the probability of success cannot weight it"
+        if learning_objective:
+            return "avoid", "objective: learn reduces the model's variance; it has no acquisition to weight"
+        return "learn", None
 
 
 class BOPlanner:
@@ -515,8 +534,8 @@ class BOPlanner:
         started = time.perf_counter()
         calibration = self._calibration(surrogate, observations)
         model = surrogate.rescaled([calibration["std_scale"][out] for out in surrogate.outcomes]) if calibration["std_scale"] else surrogate
-        feasibility, feasibility_reason = self._feasibility(enc, observations, context)
-        kind, beta = self._acquisition_kind(objectives, context, pool is not None)
+        feasibility, feasibility_reason = self._feasibility(enc, observations, context, learning(objectives))
+        kind, beta = self._acquisition_kind(objectives, context, pool is not None, weighted=feasibility is not None)
         if kind == "qlognei" and large_data_logei(self.options, objectives, context, surrogate.data.n, n, len(X_avoid), feasibility is not None,
                                                   float_or_pool=search.continuous or pool is not None):
             kind = "logei"
@@ -604,13 +623,15 @@ class BOPlanner:
         return proposals
 
     def _acquisition_kind(self, objectives: Sequence[Objective], context: PlanContext,
-                          pool: bool) -> tuple[Literal["qlognei", "ucb", "ts"], float]:
+                          pool: bool, *, weighted: bool) -> tuple[Literal["qlognei", "ucb", "ts"], float]:
         """The acquisition and UCB's beta this proposal uses: ``acquisition`` as
-        set, or under ``auto`` :func:`pool_acquisition`'s choice."""
+        set, or under ``auto`` :func:`pool_acquisition`'s choice (``weighted``:
+        a success classifier weights this proposal, which needs a log-scale
+        acquisition)."""
         o = self.options
         if o.acquisition != "auto":
             return o.acquisition, o.beta
-        return pool_acquisition(pool and len(objectives) == 1 and not context.constraints and o.failures != "learn", o.beta)
+        return pool_acquisition(pool and len(objectives) == 1 and not context.constraints and not weighted, o.beta)
 
     def _batch(
         self, strategy: str, acqf: Any, model: Surrogate, objectives: Sequence[Objective], context: PlanContext, enc: Encoding,
@@ -638,15 +659,18 @@ class BOPlanner:
                 "n_scored": {out: len(z) for out, z in scores.items()}}
 
     def _feasibility(
-        self, enc: Encoding, observations: Sequence[Observation], context: PlanContext
+        self, enc: Encoding, observations: Sequence[Observation], context: PlanContext, learning_objective: bool
     ) -> tuple[Feasibility | None, dict[str, Any]]:
         """``failures: learn``: the success classifier of completed (at the target
         fidelity) against failed experiments that count (``None`` without such a
-        failure, or when its fit fails), and what the reason says about it."""
+        failure, or when its fit fails), and what the reason says about it: the
+        mode in use (:meth:`BOOptions.failure_mode`, and why when it is not the one set)."""
         counted = sum(1 for f in context.failed if counts(f))
-        reason: dict[str, Any] = {"mode": self.options.failures, "failures_counted": counted,
-                                  "failures_ignored": len(context.failed) - counted}
-        if self.options.failures != "learn" or not counted:
+        mode, why = self.options.failure_mode(learning_objective)
+        reason: dict[str, Any] = {"mode": mode, "failures_counted": counted, "failures_ignored": len(context.failed) - counted}
+        if why is not None:
+            reason["why_not_learn"] = why
+        if mode != "learn" or not counted:
             return None, reason
         completed = enc.encode([ob.params for ob in observations if ob.fidelity == context.target_fidelity])
         try:
@@ -709,8 +733,9 @@ POOL_UCB_BETA = 4.0
 
 def pool_acquisition(single_objective_pool: bool, beta: float) -> tuple[Literal["qlognei", "ucb"], float]:
     """``acquisition: auto``: UCB with :data:`POOL_UCB_BETA` when choosing
-    from a pool of candidates for one objective (no outcome constraints, no
-    ``failures: learn``), else qLogNEI (with ``beta`` unused).
+    from a pool of candidates for one objective (no outcome constraints, and
+    no success classifier to weight it: ``failures: learn`` once an experiment
+    has failed), else qLogNEI (with ``beta`` unused).
 
     Why UCB on a pool: a pool campaign is scored by how many of the best rows
     it measures (AF(0.8): 80 % of the top 5 %), and once the best rows so far

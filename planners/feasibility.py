@@ -30,10 +30,10 @@ posterior ``N(mu, sigma^2)``: far from every failure it tends to the campaign's
 success rate, not to 0, so unexplored regions stay open.
 
 Measured (``benchmarks/trust.py``, the reactor's clogging region, 40
-evaluations, 10 seeds): 47 failed experiments against 90 with ``failures:
-avoid`` (35 against 78 after the shared initial design), at a median regret
-of 0.00052 against 0.00031 (both under 0.06 % of the optimum yield): short
-of the 50 % and 1.1x the issue asked for, so ``avoid`` stays the default.
+evaluations, two sets of 10 seeds, ``benchmarks/RESULTS.md``, Session 15):
+38 and 59 failed experiments against 86 and 119 with ``failures: avoid``
+(-56 % and -50 %), at a median regret of 0.95x and 0.18x avoid's, so
+``learn`` is the ``bo`` planner's default.
 
 Example::
 

@@ -21,7 +21,7 @@ from conftest import quadratic_config
 from selflab.planners.baselines import RandomPlanner
 from selflab.planners.bo import BOPlanner, default_n_init
 from selflab.planners.encoding import Encoding
-from selflab.planners.protocol import FidelityOption, Observation, Pending, PlanContext, Proposal
+from selflab.planners.protocol import Failure, FidelityOption, Observation, Pending, PlanContext, Proposal
 from selflab.planners.registry import make_planner
 from selflab.planners.space import (
     CategoricalParameter,
@@ -206,21 +206,31 @@ def test_acquisition_auto_is_ucb_on_a_one_objective_pool_and_qlognei_elsewhere()
     pool = tuple({"x": (i * 0.37) % 1, "z": (i * 0.61) % 1} for i in range(40))
     observations = observe(pool[:6], lambda p: {"y": -branin(p)["y"], "w": float(p["x"])})
     on_pool = PlanContext(step=6, candidates=pool[6:])
+    # One row clogged: failures: learn (the default) weighs the next proposals by the probability of success, which needs log-EI:
+    clogged = PlanContext(step=7, candidates=pool[7:], failed=(Failure(params=pool[6], kind="clogged"),))
+    timed_out = PlanContext(step=7, candidates=pool[7:], failed=(Failure(params=pool[6], kind="timeout"),))
     y, w = Objective(name="y"), Objective(name="w", direction="minimize")
-    cases = [  # (options, objectives, context, expected acquisition, beta in the reason)
-        ({}, [y], on_pool, "ucb", 4.0),
-        ({}, [y], PlanContext(step=6), "qlognei", None),  # a box, not a pool
-        ({}, [y, w], on_pool, "qlognei", None),  # two objectives: the hypervolume's qLogNEI path
-        ({"acquisition": "qlognei"}, [y], on_pool, "qlognei", None),  # set explicitly: obeyed on a pool too
-        ({"acquisition": "ucb", "beta": 0.5}, [y], on_pool, "ucb", 0.5),
-        ({"failures": "learn"}, [y], on_pool, "qlognei", None),  # the feasibility weight needs log-EI
+    cases = [  # (options, objectives, context, expected acquisition, beta in the reason, failures mode)
+        ({}, [y], on_pool, "ucb", 4.0, "learn"),
+        ({}, [y], PlanContext(step=6), "qlognei", None, "learn"),  # a box, not a pool
+        ({}, [y, w], on_pool, "qlognei", None, "learn"),  # two objectives: the hypervolume's qLogNEI path
+        ({"acquisition": "qlognei"}, [y], on_pool, "qlognei", None, "learn"),  # set explicitly: obeyed on a pool too
+        ({"acquisition": "ucb", "beta": 0.5}, [y], on_pool, "ucb", 0.5, "avoid"),  # (UCB is not log-scale: avoid)
+        ({"acquisition": "ucb", "beta": 0.5}, [y], clogged, "ucb", 0.5, "avoid"),
+        ({}, [y], clogged, "qlognei", None, "learn"),  # the feasibility weight needs log-EI
+        ({}, [y], timed_out, "ucb", 4.0, "learn"),  # a timeout says nothing about the row: no classifier, UCB
+        ({"failures": "avoid"}, [y], clogged, "ucb", 4.0, "avoid"),
     ]
-    for options, objectives, context, expected, beta in cases:
+    for options, objectives, context, expected, beta, mode in cases:
         proposal = planner(**options).propose(XZ, objectives, observations, [], 1, context=context)[0]
         reason = proposal.reason
         assert reason["acquisition"] in (expected, "qlognehvi"), options
+        feasibility = reason["feasibility"]
+        assert feasibility["mode"] == mode and ("why_not_learn" in feasibility) == (mode == "avoid" and "failures" not in options)
+        weighted = context is clogged and mode == "learn"
+        assert (feasibility["p_success"] is not None) == weighted, (options, feasibility)
         assert reason.get("beta") == beta, options
-        assert ("acquisition_rule" in reason) == (not options and expected == "ucb"), options
+        assert ("acquisition_rule" in reason) == ("acquisition" not in options and expected == "ucb"), options
     objective_weight = planner().propose(XZ, [y], observations, [], 1, context=on_pool)[0].reason
     assert objective_weight["acquisition_rule"] == "auto: ucb (mean + 2 std) on a pool of candidates"
 

@@ -72,7 +72,7 @@ def test_bo_reasons_carry_flags_predictions_and_leave_one_out() -> None:
     assert set(reason["predicted"]["y"]) == {"mean", "std"} and reason["predicted"]["y"]["std"] > 0 and reason["noise_std"]["y"] >= 0
     assert set(reason["extrapolation"]) == {"sigma_ratio", "nearest", "spacing", "distance_ratio", "outside_range", "extrapolating"}
     assert 0 < reason["extrapolation"]["sigma_ratio"]["y"] <= 1
-    assert reason["calibration"]["mode"] == "none" and reason["feasibility"]["mode"] == "avoid"
+    assert reason["calibration"]["mode"] == "none" and reason["feasibility"]["mode"] == "learn"  # (the default; no failure yet)
     assert reason["refit"] == "full" and reason["loo"]["y"]["n"] == 8
     assert -1 <= reason["loo"]["y"]["rank_correlation"] <= 1
 
@@ -209,6 +209,11 @@ def test_only_failures_about_the_parameters_count() -> None:
     assert not counts(Failure(params={"x1": 0.1}, kind="timeout")) and not counts(Failure(params={"x1": 0.1}, kind="disconnected"))
     with pytest.raises(OptionsError, match="failures"):
         BOPlanner(failures="learn", acquisition="ucb")
+    # learn is the default: a UCB or Thompson planner gets avoid, and says why, rather than an error
+    for acquisition in ("ucb", "ts"):
+        assert BOPlanner(acquisition=acquisition).options.failure_mode(False) == ("avoid", f"acquisition: {acquisition} is not log-scale, "
+                                                                                "so the probability of success cannot weight it")
+    assert BOPlanner().options.failure_mode(True)[0] == "avoid" and BOPlanner().options.failure_mode(False) == ("learn", None)
 
 
 def region(p: dict[str, float]) -> bool:
@@ -242,8 +247,8 @@ def test_failures_learn_steers_proposals_away_from_the_region(seed: int) -> None
     failed = tuple(Failure(params=p, kind="clogged") for p in points if region(p))
     options = {"num_restarts": 4, "raw_samples": 128, "mc_samples": 32}
     context = PlanContext(step=20, failed=failed)
-    (avoid,) = BOPlanner(**options).propose(SPACE, [Y], observations, [], 1, context=context)
-    (learn,) = BOPlanner(failures="learn", **options).propose(SPACE, [Y], observations, [], 1, context=context)
+    (avoid,) = BOPlanner(failures="avoid", **options).propose(SPACE, [Y], observations, [], 1, context=context)
+    (learn,) = BOPlanner(**options).propose(SPACE, [Y], observations, [], 1, context=context)  # (failures: learn, the default)
     assert avoid.reason["feasibility"] == {"mode": "avoid", "failures_counted": len(failed), "failures_ignored": 0, "p_success": None}
     enc = Encoding(SPACE)
     with numerics():
