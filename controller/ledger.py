@@ -187,26 +187,48 @@ class Ledger:
         transaction.
 
         A database session cut while the transaction ran (an idle timeout, a
-        pooler, a firewall) is retried once on a fresh connection: nothing
-        had committed. A cut during the commit itself is not retried (it may
-        have landed), and is a :class:`LedgerError`.
+        pooler, a firewall, ``pg_terminate_backend``) is retried once on a
+        fresh connection: nothing had committed. A cut during the commit
+        itself leaves it unknown whether the transaction landed: the events'
+        ids, which the database assigned before the commit, are then looked up
+        on a fresh connection (:meth:`_landed`): all there, the append is done;
+        none there, it is retried once; unknown (the lookup failed too, or the
+        transaction held no event), a :class:`LedgerError`.
         """
         for attempt in (1, 2):
-            inserted = False
+            written: list[Event] = []
+            committing = False
             try:
                 with self.transaction() as conn:
                     if work:
                         conn.execute(sa.insert(WORK), list(work))
                     written = self.insert_events(conn, events)
-                    inserted = True
+                    committing = True
                 return written
             except sa.exc.DBAPIError as exc:
-                if attempt == 1 and not inserted and exc.connection_invalidated:
-                    continue
+                if attempt == 1 and exc.connection_invalidated:  # (cut before the commit: nothing landed)
+                    landed = (self._landed(written) if written else None) if committing else False
+                    if landed is True:
+                        return written
+                    if landed is False:
+                        continue
                 raise LedgerError(f"cannot write to ledger {self.display_url}: {short(exc)}") from None
             except sa.exc.SQLAlchemyError as exc:
                 raise LedgerError(f"cannot write to ledger {self.display_url}: {short(exc)}") from None
         raise AssertionError("unreachable")
+
+    def _landed(self, written: Sequence[Event]) -> bool | None:
+        """Whether the transaction that inserted ``written`` (ids assigned, its
+        commit cut off) committed: ``True`` when every id is in the ledger,
+        ``False`` when none is (a transaction lands whole or not at all),
+        ``None`` when that cannot be read."""
+        ids = [e.id for e in written]
+        try:
+            with self.engine.connect() as conn:
+                found = int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS).where(EVENTS.c.id.in_(ids))).scalar_one())
+        except sa.exc.SQLAlchemyError:
+            return None
+        return True if found == len(ids) else False if found == 0 else None
 
     @contextlib.contextmanager
     def transaction(self, lock_wait_s: float | None = None) -> Iterator[sa.Connection]:

@@ -182,3 +182,51 @@ def test_processes_creating_one_ledger_at_once_all_succeed(ledger_url: str) -> N
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM selflab_meta").scalar() == 2
     ledger.close()
+
+
+# --- a Postgres session cut at the commit ---------------------------------------------------
+
+
+def _cut_at_commit(monkeypatch: pytest.MonkeyPatch, url: str, *, after: bool) -> list[int]:
+    """The next commit on any psycopg connection is cut: its session is ended
+    by ``pg_terminate_backend`` before the commit reaches the server
+    (``after=False``, a real cut), or the commit lands and the connection
+    then breaks before its answer is read (``after=True``: that moment cannot
+    be hit from outside, so it is injected). Returns the cut sessions' pids."""
+    import psycopg
+
+    original, cut = psycopg.Connection.commit, []
+
+    def commit(self: psycopg.Connection) -> None:
+        if cut:
+            return original(self)
+        cut.append(self.info.backend_pid)
+        if after:
+            original(self)
+            self.close()
+            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+        admin = sa.create_engine(sa.make_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": cut[0]}).scalar_one()
+        admin.dispose()
+        return original(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
+    return cut
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_a_session_cut_at_the_commit_appends_once(postgres_url: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """Whether or not the cut commit landed, the append returns its events and
+    the ledger holds each of them exactly once (the ids are looked up)."""
+    ledger = Ledger(postgres_url)
+    ledger.append([NewEvent(campaign="c", kind="proposed", experiment_id=1, payload={"params": {"x": 0.1}})])
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after)
+    batch = [NewEvent(campaign="c", kind="proposed", experiment_id=i, payload={"params": {"x": i / 10}}) for i in (2, 3)]
+    written = ledger.append(batch)
+    assert len(cut) == 1, "the commit was not cut"
+    events = ledger.events("c")
+    assert [e.experiment_id for e in events] == [1, 2, 3], events
+    assert [e.id for e in events[1:]] == [e.id for e in written]
+    ledger.close()
