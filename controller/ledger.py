@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -184,25 +184,39 @@ class Ledger:
         """Append ``events`` in one transaction: all land, or none do.
 
         ``work`` rows (see :class:`WorkRow`) are queued for workers in the same
-        transaction.
+        transaction. A database session cut meanwhile is handled as
+        :meth:`write` says.
+        """
+
+        def body(conn: sa.Connection) -> list[Event]:
+            if work:
+                conn.execute(sa.insert(WORK), list(work))
+            return self.insert_events(conn, events)
+
+        written = self.write(body)
+        assert written is not None
+        return written
+
+    def write(self, body: Callable[[sa.Connection], list[Event] | None]) -> list[Event] | None:
+        """Run ``body`` (its writes, and the events it inserted, or ``None``
+        when it wrote nothing) in one write transaction; return what it returned.
 
         A database session cut while the transaction ran (an idle timeout, a
         pooler, a firewall, ``pg_terminate_backend``) is retried once on a
         fresh connection: nothing had committed. A cut during the commit
         itself leaves it unknown whether the transaction landed: the events'
         ids, which the database assigned before the commit, are then looked up
-        on a fresh connection (:meth:`_landed`): all there, the append is done;
+        on a fresh connection (:meth:`_landed`): all there, the write is done;
         none there, it is retried once; unknown (the lookup failed too, or the
-        transaction held no event), a :class:`LedgerError`.
+        transaction inserted no event), a :class:`LedgerError`. So ``body``
+        must be safe to run again after a transaction that did not land.
         """
         for attempt in (1, 2):
-            written: list[Event] = []
+            written: list[Event] | None = None
             committing = False
             try:
                 with self.transaction() as conn:
-                    if work:
-                        conn.execute(sa.insert(WORK), list(work))
-                    written = self.insert_events(conn, events)
+                    written = body(conn)
                     committing = True
                 return written
             except sa.exc.DBAPIError as exc:

@@ -90,8 +90,10 @@ def renew(ledger: Ledger, campaign: str, worker: str, lease_s: float) -> int:
 
 def finish(ledger: Ledger, campaign: str, experiment_id: int, worker: str, events: Sequence[NewEvent]) -> list[Event] | None:
     """Record a claimed experiment's end; ``None`` (nothing written) when the
-    claim is no longer this worker's (its lease expired and it went stale)."""
-    with ledger.transaction() as conn:
+    claim is no longer this worker's (its lease expired and it went stale).
+    A database session cut meanwhile loses no result (:meth:`Ledger.write`)."""
+
+    def body(conn: sa.Connection) -> list[Event] | None:
         query = sa.select(WORK.c.state, WORK.c.worker).where(WORK.c.campaign == campaign, WORK.c.experiment_id == experiment_id)
         if ledger.backend == "postgresql":
             query = query.with_for_update()
@@ -100,6 +102,8 @@ def finish(ledger: Ledger, campaign: str, experiment_id: int, worker: str, event
             return None
         conn.execute(sa.update(WORK).where(WORK.c.campaign == campaign, WORK.c.experiment_id == experiment_id).values(state="done"))
         return ledger.insert_events(conn, events)
+
+    return ledger.write(body)
 
 
 def settle(

@@ -230,3 +230,27 @@ def test_a_session_cut_at_the_commit_appends_once(postgres_url: str, monkeypatch
     assert [e.experiment_id for e in events] == [1, 2, 3], events
     assert [e.id for e in events[1:]] == [e.id for e in written]
     ledger.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_a_workers_result_survives_a_session_cut_at_its_commit(postgres_url: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """A worker's result is recorded once, its claim marked done, whether the
+    cut commit landed or not (before, the worker stopped and the result was lost)."""
+    from selflab.controller import workqueue
+    from selflab.controller.ledger import WORK
+
+    ledger = Ledger(postgres_url)
+    ledger.append([NewEvent(campaign="c", kind="proposed", experiment_id=1, payload={"params": {"x": 0.1}})],
+                  work=[{"campaign": "c", "experiment_id": 1, "instrument": "q1", "state": "open", "params": {"x": 0.1},
+                         "fidelity": 1.0, "cost": 1.0}])
+    [claim] = workqueue.claim(ledger, "c", {"q1": 1}, "w", 30.0, lambda c: NewEvent(
+        campaign="c", kind="dispatched", experiment_id=c.experiment_id, instrument="q1", payload={"cost": 1.0}))
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after)
+    written = workqueue.finish(ledger, "c", claim.experiment_id, "w", [NewEvent(
+        campaign="c", kind="completed", experiment_id=1, instrument="q1", payload={"outcomes": {"y": 0.5}})])
+    assert len(cut) == 1 and written is not None and [e.kind for e in written] == ["completed"]
+    assert [e.kind for e in ledger.events("c")] == ["proposed", "dispatched", "completed"]
+    with ledger.engine.connect() as conn:
+        assert conn.execute(sa.select(WORK.c.state)).scalars().all() == ["done"]
+    ledger.close()
