@@ -198,8 +198,8 @@ class Ledger:
         return written
 
     def write(self, body: Callable[[sa.Connection], list[Event] | None]) -> list[Event] | None:
-        """Run ``body`` (its writes, and the events it inserted, or ``None``
-        when it wrote nothing) in one write transaction; return what it returned.
+        """Run ``body`` in one write transaction; return what it returned: the
+        events it inserted, or ``None`` when it wrote nothing at all.
 
         A database session cut while the transaction ran (an idle timeout, a
         pooler, a firewall, ``pg_terminate_backend``) is retried once on a
@@ -208,8 +208,9 @@ class Ledger:
         ids, which the database assigned before the commit, are then looked up
         on a fresh connection (:meth:`_landed`): all there, the write is done;
         none there, it is retried once; unknown (the lookup failed too, or the
-        transaction inserted no event), a :class:`LedgerError`. So ``body``
-        must be safe to run again after a transaction that did not land.
+        transaction wrote rows but no event), a :class:`LedgerError`. A body
+        that wrote nothing is done either way. So ``body`` must be safe to run
+        again after a transaction that did not land.
         """
         for attempt in (1, 2):
             written: list[Event] | None = None
@@ -221,7 +222,7 @@ class Ledger:
                 return written
             except sa.exc.DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:  # (cut before the commit: nothing landed)
-                    landed = (self._landed(written) if written else None) if committing else False
+                    landed = (True if written is None else self._landed(written) if written else None) if committing else False
                     if landed is True:
                         return written
                     if landed is False:

@@ -102,18 +102,18 @@ class Worker:
         if not any(free.values()):
             return
         by_name = {s.name: s for s in self.stations}
-        slots: dict[int, int] = {}
+        # (the k-th experiment claimed on a station takes its k-th free slot; nothing is marked busy
+        # until the claim has landed, since a claim whose session was cut is run again)
+        slots = {s.name: [i for i in range(s.capacity) if i not in s.busy] for s in self.stations}
 
         def dispatched(claim: workqueue.Claim) -> NewEvent:
-            station = by_name[claim.instrument]
-            slots[claim.experiment_id] = station.take_slot()
             return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=claim.experiment_id,
-                            instrument=claim.instrument, payload={"cost": claim.cost, "slot": slots[claim.experiment_id]})
+                            instrument=claim.instrument, payload={"cost": claim.cost, "slot": slots[claim.instrument][claim.rank]})
 
         for claim in workqueue.claim(self.ledger, self.config.name, free, self.name, self.lease_s, dispatched):
-            station = by_name[claim.instrument]
-            self.tasks[claim.experiment_id] = self.executor.launch(claim.experiment_id, station, slots[claim.experiment_id],
-                                                                   claim.params, None)
+            station, slot = by_name[claim.instrument], slots[claim.instrument][claim.rank]
+            station.busy.add(slot)
+            self.tasks[claim.experiment_id] = self.executor.launch(claim.experiment_id, station, slot, claim.params, None)
             log.info("worker %s claimed experiment %d on %s: %s", self.name, claim.experiment_id, station.name, claim.params)
 
     def _finish(self, eid: int) -> None:

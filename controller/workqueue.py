@@ -34,6 +34,9 @@ class Claim:
     params: dict[str, Any]
     fidelity: float
     cost: float
+    rank: int = 0
+    """Its place among the experiments this claim took on its instrument (0, 1, ...):
+    which of the worker's free slots it runs in."""
 
 
 def _now() -> datetime:
@@ -48,9 +51,14 @@ def claim(
     lease_s: float,
     dispatched: Callable[[Claim], NewEvent],
 ) -> list[Claim]:
-    """Claim up to ``free[instrument]`` open experiments per instrument, oldest first."""
+    """Claim up to ``free[instrument]`` open experiments per instrument, oldest
+    first. A database session cut meanwhile claims nothing twice
+    (:meth:`Ledger.write`); ``dispatched`` may then be called again for
+    another claim, so it must change nothing outside the ledger."""
     claims: list[Claim] = []
-    with ledger.transaction() as conn:
+
+    def body(conn: sa.Connection) -> list[Event] | None:
+        claims.clear()  # (a transaction that did not land is run again)
         for instrument, n in free.items():
             if n <= 0:
                 continue
@@ -62,10 +70,10 @@ def claim(
             )
             if ledger.backend == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            for eid, params, fidelity, cost in conn.execute(query).all():
-                claims.append(Claim(int(eid), instrument, dict(params), float(fidelity), float(cost)))
+            for rank, (eid, params, fidelity, cost) in enumerate(conn.execute(query).all()):
+                claims.append(Claim(int(eid), instrument, dict(params), float(fidelity), float(cost), rank))
         if not claims:
-            return []
+            return None
         until = _now() + timedelta(seconds=lease_s)
         for c in claims:
             conn.execute(
@@ -73,8 +81,10 @@ def claim(
                 .where(WORK.c.campaign == campaign, WORK.c.experiment_id == c.experiment_id)
                 .values(state="claimed", worker=worker, lease_until=until)
             )
-        ledger.insert_events(conn, [dispatched(c) for c in claims])
-    return claims
+        return ledger.insert_events(conn, [dispatched(c) for c in claims])
+
+    ledger.write(body)
+    return list(claims)
 
 
 def renew(ledger: Ledger, campaign: str, worker: str, lease_s: float) -> int:
@@ -115,9 +125,9 @@ def settle(
     expired_only: bool = False,
 ) -> list[Event]:
     """Move rows in ``state`` (with ``expired_only``: whose lease ran out) to
-    ``new_state``, appending ``event(experiment_id, instrument)`` for each."""
-    with ledger.transaction() as conn:
-        return settle_in(conn, ledger, campaign, state, new_state, event, expired_only)
+    ``new_state``, appending ``event(experiment_id, instrument)`` for each. A
+    database session cut meanwhile settles nothing twice (:meth:`Ledger.write`)."""
+    return ledger.write(lambda conn: settle_in(conn, ledger, campaign, state, new_state, event, expired_only) or None) or []
 
 
 def settle_in(

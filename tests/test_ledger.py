@@ -254,3 +254,37 @@ def test_a_workers_result_survives_a_session_cut_at_its_commit(postgres_url: str
     with ledger.engine.connect() as conn:
         assert conn.execute(sa.select(WORK.c.state)).scalars().all() == ["done"]
     ledger.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_claims_and_settlements_survive_a_session_cut_at_their_commit(postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                                      after: bool) -> None:
+    """A worker's claim and a controller's settlement (withdrawing open work)
+    whose commit is cut: each experiment is claimed or settled once, with one
+    event, and the caller gets what landed."""
+    from selflab.controller import workqueue
+    from selflab.controller.ledger import WORK
+
+    ledger = Ledger(postgres_url)
+    ledger.append([NewEvent(campaign="c", kind="proposed", experiment_id=i, payload={"params": {"x": i / 10}}) for i in (1, 2, 3)],
+                  work=[{"campaign": "c", "experiment_id": i, "instrument": "q1", "state": "open", "params": {"x": i / 10},
+                         "fidelity": 1.0, "cost": 1.0} for i in (1, 2, 3)])
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after)
+    calls: list[int] = []
+
+    def dispatched(c: workqueue.Claim) -> NewEvent:
+        calls.append(c.experiment_id)
+        return NewEvent(campaign="c", kind="dispatched", experiment_id=c.experiment_id, instrument="q1", payload={"cost": 1.0, "slot": c.rank})
+
+    claims = workqueue.claim(ledger, "c", {"q1": 2}, "w", 30.0, dispatched)
+    assert len(cut) == 1 and [(c.experiment_id, c.rank) for c in claims] == [(1, 0), (2, 1)]
+    assert calls == ([1, 2] if after else [1, 2, 1, 2])  # (run again when the cut commit had not landed)
+    cut.clear()
+    settled = workqueue.settle(ledger, "c", "open", "withdrawn", lambda eid, instrument: NewEvent(
+        campaign="c", kind="abandoned", experiment_id=eid, instrument=instrument, payload={"reason": "not_dispatched"}))
+    assert len(cut) == 1 and [e.experiment_id for e in settled] == [3]
+    assert [(e.kind, e.experiment_id) for e in ledger.events("c")][3:] == [("dispatched", 1), ("dispatched", 2), ("abandoned", 3)]
+    with ledger.engine.connect() as conn:
+        assert dict(conn.execute(sa.select(WORK.c.experiment_id, WORK.c.state)).all()) == {1: "claimed", 2: "claimed", 3: "withdrawn"}
+    ledger.close()
