@@ -92,6 +92,12 @@ class ExperimentView:
             return "vetoed"
         return str(self.status)
 
+    @property
+    def failure_kind(self) -> str:
+        """Why a planner avoids this point: the failed event's ``error_kind``,
+        else the end reason (``bad_cost``, ``vetoed``), else ``error``."""
+        return self.error_kind or self.end_reason or "error"
+
 
 @dataclass
 class InstrumentView:

@@ -648,7 +648,7 @@ def failures(state: CampaignState) -> tuple[Failure, ...]:
     ``timeout`` or ``disconnected`` says nothing about the parameters, and a
     feasibility model leaves it out), those no instrument could price
     (``bad_cost``), then vetoed proposals (``vetoed``)."""
-    return tuple(Failure(params=e.params, fidelity=e.fidelity, kind=e.error_kind or e.end_reason or "error")
+    return tuple(Failure(params=e.params, fidelity=e.fidelity, kind=e.failure_kind)
                  for e in [*state.avoided(), *state.vetoed()])
 
 

@@ -139,11 +139,21 @@ from selflab.planners.device_choice import DeviceChoice, DevicePolicy
 from selflab.planners.encoding import Encoding
 from selflab.planners.evolving import search_encoding
 from selflab.planners.extrapolation import ExtrapolationRule, extrapolation_flags
-from selflab.planners.feasibility import Feasibility, FeasibilityWeighted, counts, encoded_failures, fit_feasibility
+from selflab.planners.feasibility import Feasibility, FeasibilityWeighted, encoded_failures, fit_feasibility
 from selflab.planners.learn import learn_acquisition, learning
 from selflab.planners.optimize import maximize, too_close
 from selflab.planners.pool_scale import RankScale
-from selflab.planners.protocol import LeaveOneOut, Observation, Pending, PlanContext, Prediction, Proposal, Recommendation, parse_options
+from selflab.planners.protocol import (
+    LeaveOneOut,
+    Observation,
+    Pending,
+    PlanContext,
+    Prediction,
+    Proposal,
+    Recommendation,
+    counts,
+    parse_options,
+)
 from selflab.planners.space import Objective, Point, SearchSpace
 from selflab.planners.surrogate import (
     LengthscalePrior,

@@ -9,15 +9,17 @@ adds ``log p`` to a log-scale acquisition such as qLogNEI), so that it avoids
 the region, not just the failed points. Each proposal's reason says the
 probability (``reason["feasibility"]["p_success"]``).
 
-**Which failures count** (:func:`counts`). Only a failure that says something
-about the parameters: the ledger's failure kinds (``Failed.error_kind``)
-``timeout`` and ``disconnected`` (:data:`UNINFORMATIVE_KINDS`) say only that
-the instrument or its link misbehaved, and are left out; every other kind
+**Which failures count** (:func:`~selflab.planners.protocol.counts`). Only a
+failure that says something about the parameters: the ledger's failure kinds
+(``Failed.error_kind``) ``timeout`` and ``disconnected``
+(:data:`~selflab.planners.protocol.UNINFORMATIVE_KINDS`) say only that the
+instrument or its link misbehaved, and are left out; every other kind
 (``bad_response`` after the retries, ``out_of_limits``, ``error`` — what
 ``Study.fail`` records —, a driver's own kind such as the reactor simulator's
 ``clogged``) counts. A failed point handed over without its kind (a plain
 :class:`~selflab.planners.protocol.Pending`) counts too, as it did before
-kinds were passed: the controller passes :class:`Failure` records to say more.
+kinds were passed: the controller passes
+:class:`~selflab.planners.protocol.Failure` records to say more.
 
 **The classifier.** botorch's ``SingleTaskVariationalGP`` with gpytorch's
 ``BernoulliLikelihood`` (probit link), its inducing points the training
@@ -62,22 +64,11 @@ from gpytorch.priors import GammaPrior
 from torch import Tensor
 
 from selflab.planners.encoding import Encoding
-from selflab.planners.protocol import Failure, Pending
+from selflab.planners.protocol import Pending, counts
 
-UNINFORMATIVE_KINDS = frozenset({"timeout", "disconnected", "vetoed", "bad_cost"})
-"""Failure kinds that say nothing about the chemistry at the parameters: the
-instrument or its link failed (``timeout``, ``disconnected``), a person refused
-the proposal (``vetoed``: the planner keeps away from its neighbourhood by
-``oversight.veto_radius`` instead), or no instrument could price it
-(``bad_cost``). The planner still avoids these points themselves."""
 MAX_INDUCING = 200
 """At most this many inducing points (chosen by botorch's greedy variance reduction beyond)."""
 _LOG_FLOOR = math.log(1e-12)
-
-
-def counts(failure: Pending) -> bool:
-    """Whether a failed experiment says something about its parameters (see module docs)."""
-    return not isinstance(failure, Failure) or failure.kind not in UNINFORMATIVE_KINDS
 
 
 @dataclass(frozen=True)

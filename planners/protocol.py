@@ -78,6 +78,21 @@ class Failure(Pending):
     kind: str
 
 
+UNINFORMATIVE_KINDS = frozenset({"timeout", "disconnected", "vetoed", "bad_cost"})
+"""Failure kinds that say nothing about the chemistry at the parameters: the
+instrument or its link failed (``timeout``, ``disconnected``), a person refused
+the proposal (``vetoed``: the planner keeps away from its neighbourhood by
+``oversight.veto_radius`` instead), or no instrument could price it
+(``bad_cost``). The planner still avoids these points themselves."""
+
+
+def counts(failure: Pending) -> bool:
+    """Whether a failed experiment says something about its parameters: any
+    :class:`Failure` but those of :data:`UNINFORMATIVE_KINDS`, and a plain
+    :class:`Pending` handed over without its kind."""
+    return not isinstance(failure, Failure) or failure.kind not in UNINFORMATIVE_KINDS
+
+
 class FidelityOption(_Record):
     """A fidelity some instrument serves, and what one experiment there costs."""
 

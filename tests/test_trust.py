@@ -29,8 +29,8 @@ from selflab.planners.calibration import (
 from selflab.planners.encoding import Encoding
 from selflab.planners.extrapolation import extrapolation_flags, is_extrapolating
 from selflab.planners.acquisition import build_acquisition
-from selflab.planners.feasibility import Failure, FeasibilityWeighted, counts, fit_feasibility
-from selflab.planners.protocol import Observation, OptionsError, Pending, PlanContext
+from selflab.planners.feasibility import FeasibilityWeighted, fit_feasibility
+from selflab.planners.protocol import Failure, Observation, OptionsError, Pending, PlanContext, counts
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
 from selflab.planners.surrogate import fit_surrogate, numerics
 

@@ -34,8 +34,7 @@ from selflab.instruments.errors import InstrumentError, InstrumentTimeout, OutOf
 from selflab.planners.baselines import SobolPlanner
 from selflab.planners.bo import BOPlanner
 from selflab.planners.calibration import DEFAULT_BAND, ScoredObservation
-from selflab.planners.feasibility import counts
-from selflab.planners.protocol import Failure
+from selflab.planners.protocol import Failure, counts
 from selflab.planners.space import FloatParameter, Objective, SearchSpace
 
 SPACE = SearchSpace(parameters=[FloatParameter(name="x", low=0, high=1), FloatParameter(name="z", low=0, high=1)])
@@ -238,3 +237,32 @@ def test_flagged_approval_holds_a_proposal_the_planner_marks_extrapolating(sqlit
         assert ExtrapolationFlagger().flags(held.params, held.reason) == ["extrapolating"]
     finally:
         study.close()
+
+
+def test_status_says_which_failures_the_planner_learns_from(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bo campaign on the flaky instrument (failures: learn, the default):
+    ``selflab status`` counts the failures that say something about the
+    parameters and those that do not, by kind, and gives the latest
+    proposal's probability of success."""
+    study = Study.create("clog", SPACE, [Y], ledger=sqlite_url, planner=BOPlanner(**FAST), clock="simulated")
+    try:
+        runner = Runner(study, {"flaky": Flaky()}, settings={"flaky": {"retries": 0, "max_consecutive_failures": 100}},
+                        stop={"max_experiments": 8})
+        asyncio.run(asyncio.wait_for(runner.run(), 120))
+        failed = study.state.with_status("failed")
+        by_kind = {k: sum(e.error_kind == k for e in failed) for k in {e.error_kind for e in failed}}
+        latest = max((e for e in study.state.experiments.values() if "feasibility" in e.reason), key=lambda e: e.experiment_id)
+    finally:
+        study.close()
+    assert by_kind.get("clogged") and by_kind.get("timeout"), by_kind
+    data = status_json(sqlite_url, capsys)["failures"]
+    ignored = {"timeout": by_kind["timeout"]}
+    assert data["counted"] == {k: n for k, n in by_kind.items() if k not in ignored} and data["ignored"] == ignored
+    assert data["mode"] == "learn" and data["experiment_id"] == latest.experiment_id
+    assert data["p_success"] == latest.reason["feasibility"]["p_success"] and 0 < data["p_success"] <= 1
+    assert main(["status", "--ledger", sqlite_url]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("failures   ")]
+    counted = sum(data["counted"].values())
+    assert line.startswith(f"failures   {counted} that say something about the parameters (") and f"clogged {by_kind['clogged']}" in line
+    assert f"; {by_kind['timeout']} that do not (timeout {by_kind['timeout']}); " in line, line
+    assert line.endswith(f"by the probability of success (experiment {latest.experiment_id}: {data['p_success']:.2f})"), line
