@@ -266,3 +266,6 @@ def test_status_says_which_failures_the_planner_learns_from(sqlite_url: str, cap
     assert line.startswith(f"failures   {counted} that say something about the parameters (") and f"clogged {by_kind['clogged']}" in line
     assert f"; {by_kind['timeout']} that do not (timeout {by_kind['timeout']}); " in line, line
     assert line.endswith(f"by the probability of success (experiment {latest.experiment_id}: {data['p_success']:.2f})"), line
+    with serve(sqlite_url) as server:  # the console's campaign page shows the same line
+        page = httpx.get(server.url.rstrip("/") + "/c/clog", timeout=30).text
+    assert 'id="failures"' in page and html.escape(data["line"]) in page
