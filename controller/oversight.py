@@ -417,13 +417,17 @@ class OversightWriter:
         return CampaignState.replay(self.campaign, self.ledger.events(self.campaign))
 
     def _write(self, build: Any) -> Event:
-        """Replay, check and append in one write transaction (``build(state) -> NewEvent``)."""
-        with self.ledger.transaction() as conn:
+        """Replay, check and append in one write transaction (``build(state) -> NewEvent``;
+        a database session cut meanwhile records the action once: :meth:`Ledger.write`)."""
+
+        def body(conn: sa.Connection) -> list[Event]:
             state = self.state()
             if state.starts == 0:
                 raise ActionRefused(f"the ledger {self.ledger.display_url} holds no campaign {self.campaign!r}; nothing was written", 404)
-            [event] = self.ledger.insert_events(conn, [build(state)])
-            return event
+            return self.ledger.insert_events(conn, [build(state)])
+
+        [event] = self.ledger.write(body) or []
+        return event
 
     def approve(self, eid: int, *, by: str = "", reason: str = "") -> Event:
         return self._write(lambda state: approve_event(state, eid, by=by, reason=reason))

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from selflab.controller.config import ConfigError, parse_config
@@ -86,15 +87,19 @@ class SpaceWriter:
         return CampaignState.replay(self.campaign, self.ledger.events(self.campaign))
 
     def edit(self, edit: SpaceEdit, *, by: str = "", reason: str = "") -> Event:
-        """Record ``edit``; raises :class:`EditRefused` (one line, nothing written)."""
+        """Record ``edit``; raises :class:`EditRefused` (one line, nothing written).
+        A database session cut meanwhile records it once (:meth:`Ledger.write`)."""
         limits = campaign_limits(self.state().config)  # (drivers are built outside the write transaction)
-        with self.ledger.transaction() as conn:
+
+        def body(conn: sa.Connection) -> list[Event]:
             state = self.state()
             if state.starts == 0:
                 raise EditRefused(f"the ledger {self.ledger.display_url} holds no campaign {self.campaign!r}; nothing was written")
             payload = edit_payload(state.space_view, edit, limits, by=by or default_actor(), reason=reason, origin=origin())
-            [event] = self.ledger.insert_events(conn, [NewEvent(campaign=self.campaign, kind="space_changed", payload=payload)])
-            return event
+            return self.ledger.insert_events(conn, [NewEvent(campaign=self.campaign, kind="space_changed", payload=payload)])
+
+        [event] = self.ledger.write(body) or []
+        return event
 
 
 def campaign_limits(config: Mapping[str, Any] | None) -> dict[str, dict[str, tuple[float, float]]]:

@@ -288,3 +288,30 @@ def test_claims_and_settlements_survive_a_session_cut_at_their_commit(postgres_u
     with ledger.engine.connect() as conn:
         assert dict(conn.execute(sa.select(WORK.c.experiment_id, WORK.c.state)).all()) == {1: "claimed", 2: "claimed", 3: "withdrawn"}
     ledger.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_a_persons_action_is_recorded_once_when_its_commit_is_cut(postgres_url: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """A note from the console or ``selflab note``, and a ``selflab space``
+    edit, whose commit is cut: each is recorded once and returned (before, the
+    person got a database error and, had it landed, a retry recorded it twice)."""
+    from conftest import quadratic_config
+
+    from selflab.controller.config import parse_config
+    from selflab.controller.oversight import OversightWriter
+    from selflab.controller.space_cmd import SpaceWriter
+    from selflab.controller.space_edits import SpaceEdit
+
+    ledger = Ledger(postgres_url)
+    snapshot = parse_config(quadratic_config(ledger=postgres_url)).model_dump(mode="json")
+    ledger.append([NewEvent(campaign="quad", kind="campaign_started", payload={"config": snapshot, "version": "x", "seed": 0, "clock": "wall"})])
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after)
+    with OversightWriter(ledger, "quad") as writer:
+        note = writer.note("the lab is warm today", by="ada")
+    assert len(cut) == 1 and note.kind == "note"
+    cut.clear()
+    edit = SpaceWriter(ledger, "quad").edit(SpaceEdit(op="widen", parameter="x", values=[0, 2]), by="ada")
+    assert len(cut) == 1 and edit.kind == "space_changed"
+    assert [(e.kind, e.id) for e in ledger.events("quad")][1:] == [("note", note.id), ("space_changed", edit.id)]
+    ledger.close()
