@@ -16,8 +16,8 @@ the ledger alone (:func:`summarize`):
   ``recommendation_seconds``: beside each, the seconds the campaign's
   recommendations took since the proposal before it (the runner asks for one
   after each result; its model fit is the one the next proposal finds
-  cached), so that ``step_seconds`` (their sum) is the planner's whole cost
-  per proposal;
+  cached), so that their sum is the planner's whole cost per proposal
+  (``BenchResult.median_step_seconds``);
 * ``makespan_seconds``: simulated seconds from start to the last event;
 * pools only: ``top5_trace`` (fraction of the top-5 % rows found after each
   evaluation) and ``evaluations_to_80pct_top5`` (first evaluation at which it
