@@ -221,8 +221,13 @@ class Ledger:
                     committing = True
                 return written
             except sa.exc.DBAPIError as exc:
-                if attempt == 1 and exc.connection_invalidated:  # (cut before the commit: nothing landed)
-                    landed = (True if written is None else self._landed(written) if written else None) if committing else False
+                if attempt == 1 and exc.connection_invalidated:
+                    if not committing:  # (cut before the commit: nothing landed)
+                        landed: bool | None = False
+                    elif written is None:  # (the body wrote nothing: nothing to lose)
+                        landed = True
+                    else:  # (its events looked up; rows but no event: unknown)
+                        landed = self._landed(written) if written else None
                     if landed is True:
                         return written
                     if landed is False:

@@ -98,13 +98,13 @@ class Worker:
         return ran
 
     def _claim(self) -> None:
-        free = {s.name: s.free for s in self.stations}
-        if not any(free.values()):
-            return
-        by_name = {s.name: s for s in self.stations}
         # (the k-th experiment claimed on a station takes its k-th free slot; nothing is marked busy
         # until the claim has landed, since a claim whose session was cut is run again)
         slots = {s.name: [i for i in range(s.capacity) if i not in s.busy] for s in self.stations}
+        free = {name: len(ids) for name, ids in slots.items()}
+        if not any(free.values()):
+            return
+        by_name = {s.name: s for s in self.stations}
 
         def dispatched(claim: workqueue.Claim) -> NewEvent:
             return NewEvent(campaign=self.config.name, kind="dispatched", experiment_id=claim.experiment_id,

@@ -101,7 +101,7 @@ correlation; ``None`` for a model conditioned on data it was not fitted to;
   points only, and the reason says why; ``failures: learn`` set explicitly
   beside ``acquisition: ucb`` or ``ts`` is refused. Failures the ledger says
   were timeouts or disconnections do not count
-  (:class:`~selflab.planners.feasibility.Failure` carries the kind).
+  (:class:`~selflab.planners.protocol.Failure` carries the kind).
 
 Its model can be looked at (:class:`~selflab.planners.protocol.Predictor`, what
 ``selflab report`` draws): :meth:`BOPlanner.predict` gives the posterior of
@@ -173,6 +173,10 @@ _NUMERIC_ERRORS = (SurrogateError, BotorchError, NotPSDError, NanError, torch.li
 _GUARD_CANDIDATES = 512
 NO_MODEL = DeviceChoice(torch.device("cpu"), "no model (Sobol points): nothing ran on a GPU")
 """The device of an initial-design proposal's reason."""
+
+
+LOG_SCALE_ACQUISITIONS = ("auto", "qlognei")
+"""``acquisition`` settings whose values are log-scale, which ``failures: learn``'s log probability of success can weight."""
 
 
 class BOOptions(BaseModel):
@@ -258,7 +262,7 @@ class BOOptions(BaseModel):
 
     @model_validator(mode="after")
     def _learn_needs_log_acquisition(self) -> BOOptions:
-        if "failures" in self.model_fields_set and self.failures == "learn" and self.acquisition not in ("auto", "qlognei"):
+        if "failures" in self.model_fields_set and self.failures == "learn" and self.acquisition not in LOG_SCALE_ACQUISITIONS:
             raise ValueError(f"failures: learn weights qlognei's log-scale acquisition; with acquisition: {self.acquisition} "
                              "use failures: avoid")
         return self
@@ -269,7 +273,7 @@ class BOOptions(BaseModel):
         values are not log-scale; ``objective: learn``), with the reason why."""
         if self.failures == "avoid":
             return "avoid", None
-        if self.acquisition not in ("auto", "qlognei"):
+        if self.acquisition not in LOG_SCALE_ACQUISITIONS:
             return "avoid", f"acquisition: {self.acquisition} is not log-scale, so the probability of success cannot weight it"
         if learning_objective:
             return "avoid", "objective: learn reduces the model's variance; it has no acquisition to weight"
