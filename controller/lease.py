@@ -43,6 +43,7 @@ import sqlalchemy as sa
 
 from selflab.controller.identity import is_same_process, process_identity
 from selflab.controller.ledger import LEASES, Ledger, LedgerError
+from selflab.controller.ledger_errors import LeaseHeld
 
 log = logging.getLogger("selflab")
 
@@ -131,10 +132,10 @@ def acquire(conn: sa.Connection, campaign: str, ttl_s: float = LEASE_TTL_S) -> i
     return holder.epoch + 1
 
 
-def held_error(campaign: str, holder: Holder, now: datetime) -> LedgerError:
+def held_error(campaign: str, holder: Holder, now: datetime) -> LeaseHeld:
     """The refusal of a second controller: who runs ``campaign``, and what to do."""
     left = (holder.expires_at - now).total_seconds()
-    return LedgerError(
+    return LeaseHeld(
         f"campaign {campaign!r} is already being run by {holder} (lease renewed "
         f"{(now - holder.renewed_at).total_seconds():.0f} s ago); stop it first (selflab stop), "
         f"or, if that process is dead, wait {left:.0f} s for its lease to expire"

@@ -197,9 +197,10 @@ class Ledger:
         assert written is not None
         return written
 
-    def write(self, body: Callable[[sa.Connection], list[Event] | None]) -> list[Event] | None:
+    def write(self, body: Callable[[sa.Connection], list[Event] | None], lock_wait_s: float | None = None) -> list[Event] | None:
         """Run ``body`` in one write transaction; return what it returned: the
-        events it inserted, or ``None`` when it wrote nothing at all.
+        events it inserted, or ``None`` when it wrote nothing at all
+        (``lock_wait_s``: as :meth:`transaction`'s).
 
         A database session cut while the transaction ran (an idle timeout, a
         pooler, a firewall, ``pg_terminate_backend``) is retried once on a
@@ -216,7 +217,7 @@ class Ledger:
             written: list[Event] | None = None
             committing = False
             try:
-                with self.transaction() as conn:
+                with self.transaction(lock_wait_s) as conn:
                     written = body(conn)
                     committing = True
                 return written

@@ -2,6 +2,7 @@
 
 :class:`LedgerError` says why a ledger cannot be opened, read or written;
 :class:`LeaseLost` says another controller took the campaign over;
+:class:`LeaseHeld` says a live controller runs the campaign already;
 :class:`LedgerBusy` says a write waited too long for another's lock. The
 helpers turn SQLAlchemy's and pydantic's errors into one short line.
 """
@@ -21,6 +22,11 @@ class LedgerError(Exception):
 class LeaseLost(LedgerError):
     """This process's appends were refused because another controller took
     the campaign's lease (see :mod:`selflab.controller.lease`): it must stop."""
+
+
+class LeaseHeld(LedgerError):
+    """A live controller holds the campaign's lease (see
+    :mod:`selflab.controller.lease`): this process may not take it."""
 
 
 class LedgerBusy(LedgerError):

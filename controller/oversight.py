@@ -45,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import random
 import socket
@@ -56,6 +57,7 @@ import sqlalchemy as sa
 from selflab.controller import lease
 from selflab.controller.events import ExperimentState
 from selflab.controller.ledger import Event, Ledger, LedgerError, NewEvent
+from selflab.controller.ledger_errors import LeaseHeld, LedgerBusy
 from selflab.controller.ledger_schema import LEASES
 from selflab.controller.projection import CampaignState, ExperimentView
 from selflab.controller.readings import ReadingError, clean_readings
@@ -63,6 +65,8 @@ from selflab.controller.record import StudyError
 from selflab.planners.protocol import Proposal
 from selflab.planners.reasons import is_extrapolating
 from selflab.planners.space import CategoricalParameter, FloatParameter, IntParameter, SearchSpace, brief
+
+log = logging.getLogger("selflab")
 
 APPROVAL_POLICIES = ("off", "all", "flagged")
 
@@ -480,14 +484,25 @@ class OversightWriter:
         return self._fulfil_without_holder() or request
 
     def _fulfil_without_holder(self) -> Event | None:
-        """Record open attach requests as ``attached`` when no controller holds the lease."""
+        """Record open attach requests as ``attached`` when no controller holds
+        the lease (taking it for this one transaction). ``None`` when a live
+        controller holds it (it records them within a second) or the ledger
+        could not be written (a session cut twice, say: the requests stay
+        open, and the next controller to start records them)."""
+
+        def body(conn: sa.Connection) -> list[Event] | None:
+            epoch = lease.acquire(conn, self.campaign, 10.0)
+            written = self.ledger.insert_events(conn, fulfil_attach_requests(self.state(), self.campaign, None))
+            conn.execute(sa.update(LEASES).where(LEASES.c.campaign == self.campaign, LEASES.c.epoch == epoch).values(released=True))
+            return written or None  # (the lease taken and released again: nothing that matters was written)
+
         try:
-            with self.ledger.transaction(lock_wait_s=5.0) as conn:  # (a person is not kept waiting on a stuck writer)
-                epoch = lease.acquire(conn, self.campaign, 10.0)
-                state = self.state()
-                written = self.ledger.insert_events(conn, fulfil_attach_requests(state, self.campaign, None))
-                conn.execute(sa.update(LEASES).where(LEASES.c.campaign == self.campaign, LEASES.c.epoch == epoch).values(released=True))
-        except LedgerError:  # a live controller holds it: it records the request within a second
+            written = self.ledger.write(body, lock_wait_s=5.0)  # (a person is not kept waiting on a stuck writer)
+        except (LeaseHeld, LedgerBusy):  # (a live controller: it records the requests)
+            return None
+        except LedgerError as exc:
+            log.warning("campaign %s: the attach request is recorded; recording it as attached failed (%s), "
+                        "so the next controller to start will", self.campaign, exc)
             return None
         return written[-1] if written else None
 

@@ -169,40 +169,53 @@ class CampaignRecord:
 
     def _start_in_transaction(self, name: str, resume: bool, lease_ttl_s: float, clock: str, on_start: StartHook | None,
                               resume_hint: str) -> int:
-        with self.ledger.transaction(lock_wait_s=lease.START_LOCK_WAIT_S) as conn:
+        """The start's one transaction, through :meth:`Ledger.write`: a database
+        session cut meanwhile runs it again, or, when the cut commit landed,
+        keeps what landed (the lease, ``campaign_started``), instead of failing
+        the start. So everything it does is done again from the replay."""
+        epoch = 0
+
+        def body(conn: sa.Connection) -> list[Event]:
+            nonlocal epoch
             epoch = lease.acquire(conn, name, lease_ttl_s)
             self.ledger.fence(name, epoch)
-            try:
-                self.state = CampaignState.replay(name, self.ledger.events(name))
-                # A campaign that never proposed anything (its instruments never
-                # connected, say) starts afresh, with the config as it is now.
-                resumed = self.state.starts > 0 and bool(self.state.experiments)
-                if resumed and not resume:
-                    raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
-                                     f"({self.state.counts()['completed']} completed experiments); {resume_hint}")
-                changed = changed_problem(self.state.config, self._snapshot) if resumed else []
-                if changed:
-                    raise StudyError(f"the {' and '.join(changed)} differ from those campaign {name!r} was started with; "
-                                     "a changed problem needs a new campaign name")
-                if resumed and self.state.clock != clock:
-                    raise StudyError(f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the "
-                                     f"{clock} clock; set clock: {self.state.clock}")
-                if clock == "simulated":
-                    self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
-                else:
-                    self.clock = WallClock(started_at=self.state.started_at)
-                started = NewEvent(campaign=name, kind="campaign_started", at=self.clock.now(),
-                                   payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch,
-                                                           "study" if on_start is None else "run"))
-                for event in self.ledger.insert_events(conn, [started]):
-                    self.state.apply(event)
-                for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:
-                    self.state.apply(event)
-                for event in self.ledger.insert_events(conn, attach_events(self.state, name, self.clock.now())):
-                    self.state.apply(event)
-            except BaseException:
-                self.ledger.fence(name, None)
-                raise
+            self.state = CampaignState.replay(name, self.ledger.events(name))
+            # A campaign that never proposed anything (its instruments never
+            # connected, say) starts afresh, with the config as it is now.
+            resumed = self.state.starts > 0 and bool(self.state.experiments)
+            if resumed and not resume:
+                raise StudyError(f"the ledger {self.ledger.display_url} already holds campaign {name!r} "
+                                 f"({self.state.counts()['completed']} completed experiments); {resume_hint}")
+            changed = changed_problem(self.state.config, self._snapshot) if resumed else []
+            if changed:
+                raise StudyError(f"the {' and '.join(changed)} differ from those campaign {name!r} was started with; "
+                                 "a changed problem needs a new campaign name")
+            if resumed and self.state.clock != clock:
+                raise StudyError(f"campaign {name!r} ran on the {self.state.clock} clock and cannot resume on the "
+                                 f"{clock} clock; set clock: {self.state.clock}")
+            if clock == "simulated":
+                self.clock = SimClock(started_at=self.state.started_at, now=self.state.last_at)
+            else:
+                self.clock = WallClock(started_at=self.state.started_at)
+            started = NewEvent(campaign=name, kind="campaign_started", at=self.clock.now(),
+                               payload=started_payload(self._snapshot, self.problem.seed, clock, resumed, epoch,
+                                                       "study" if on_start is None else "run"))
+            written = self.ledger.insert_events(conn, [started])
+            for event in written:
+                self.state.apply(event)
+            for event in on_start(conn, self.state, self.clock.now()) if on_start is not None else []:
+                self.state.apply(event)
+                written.append(event)
+            for event in self.ledger.insert_events(conn, attach_events(self.state, name, self.clock.now())):
+                self.state.apply(event)
+                written.append(event)
+            return written
+
+        try:
+            self.ledger.write(body, lock_wait_s=lease.START_LOCK_WAIT_S)
+        except BaseException:
+            self.ledger.fence(name, None)
+            raise
         self._followed = self.state.last_position
         return epoch
 

@@ -187,18 +187,19 @@ def test_processes_creating_one_ledger_at_once_all_succeed(ledger_url: str) -> N
 # --- a Postgres session cut at the commit ---------------------------------------------------
 
 
-def _cut_at_commit(monkeypatch: pytest.MonkeyPatch, url: str, *, after: bool) -> list[int]:
-    """The next commit on any psycopg connection is cut: its session is ended
+def _cut_at_commit(monkeypatch: pytest.MonkeyPatch, url: str, *, after: bool, skip: int = 0) -> list[int]:
+    """The next commit (after ``skip`` others) on any psycopg connection is cut: its session is ended
     by ``pg_terminate_backend`` before the commit reaches the server
     (``after=False``, a real cut), or the commit lands and the connection
     then breaks before its answer is read (``after=True``: that moment cannot
     be hit from outside, so it is injected). Returns the cut sessions' pids."""
     import psycopg
 
-    original, cut = psycopg.Connection.commit, []
+    original, cut, passed = psycopg.Connection.commit, [], [0]
 
     def commit(self: psycopg.Connection) -> None:
-        if cut:
+        if cut or passed[0] < skip:
+            passed[0] += 1
             return original(self)
         cut.append(self.info.backend_pid)
         if after:
@@ -314,4 +315,59 @@ def test_a_persons_action_is_recorded_once_when_its_commit_is_cut(postgres_url: 
     edit = SpaceWriter(ledger, "quad").edit(SpaceEdit(op="widen", parameter="x", values=[0, 2]), by="ada")
     assert len(cut) == 1 and edit.kind == "space_changed"
     assert [(e.kind, e.id) for e in ledger.events("quad")][1:] == [("note", note.id), ("space_changed", edit.id)]
+    ledger.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_an_attach_without_a_holder_is_recorded_once_when_its_commit_is_cut(postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                                            after: bool) -> None:
+    """``selflab attach`` with no controller running: the request commits, then
+    the writer takes the lease to record it as attached, and that commit is
+    cut. The person gets the attached experiment, the ledger holds it once and
+    the lease is released (before, a database error, and a retry attached the
+    experiment twice had the cut commit landed)."""
+    from conftest import quadratic_config
+
+    from selflab.controller.config import parse_config
+    from selflab.controller.lease import active_holder
+    from selflab.controller.oversight import OversightWriter
+
+    ledger = Ledger(postgres_url)
+    snapshot = parse_config(quadratic_config(ledger=postgres_url)).model_dump(mode="json")
+    ledger.append([NewEvent(campaign="quad", kind="campaign_started", payload={"config": snapshot, "version": "x", "seed": 0, "clock": "wall"})])
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after, skip=1)
+    with OversightWriter(ledger, "quad") as writer:
+        attached = writer.attach({"x": 0.4, "z": 0.4}, {"y": 0.5}, by="ada")
+        assert len(cut) == 1, "the fulfilment's commit was not cut"
+        assert attached.kind == "attached" and attached.payload["by"] == "ada"
+        kinds = [e.kind for e in ledger.events("quad")]
+        assert kinds == ["campaign_started", "attach_requested", "attached"], kinds
+        assert writer.state().experiments[attached.experiment_id or 0].outcomes == {"y": 0.5}
+    assert active_holder(ledger, "quad") is None
+    ledger.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [False, True], ids=["rolled_back", "landed"])
+def test_a_start_whose_commit_is_cut_starts_once(postgres_url: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """The start's transaction (take the lease, replay, ``campaign_started``)
+    has its commit cut: the study starts all the same, with one
+    ``campaign_started``, holds the lease, and its appends pass the fence
+    (before, the start failed with a database error)."""
+    from selflab.controller.lease import active_holder
+    from selflab.controller.study import Study
+    from selflab.planners.baselines import RandomPlanner
+    from selflab.planners.space import FloatParameter, Objective
+
+    ledger = Ledger(postgres_url)  # (opening it commits the schema)
+    cut = _cut_at_commit(monkeypatch, postgres_url, after=after)
+    with Study.create("cut-start", [FloatParameter(name="x", low=0, high=1)], [Objective(name="y")],
+                      ledger=ledger, planner=RandomPlanner(), seed=0) as study:
+        assert len(cut) == 1, "the start's commit was not cut"
+        (trial,) = study.ask()
+        study.tell(trial.trial_id, {"y": 0.5})
+        holder = active_holder(ledger, "cut-start")
+        assert holder is not None and holder.epoch == 1
+    assert [e.kind for e in ledger.events("cut-start")] == ["campaign_started", "proposed", "completed", "campaign_stopped"]
     ledger.close()
