@@ -19,8 +19,8 @@ Per seed:
   what the guard protects against).
 
 All arms use the ``bo`` planner with the same, reduced optimizer effort
-(``--restarts``, ``--raw-samples``), the same seed and the same initial design,
-one experiment at a time (a plain propose/observe loop: the planner sees the
+(``--restarts``, ``--raw-samples``) and the same seed, with the planner's
+default initial design (a warm start's is half the cold start's), one experiment at a time (a plain propose/observe loop: the planner sees the
 source rows exactly as ``warm_start`` passes them in a campaign). A run that
 does not reach the target counts as ``budget + 1``.
 
@@ -88,13 +88,19 @@ def evaluations_to_target(observations: list[Observation], budget: int) -> int:
 
 
 def source_campaign(args: argparse.Namespace) -> list[Observation]:
-    """The earlier campaign on the related system: 40 BO evaluations (seed 1000), shared by every target seed
-    (kept in ``--source-cache`` when given, so that several processes share one)."""
+    """The earlier campaign on the related system: 40 BO evaluations (seed 1000), or with ``--source-design
+    sobol`` 40 scrambled Sobol points (a screening study rather than an optimization), shared by every target
+    seed (kept in ``--source-cache`` when given, so that several processes share one)."""
     cache: Path | None = args.source_cache
     if cache is not None and cache.exists():
         return [Observation.model_validate(o) for o in json.loads(cache.read_text())]
     options = {"num_restarts": args.restarts, "raw_samples": args.raw_samples, "maxiter": args.maxiter}
-    source = campaign(related, args.source_seed, 40, options)[0]
+    if args.source_design == "sobol":
+        U = torch.quasirandom.SobolEngine(6, scramble=True, seed=args.source_seed).draw(40, dtype=torch.float64)
+        points = [{f"x{i}": float(u[i - 1]) for i in range(1, 7)} for u in U]
+        source = [Observation(params=p, outcomes={"y": related(p)}) for p in points]
+    else:
+        source = campaign(related, args.source_seed, 40, options)[0]
     if cache is not None:
         cache.write_text(json.dumps([o.model_dump(mode="json") for o in source]))
     return source
@@ -142,20 +148,21 @@ def summary(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
     return out
 
 
-def plot(runs: list[dict[str, Any]], arms: list[str], path: Path, source_seed: int, budget: int) -> None:
+def plot(runs: list[dict[str, Any]], arms: list[str], path: Path, source_seed: int, budget: int, source_design: str = "bo") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     data = [[r[arm]["evaluations"] for r in runs] for arm in arms]
     ax.boxplot(data, showmeans=False)
     ax.set_xticks(range(1, len(arms) + 1), arms)
     for i, values in enumerate(data, start=1):
         ax.scatter([i + random.Random(j).uniform(-0.12, 0.12) for j in range(len(values))], values, s=12, alpha=0.6)
     ax.set_ylabel(f"evaluations to regret <= {TARGET_REGRET}\n({budget + 1}: not reached in {budget})")
-    ax.set_title(f"Hartmann6 warm start from a related 40-point campaign (source seed {source_seed}), {len(runs)} seeds", fontsize=10)
+    source = f"40-point {source_design} campaign" if source_design == "bo" else "40-point Sobol screening"
+    ax.set_title(f"Hartmann6 warm start from a related {source} (source seed {source_seed}), {len(runs)} seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -171,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["cold", "warm", "unrelated"],
                         help="of cold, warm, unrelated, unrelated_unguarded")
     parser.add_argument("--source-seed", type=int, default=1000, help="the seed of the source campaign")
+    parser.add_argument("--source-design", choices=["bo", "sobol"], default="bo",
+                        help="how the source's 40 points were chosen: a bo campaign (default) or a Sobol screening design")
     parser.add_argument("--source-cache", type=Path, help="JSON file holding the source campaign (written when absent)")
     parser.add_argument("--merge", type=Path, nargs="+", help="summarize (and plot) the runs of these --json files instead of running")
     parser.add_argument("--json", type=Path)
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(text)
     if args.plot:
-        plot(runs, args.arms, args.plot, args.source_seed, args.budget)
+        plot(runs, args.arms, args.plot, args.source_seed, args.budget, args.source_design)
     return 0
 
 

@@ -6,8 +6,8 @@ fits the GPs, :mod:`selflab.planners.acquisition` builds the acquisition functio
 tensor rows and back.
 
 A campaign's first ``n_init`` proposals (default :func:`default_n_init`:
-``max(5, d)``, rounded down to whole rounds when several experiments run at
-once; ledger position ``context.step``) come from :class:`~selflab.planners.baselines.SobolPlanner`
+``max(5, d)``, half that with ``warm_start`` sources, rounded down to whole
+rounds when several experiments run at once; ledger position ``context.step``) come from :class:`~selflab.planners.baselines.SobolPlanner`
 (``"sobol_init"``), as does any call with fewer than two usable observations
 or with fewer than ``n_init`` results or failures (with several experiments
 in flight the first model waits for results, not just proposals);
@@ -192,7 +192,8 @@ class BOOptions(BaseModel):
     )
     beta: float = Field(2.0, gt=0, description="acquisition: ucb: the exploration weight (botorch's beta: mean + sqrt(beta) std)")
     n_init: int | None = Field(
-        None, ge=1, description="Sobol points before the first model; default max(5, d), rounded down to whole rounds with several slots (default_n_init)"
+        None, ge=1, description="Sobol points before the first model; default max(5, d), half that (at least 2) with warm_start "
+        "sources, rounded down to whole rounds with several slots (default_n_init)"
     )
     center_first: bool = Field(True, description="the campaign's first point is the centre of the space (a pool: the row nearest it)")
     num_restarts: int = Field(12, ge=1, description="optimizer restarts")
@@ -497,7 +498,7 @@ class BOPlanner:
 
     def _initial(self, space: SearchSpace, n_data: int, n: int, pending: Sequence[Pending], context: PlanContext) -> bool:
         """Whether this proposal still belongs to the initial design (no model yet)."""
-        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending))
+        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending), warm=bool(context.warm_start))
         # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
         # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
         return context.step < n_init or n_data < 2 or n_data + len(context.failed) < n_init
@@ -806,8 +807,10 @@ def large_data_logei(options: BOOptions, objectives: Sequence[Objective], contex
             and not objectives[0].learn and not context.constraints and avoided == 0 and not feasibility and float_or_pool)
 
 
-def default_n_init(dim: int, slots: int = 1) -> int:
-    """Sobol points before the first model: ``max(5, dim)``; with ``slots > 1``
+def default_n_init(dim: int, slots: int = 1, warm: bool = False) -> int:
+    """Sobol points before the first model: ``max(5, dim)``, or with
+    ``warm`` (``warm_start`` sources: the source already tells the model the
+    function's shape and scales) half that, at least 2; with ``slots > 1``
     experiments at once (those asked for plus those in flight), rounded down
     to whole rounds of ``slots``, at least one round, so that the round after
     the initial design already comes from the model.
@@ -816,11 +819,16 @@ def default_n_init(dim: int, slots: int = 1) -> int:
     ``n_init`` 6 (two Sobol rounds, 8 points) 0.0008 median regret, 21 of 30
     seeds in the global basin; one round of 4 points 0.0006, 24 of 30, and
     ahead on each set of 10 seeds (seeds 0-9: 0.0605 against 0.0005).
+    With a warm start (``benchmarks/warm_start.py``, 10 seeds, evaluations to
+    regret 0.1; benchmarks/RESULTS.md, Session 16): 3 points instead of 6 took
+    a Sobol-screened related source from 20 to 18 (cold start 27.5) and a
+    related ``bo`` campaign from 12 to 9.5, while a shuffled (unrelated)
+    source stayed below the cold start's count.
 
-    >>> default_n_init(6), default_n_init(6, slots=4), default_n_init(6, slots=3), default_n_init(2, slots=8)
-    (6, 4, 6, 8)
+    >>> default_n_init(6), default_n_init(6, slots=4), default_n_init(6, slots=3), default_n_init(2, slots=8), default_n_init(6, warm=True)
+    (6, 4, 6, 8, 3)
     """
-    base = max(5, dim)
+    base = max(5, dim) if not warm else max(2, (max(5, dim) + 1) // 2)
     return base if slots <= 1 else max(slots, base // slots * slots)
 
 

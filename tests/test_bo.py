@@ -570,6 +570,28 @@ def test_default_initial_design_is_whole_rounds_of_the_slots_in_use() -> None:
     assert async_slot[0].reason["strategy"] == "sobol_init"  # 4 slots, but 1 result: the first model waits for 4
 
 
+def test_a_warm_start_halves_the_default_initial_design() -> None:
+    """6-D: 6 Sobol points before the first model, but 3 with a warm-start
+    source (its rows already tell the model the function's shape)."""
+    from selflab.planners.protocol import SourceTask
+
+    space = SearchSpace(parameters=[FloatParameter(name=f"x{i}", low=0, high=1) for i in range(6)])
+    minimize = [Objective(name="y", direction="minimize")]
+
+    def bowl(p: Point) -> dict[str, float]:
+        return {"y": sum((float(v) - 0.3) ** 2 for v in p.values())}
+
+    rng = np.random.default_rng(4)
+    source = SourceTask(name="last month", observations=tuple(observe([space.from_unit(u) for u in rng.random((12, 6))], bowl)))
+    three = observe([space.from_unit(u) for u in rng.random((3, 6))], bowl)
+    fast = {k: v for k, v in FAST.items() if k != "n_init"}
+    assert default_n_init(6, warm=True) == 3 and default_n_init(2, warm=True) == 3 and default_n_init(6, 4, warm=True) == 4
+    cold = BOPlanner(**fast).propose(space, minimize, three, [], 1, context=PlanContext(step=3))
+    assert cold[0].reason["strategy"] == "sobol_init"
+    (warm,) = BOPlanner(**fast).propose(space, minimize, three, [], 1, context=PlanContext(step=3, warm_start=(source,)))
+    assert warm.reason["strategy"] == "bo" and warm.reason["warm_start"]["source_rows"] == {"last month": 12}
+
+
 def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
     minimize = [Objective(name="y", direction="minimize")]
     points = [XZ.from_unit(u) for u in np.random.default_rng(5).random((8, 2))]

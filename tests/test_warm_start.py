@@ -67,7 +67,7 @@ def test_warm_start_from_a_campaign_in_the_same_ledger_proposes_with_the_multita
     ledger = Ledger(sqlite_url)
     run_source(ledger, "old", related)
     with warm_target(ledger, [{"campaign": "old"}]) as study:
-        assert all(t.reason["strategy"] in ("center", "sobol_init") for t in study.trials())  # (the initial design is the cold start's)
+        assert all(t.reason["strategy"] in ("center", "sobol_init") for t in study.trials())  # (its n_init: 4)
         (trial,) = study.ask()
     warm = trial.reason["warm_start"]
     source = f"old@{sqlite_url}"
