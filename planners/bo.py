@@ -498,7 +498,8 @@ class BOPlanner:
 
     def _initial(self, space: SearchSpace, n_data: int, n: int, pending: Sequence[Pending], context: PlanContext) -> bool:
         """Whether this proposal still belongs to the initial design (no model yet)."""
-        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending), warm=bool(context.warm_start))
+        warm = any(source.observations for source in context.warm_start)  # (a source whose rows all lay outside the space tells nothing)
+        n_init = self.options.n_init or default_n_init(space.dim, n + len(pending), warm=warm)
         # (with several experiments in flight, the first model waits for n_init results, not n_init proposals:
         # Hartmann6, 4 slots, 10 seeds: median regret 0.196 -> 0.141)
         return context.step < n_init or n_data < 2 or n_data + len(context.failed) < n_init

@@ -572,7 +572,8 @@ def test_default_initial_design_is_whole_rounds_of_the_slots_in_use() -> None:
 
 def test_a_warm_start_halves_the_default_initial_design() -> None:
     """6-D: 6 Sobol points before the first model, but 3 with a warm-start
-    source (its rows already tell the model the function's shape)."""
+    source (its rows already tell the model the function's shape), unless
+    the source has no rows in the space."""
     from selflab.planners.protocol import SourceTask
 
     space = SearchSpace(parameters=[FloatParameter(name=f"x{i}", low=0, high=1) for i in range(6)])
@@ -590,6 +591,9 @@ def test_a_warm_start_halves_the_default_initial_design() -> None:
     assert cold[0].reason["strategy"] == "sobol_init"
     (warm,) = BOPlanner(**fast).propose(space, minimize, three, [], 1, context=PlanContext(step=3, warm_start=(source,)))
     assert warm.reason["strategy"] == "bo" and warm.reason["warm_start"]["source_rows"] == {"last month": 12}
+    empty = SourceTask(name="outside the space", observations=())  # (every row dropped: it tells nothing)
+    (waiting,) = BOPlanner(**fast).propose(space, minimize, three, [], 1, context=PlanContext(step=3, warm_start=(empty,)))
+    assert waiting.reason["strategy"] == "sobol_init"
 
 
 def test_with_experiments_in_flight_the_first_model_waits_for_n_init_results() -> None:
