@@ -342,6 +342,38 @@ def test_emergency_stop_by_bearer_token_and_not_when_stopped(tmp_path: Path) -> 
     assert request.payload["emergency"] is True and request.payload["by"] == "night shift"
 
 
+def test_space_edits_by_bearer_token_are_checked_as_the_cli_checks_them(tmp_path: Path) -> None:
+    """The console's ``space`` action on a stopped campaign: a bad edit is
+    refused (422) in one line naming the field, the parameter or the limit
+    and writes nothing; good ones are ``space_changed`` v1 and v2, by the
+    named person, checked by the same rules as ``selflab space``."""
+    url = f"sqlite:///{tmp_path / 'space.sqlite'}"
+    single_objective(url)
+    bearer = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    with serve(url) as server, httpx.Client(base_url=server.url) as web:
+        written = len(events_of(url, "single"))
+        for form, words in (({"op": "widen", "parameter": "nope", "values": "0 1"}, "nope"),
+                            ({"op": "stretch", "parameter": "x1", "values": "0 1"}, "unknown edit 'stretch'"),
+                            ({"op": "widen", "parameter": "x1", "values": "-5 12", "explore": "a few"}, "explore"),
+                            ({"op": "widen", "parameter": "x1", "values": "0"}, "x1"),
+                            ({"op": "add", "parameter": "stir", "values": "100 800"}, "backfill"),
+                            ({"op": "widen", "parameter": "x1", "values": "-6 10"}, "the instruments' limits allow only [-5, 10]")):
+            refused = web.post("/c/single/actions/space", data={**form, "by": "ada"}, headers=bearer)
+            assert refused.status_code == 422 and words in refused.json()["error"], (form, refused.text)
+        assert len(events_of(url, "single")) == written
+        narrowed = web.post("/c/single/actions/space", data={"op": "narrow", "parameter": "x1", "values": "-4, 8", "by": "ada"},
+                            headers=bearer)
+        assert narrowed.status_code == 200 and "space_changed v1" in narrowed.json()["message"], narrowed.text
+        done = web.post("/c/single/actions/space", data={"op": "widen", "parameter": "x1", "values": "-5 10", "explore": "2",
+                                                         "reason": "back to the limits", "by": "ada"}, headers=bearer)
+        assert done.status_code == 200 and "space_changed v2" in done.json()["message"], done.text
+        page = web.get("/c/single").text
+        assert 'id="search-space" data-version="2"' in page and "[-5, 10]" in page and "narrow x1 -4 8 by ada" in page
+    edits = [e for e in events_of(url, "single") if e.kind == "space_changed"]
+    assert [(e.payload["version"], e.payload["by"], e.payload["edit"]["op"]) for e in edits] == [(1, "ada", "narrow"), (2, "ada", "widen")]
+    assert edits[1].payload["reason"] == "back to the limits" and edits[1].payload["edit"]["explore"] == 2
+
+
 # --- the action hooks --------------------------------------------------------------------------
 
 
@@ -374,7 +406,7 @@ class FlagAction:
 def test_registry_takes_new_actions(tmp_path: Path) -> None:
     registry = default_actions()
     assert [a.spec.name for a in registry] == ["stop", "emergency_stop", "approve", "veto", "edit", "attach", "result", "note",
-                                               "pause", "resume"]
+                                               "pause", "resume", "space"]
     assert isinstance(registry.get("veto"), OversightAction)
     with pytest.raises(TypeError, match="not a ConsoleAction"):
         registry.register(object())  # type: ignore[arg-type]

@@ -260,3 +260,62 @@ def test_approve_veto_and_edit_from_the_page(watched: Watched, tmp_path: Path) -
     later = [e for e in state.experiments.values() if e.experiment_id > int(vetoed)]
     assert len(later) == 4 and not any(near(space, e.params, [veto.params], 0.15) for e in later)
     assert watched.problems == []
+
+
+def test_widen_a_bound_of_a_running_campaign_from_the_page(watched: Watched, tmp_path: Path) -> None:
+    """Issue 19 from the console: a person widens x from [0, 1] to [0, 2] on
+    a running campaign; the page shows version 1 and the new range, the
+    campaign proposes beyond 1 within seconds, and an edit that breaks a rule
+    (a parameter added without its backfill) is refused in one line naming
+    it, writing nothing."""
+    import time
+
+    url = f"sqlite:///{tmp_path / 'space.sqlite'}"
+    page = watched.page
+    with campaign_thread(quadratic_running(url)) as run, serve(url) as server:
+        watched.open(server.url + "c/live")
+        assert page.get_attribute("#search-space", "data-version") == "0"
+        assert page.inner_text("#search-space tr[data-parameter='x'] td.range") == "[0, 1]"
+        page.fill("input[name='who']", "ada")
+        page.fill("input[name='token']", TOKEN)
+        page.click("form.unlock button")
+        page.wait_for_selector("#who")
+        page.wait_for_selector("body[data-ready='1']")
+        form = "form[data-action='space']"
+        page.select_option(f"{form} select[name='op']", "widen")
+        page.fill(f"{form} input[name='parameter']", "x")
+        page.fill(f"{form} input[name='values']", "0 2")
+        page.fill(f"{form} input[name='reason']", "the optimum sits on the bound")
+        page.click(f"{form} button")
+        page.wait_for_selector("#flash[data-kind='ok']:has-text('space_changed v1')", timeout=10_000)
+        page.wait_for_selector("#search-space[data-version='1']", timeout=10_000)
+        assert page.inner_text("#search-space tr[data-parameter='x'] td.range") == "[0, 2]"
+        assert "widen x 0 2 by ada: the optimum sits on the bound" in page.inner_text("#space-edits")
+        assert "search space v1: widen x 0 2 by ada: the optimum sits on the bound" in page.inner_text("#recent")
+        watched.shot("space-widened")
+        reader = Ledger(url, create=False)
+        try:
+            deadline, beyond = time.monotonic() + 20, []
+            while not beyond and time.monotonic() < deadline:
+                beyond = [e for e in reader.events("live") if e.kind == "proposed" and float(e.payload["params"]["x"]) > 1]
+                time.sleep(0.1)
+            assert beyond, "the running campaign never proposed in the widened range"
+            page.select_option(f"{form} select[name='op']", "add")
+            page.fill(f"{form} input[name='parameter']", "stir")
+            page.fill(f"{form} input[name='values']", "100 800")
+            page.fill(f"{form} input[name='reason']", "")
+            page.click(f"{form} button")
+            page.wait_for_selector("#flash[data-kind='error']", timeout=10_000)
+            refusal = page.inner_text("#flash")
+            assert "stir" in refusal and "backfill" in refusal, refusal
+            watched.shot("space-edit-refused")
+            edits = [e for e in reader.events("live") if e.kind == "space_changed"]
+            assert [(e.payload["version"], e.payload["by"]) for e in edits] == [(1, "ada")]
+        finally:
+            reader.close()
+        page.fill("form[data-action='stop'] input[name='reason']", "done")
+        page.click("form[data-action='stop'] button")
+        run["thread"].join(timeout=30)
+    assert run["stop"].reason == "stop_requested"
+    refused = [p for p in watched.problems if "422" in p]  # (the refusal: its response, and the browser's line about it)
+    assert len(refused) == 2 and [p for p in watched.problems if p not in refused] == []

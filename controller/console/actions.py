@@ -25,7 +25,9 @@ and the human-oversight actions (:data:`OVERSIGHT_ACTIONS`, each an
 ``approve``, ``veto`` (a reason), ``edit`` (one input per parameter and a
 reason) on an experiment awaiting approval; ``result`` on an experiment
 attached without its result; ``attach``, ``note``, ``pause``
-and ``resume`` on the campaign. A lab may register its own action (or a
+and ``resume`` on the campaign; ``space`` (:class:`SpaceAction`, over
+:class:`selflab.controller.space_cmd.SpaceWriter`): a search-space edit, as
+``selflab space`` makes it. A lab may register its own action (or a
 :class:`Planned` placeholder, answered with 501) over one of them::
 
     registry = default_actions()
@@ -53,6 +55,8 @@ from selflab.controller.lease import active_holder
 from selflab.controller.ledger import Event, Ledger, NewEvent
 from selflab.controller.oversight import ActionRefused, OversightWriter
 from selflab.controller.projection import CampaignState, ExperimentView
+from selflab.controller.space_cmd import SpaceWriter, parse_edit
+from selflab.controller.space_edits import EditRefused
 
 Scope = Literal["campaign", "experiment"]
 
@@ -342,6 +346,55 @@ OVERSIGHT_ACTIONS: dict[str, tuple[str, Scope, str]] = {
 each an :class:`OversightAction`."""
 
 
+# --- search-space edits (wired: selflab.controller.space_cmd) ------------------------------
+
+
+class SpaceForm(ActionForm):
+    """One search-space edit, in ``selflab space``'s words (:func:`~selflab.controller.space_cmd.parse_edit`)."""
+
+    op: str = Field(min_length=1, max_length=20, description="edit: widen, narrow, add, fix, add-choice, remove-choice")
+    parameter: str = Field(min_length=1, max_length=100, description="parameter")
+    values: str = Field(default="", max_length=2000, description="values: low high, a value, or choices")
+    backfill: str = Field(default="", max_length=200, description="add: its value in the experiments so far (required)")
+    kind: Literal["", "float", "int", "categorical"] = Field(default="", description="add: type (default: float, or categorical for words)")
+    log: Literal["", "on"] = Field(default="", description="add: log scale")
+    explore: str = Field(default="", max_length=3, description="widen: space-filling points in the opened range first (optional)")
+    reason: str = Field(default="", max_length=500, description="reason (optional, recorded in the ledger)")
+
+
+@dataclass(frozen=True)
+class SpaceAction:
+    """``space``: widen or narrow a bound, add a parameter (with its backfill),
+    fix one, add or remove a categorical choice: one ``space_changed`` event,
+    checked against the instruments' limits by the same rules as ``selflab
+    space`` (:class:`~selflab.controller.space_cmd.SpaceWriter`). A running
+    campaign proposes from the new space within a second."""
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ActionSpec("space", "Edit the search space", "campaign", SpaceForm, template="space.html",
+                          help="each edit is a new version of the space; every result so far stays in the model")
+
+    def available(self, target: Target) -> bool:
+        return target.state.starts > 0
+
+    def perform(self, context: ActionContext, form: ActionForm) -> str:
+        assert isinstance(form, SpaceForm)
+        target, who = context.target, context.actor.who
+        words = [form.op, form.parameter, *form.values.replace(",", " ").split()]
+        try:
+            explore = int(form.explore) if form.explore else 0
+        except ValueError:
+            raise ActionRefused(f"explore: {form.explore!r} is not a whole number; nothing was written", 422) from None
+        try:
+            edit = parse_edit(words, form.backfill or None, form.kind or None, form.log == "on", explore)
+            with SpaceWriter(context.ledger_url, target.campaign) as writer:
+                event = writer.edit(edit, by=who, reason=form.reason)
+        except EditRefused as exc:
+            raise ActionRefused(str(exc), 422) from None
+        return f"space_changed v{event.payload['version']}: {' '.join(words)} by {who} (ledger event {event.id})"
+
+
 @dataclass(frozen=True)
 class Planned:
     """A placeholder for an action not wired yet: never offered, and answered with 501."""
@@ -362,8 +415,9 @@ class Planned:
 
 
 def default_actions() -> ActionRegistry:
-    """The actions ``selflab console`` serves: stop, emergency stop and every
-    human-oversight action (:class:`OversightAction`, :data:`OVERSIGHT_ACTIONS`). A lab
+    """The actions ``selflab console`` serves: stop, emergency stop, every
+    human-oversight action (:class:`OversightAction`, :data:`OVERSIGHT_ACTIONS`)
+    and search-space edits (:class:`SpaceAction`). A lab
     puts its own over any of them (``register(..., replace=True)``), or a
     :class:`Planned` placeholder to switch one off (answered with 501)."""
     registry = ActionRegistry()
@@ -371,6 +425,7 @@ def default_actions() -> ActionRegistry:
     registry.register(StopAction(emergency=True))
     for name in OVERSIGHT_ACTIONS:
         registry.register(OversightAction(name))
+    registry.register(SpaceAction())
     return registry
 
 

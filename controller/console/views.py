@@ -313,6 +313,14 @@ def _summary(event: Event) -> str:
         return f"{p.get('rule')} ({p.get('reading')} = {fmt(p.get('value'))})"
     if kind == "recommended":
         return ", ".join(f"{k}={fmt(v)}" for k, v in p.get("params", {}).items()) + f" ({p.get('basis')})"
+    if kind == "space_changed":
+        edit = p.get("edit") or {}
+        backfill = f" (backfill {edit['backfill']})" if edit.get("backfill") is not None else ""
+        return (f"search space v{p.get('version')}: {str(edit.get('op', '')).replace('_', '-')} {edit.get('parameter', '')} "
+                f"{' '.join(map(str, edit.get('values') or []))}{backfill} by {p.get('by') or 'someone'}"
+                + (f": {p['reason']}" if p.get("reason") else ""))
+    if kind == "boundary_hit":
+        return str(p.get("suggestion") or f"{p.get('parameter')} sits on its {p.get('bound')} bound")
     text = json.dumps(p, sort_keys=True, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
 
