@@ -110,8 +110,33 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; a command whose positionals are free ``words``
+    (``selflab space``) also takes them after its options (``selflab space
+    CONFIG --ledger URL widen x 0 2``), which argparse alone refuses."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    words = vars(args).get("words")
+    if extra and isinstance(words, list) and not any(_is_option(word) for word in extra):
+        args.words = [*words, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_option(word: str) -> bool:
+    """Whether a command-line word is an option (``--x``, ``-x``) rather than a value (``-5``)."""
+    if not word.startswith("-"):
+        return False
+    try:
+        float(word)
+    except ValueError:
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return _dispatch(args)
     except ConfigError as exc:

@@ -176,6 +176,16 @@ def test_a_running_campaign_edited_from_another_process_carries_on_and_resumes_i
     assert main(["status", str(path)]) == 0
     status = capsys.readouterr().out
     assert "space      version 1: x [0, 0.3], z [0, 1]" in status and "narrow x 0 0.3 by ada: keep it cool" in status
+    # the edit's words may come after an option, as a person types them (argparse alone refused these)
+    with pytest.raises(SystemExit):
+        main(["space", str(path), "--ledger", sqlite_url, "widen", "x", "0", "0.4", "--bogus"])
+    assert "unrecognized arguments: widen x 0 0.4 --bogus" in capsys.readouterr().err
+    assert main(["space", str(path), "--ledger", sqlite_url, "narrow", "x", "-0", "0.3", "--by", "ada"]) == 2  # (-0: a value)
+    assert "must lie inside the old one and be narrower" in capsys.readouterr().err
+    assert main(["space", str(path), "--ledger", sqlite_url, "widen", "x", "0", "0.4", "--by", "ada"]) == 0
+    assert "space_changed v2" in capsys.readouterr().out
+    assert main(["space", str(path), "--reason", "back", "narrow", "x", "0", "0.3", "--by", "ada"]) == 0
+    assert "space_changed v3" in capsys.readouterr().out
 
     # --resume carries on in the edited space (derived from the ledger; the config still says [0, 1]).
     cfg["stop"] = {"max_experiments": 30}
@@ -183,10 +193,10 @@ def test_a_running_campaign_edited_from_another_process_carries_on_and_resumes_i
     stop, _ = run_until(cfg, sqlite_url, [], 0, path, resume=True)
     assert stop.reason == "max_experiments"
     state = CampaignState.replay("quad", ledger.events("quad"))
-    assert state.space_view.version == 1 and state.space_view.space == narrowed
+    assert state.space_view.version == 3 and state.space_view.space == narrowed
     last = max(e.experiment_id or 0 for e in proposed)
     resumed = [e for e in state.experiments.values() if e.experiment_id > last]
-    assert len(resumed) >= 6 and all(e.reason["space_version"] == 1 and not narrowed.violations(e.params) for e in resumed)
+    assert len(resumed) >= 6 and all(e.reason["space_version"] == 3 and not narrowed.violations(e.params) for e in resumed)
     ledger.close()
 
 
