@@ -125,7 +125,8 @@ class Runner:
         remote = any(s.config.remote for s in stations)
         study = Study(problem_of(config), ledger, planner or build_planner(config), snapshot=config.model_dump(mode="json"),
                       resume=resume, lease_ttl_s=lease_ttl_s, clock=clock, on_start=settle_unsent(ledger, config.name, remote),
-                      resume_hint="run with --resume to carry on, or give the campaign another name")
+                      resume_hint="run with --resume to carry on, or give the campaign another name",
+                      limits={s.name: s.limits for s in stations})
         if study.state.starts > 1:
             log.info("resuming campaign %s: %d completed so far", config.name, study.state.counts()["completed"])
         else:

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from selflab.controller.config import ConfigError, parse_config
-from selflab.controller.fleet import build_fleet
+from selflab.controller.campaign_limits import campaign_limits
 from selflab.controller.ledger import Event, Ledger, LedgerError, NewEvent
-from selflab.controller.oversight import ActionRefused, default_actor, instrument_limits, origin
+from selflab.controller.oversight import ActionRefused, default_actor, origin
 from selflab.controller.oversight_cmd import which_campaign
 from selflab.controller.projection import CampaignState
 from selflab.controller.space_edits import OPS, EditRefused, SpaceEdit, edit_payload
@@ -100,19 +99,6 @@ class SpaceWriter:
 
         [event] = self.ledger.write(body) or []
         return event
-
-
-def campaign_limits(config: Mapping[str, Any] | None) -> dict[str, dict[str, tuple[float, float]]]:
-    """Instrument -> its limits, from a campaign's config snapshot: the
-    config's limits narrowed by each driver's declared ones when the fleet can
-    be built here (:func:`selflab.controller.fleet.build_fleet`), else the config's alone."""
-    if not config or not config.get("instruments"):
-        return {}
-    try:
-        stations = build_fleet(parse_config(dict(config)))
-    except (ConfigError, ImportError, ValueError, TypeError, OSError):  # (a lab's driver not installed on this host, say)
-        return instrument_limits(config)
-    return {s.name: {k: (float(lo), float(hi)) for k, (lo, hi) in s.limits.items()} for s in stations}
 
 
 def parse_edit(words: Sequence[str], backfill: str | None, kind: str | None, log: bool, explore: int = 0) -> SpaceEdit:

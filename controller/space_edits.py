@@ -422,8 +422,7 @@ def _hit(view: SpaceView, p: FloatParameter | IntParameter, bound: str, value: f
         target = math.floor(target) if bound == "low" else math.ceil(target)
     low, high = (target, p.high) if bound == "low" else (p.low, target)
     if target == value:
-        suggestion = (f"{p.name} sits on its {bound} bound {value:g}, which is the instruments' limit: "
-                      "widen an instrument's limit first")
+        suggestion = f"{value:g} is the instruments' limit there: widen an instrument's limit first, then {p.name}"
     else:
         suggestion = f"selflab space CONFIG widen {p.name} {low:g} {high:g}"
     return {"parameter": p.name, "bound": bound, "value": value, "fraction": near / n, "window": n,

@@ -112,12 +112,17 @@ class Study(CampaignRecord):
     def __init__(self, problem: Problem, ledger: Ledger, planner: Planner, *, snapshot: dict[str, Any] | None = None,
                  resume: bool = False, lease_ttl_s: float = lease.LEASE_TTL_S, clock: str = "wall",
                  on_start: StartHook | None = None, resume_hint: str = "open it with resume=True to carry on",
-                 warm_start: Sequence[SourceTask] | None = None) -> None:
+                 warm_start: Sequence[SourceTask] | None = None,
+                 limits: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> None:
         """Take the campaign's lease and record its start (see
         :class:`selflab.controller.record.CampaignRecord`). ``warm_start``: the
         source tasks (default: read from the ``warm_start`` sources of the
-        config ``snapshot``, before anything is written; :mod:`selflab.controller.warm_sources`)."""
+        config ``snapshot``, before anything is written; :mod:`selflab.controller.warm_sources`).
+        ``limits``: instrument -> its limits, the config's narrowed by its
+        driver's (a :class:`~selflab.controller.runner.Runner` passes its
+        stations'); default: the config's alone (:attr:`limits`)."""
         self.planner = planner
+        self._limits = None if limits is None else {name: dict(lims) for name, lims in limits.items()}
         self.warm_start: tuple[SourceTask, ...] = (
             tuple(warm_start) if warm_start is not None else load_sources((snapshot or {}).get("warm_start") or [], problem, ledger))
         """Earlier campaigns this one is warm-started from, as the planner's context carries them."""
@@ -541,7 +546,7 @@ class Study(CampaignRecord):
         """Edit the search space (``op``: ``widen``/``narrow`` ``LOW HIGH``, ``add``
         ``LOW HIGH`` or choices with a required ``backfill``, ``fix`` ``VALUE``,
         ``add_choice``/``remove_choice`` ``CHOICE``), checked against the
-        instruments' limits in the config; records ``space_changed`` and returns
+        instruments' limits (:attr:`limits`); records ``space_changed`` and returns
         the new space. Proposals come from it from now on; every observation
         stays in the model. ``explore`` (widen only): that many space-filling
         points of the opened range come first (:mod:`selflab.controller.space_explore`).
@@ -554,7 +559,7 @@ class Study(CampaignRecord):
         with self._guard:
             self.follow()
             try:
-                payload = edit_payload(self.state.space_view, edit, instrument_limits(self.state.config),
+                payload = edit_payload(self.state.space_view, edit, self.limits,
                                        by=by or default_actor(), reason=reason, origin=origin())
             except EditRefused as exc:
                 raise StudyError(str(exc)) from None
@@ -570,6 +575,13 @@ class Study(CampaignRecord):
             self.check_boundaries()
         return written
 
+    @property
+    def limits(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """Instrument -> its limits, which space edits and the boundary check's
+        suggestions stay inside: as given (a runner's stations': the config's
+        narrowed by each driver's declared ones), else the config's."""
+        return self._limits if self._limits is not None else instrument_limits(self.state.config)
+
     def check_boundaries(self) -> list[Event]:
         """Record a ``boundary_hit`` for each parameter bound that more than half
         of the recent proposals sit on (:func:`~selflab.controller.space_edits.boundary_hits`),
@@ -583,10 +595,11 @@ class Study(CampaignRecord):
                     recent.append(view.filled(exp.params))
                     if len(recent) == BOUNDARY_WINDOW:
                         break
-            hits = boundary_hits(view, recent[::-1], instrument_limits(self.state.config))
+            hits = boundary_hits(view, recent[::-1], self.limits)
             for hit in hits:
-                _log.warning("boundary_hit: %s sits on its %s bound %g in %d of the last %d proposals; widen it: %s", hit["parameter"],
-                            hit["bound"], hit["value"], round(hit["fraction"] * hit["window"]), hit["window"], hit["suggestion"])
+                advice = f"widen it: {hit['suggestion']}" if hit["suggestion"].startswith("selflab space") else hit["suggestion"]
+                _log.warning("boundary_hit: %s sits on its %s bound %g in %d of the last %d proposals; %s", hit["parameter"],
+                             hit["bound"], hit["value"], round(hit["fraction"] * hit["window"]), hit["window"], advice)
             return self._append([NewEvent(campaign=self.problem.name, kind="boundary_hit", payload=h) for h in hits]) if hits else []
 
     @property

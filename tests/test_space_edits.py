@@ -267,8 +267,32 @@ def test_boundary_hit_suggests_widening_once_per_bound_until_the_space_changes(s
             study.tell(trial.trial_id, {"y": 0.5})
         hits = [e.payload for e in study.ledger.events("quad") if e.kind == "boundary_hit"]
         assert len(hits) == 2 and hits[1]["space_version"] == 1 and hits[1]["value"] == 1.2
-        assert "which is the instruments' limit" in hits[1]["suggestion"]
+        assert hits[1]["suggestion"] == "1.2 is the instruments' limit there: widen an instrument's limit first, then x"
         assert [h["parameter"] for h in study.state.space_view.hits] == ["x"]
+
+
+def test_the_boundary_suggestion_and_study_edits_respect_the_drivers_declared_limits(sqlite_url: str) -> None:
+    """The driver declares x <= 1.1 (its own ``limits``), narrower than the
+    config's 1.2: a runner's boundary check suggests widening to 1.1, and its
+    study's ``edit_space`` refuses 1.2 as ``selflab space`` does (before, the
+    suggestion was a command that ``selflab space`` then refused)."""
+    from selflab.controller.runner import Runner
+
+    cfg = quadratic_config(ledger=sqlite_url, stop={"max_experiments": 6},
+                           instruments=[{"name": "q1", "driver": "labdrivers:Quadratic", "limits": {"x": [0, 1.2]},
+                                         "options": {"limits": {"x": [0, 1.1]}}}])
+    ledger = Ledger(sqlite_url)
+    runner = Runner.from_config(parse_config(cfg), ledger, planner=EdgePlanner())
+    assert runner.study.limits == {"q1": {"x": (0.0, 1.1)}}
+    with pytest.raises(StudyError, match=r"q1 accepts \[0, 1.1\]"):
+        runner.study.edit_space("widen", "x", 0, 1.2)
+    assert asyncio.run(runner.run()).reason == "max_experiments"
+    [hit] = [e.payload for e in ledger.events("quad") if e.kind == "boundary_hit"]
+    assert hit["suggestion"] == "selflab space CONFIG widen x 0 1.1"
+    assert not [e for e in ledger.events("quad") if e.kind == "space_changed"]
+    ledger.close()
+    with Study.open(cfg, planner=EdgePlanner(), resume=True) as study:  # (a Python study has the config's limits only)
+        assert study.limits == {"q1": {"x": (0.0, 1.2)}}
 
 
 def test_model_space_is_the_hull_of_data_and_current_space() -> None:
