@@ -16,6 +16,7 @@ from typing import IO, Any
 from selflab.controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
 from selflab.controller.drift import drift_status
 from selflab.controller.failure_status import failure_status
+from selflab.controller.warm_status import warm_status
 from selflab.controller.ledger import Ledger, LedgerError
 from selflab.controller.model_health import health_status
 from selflab.controller.projection import CampaignState
@@ -114,6 +115,7 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "model_health": health_status(state, _modelled(objectives, constraints)),
         "drift": drift_status(state),
         "failures": failure_status(state),
+        "warm_start": warm_status(state),
         "search_space": space_status(state),
     }
 
@@ -206,6 +208,9 @@ def format_status(data: dict[str, Any]) -> str:
     failures = data.get("failures")
     if failures:
         lines.append(f"failures   {failures['line']}")
+    warm = data.get("warm_start")
+    if warm:
+        lines.append(f"warm start {warm['line']}")
     health = data.get("model_health") or {}
     if health.get("lines"):
         lines.append("model health" + (f" (miscalibrated: {', '.join(health['miscalibrated'])})" if health.get("miscalibrated") else ""))

@@ -81,6 +81,26 @@ def test_warm_start_from_a_campaign_in_the_same_ledger_proposes_with_the_multita
     assert [e.kind for e in Ledger(sqlite_url).events("old")].count("completed") == 12  # (the source is only read)
 
 
+def test_status_says_where_a_warm_start_comes_from_and_whether_it_is_used(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = Ledger(sqlite_url)
+    run_source(ledger, "old", related)
+    with warm_target(ledger, [{"campaign": "old"}]) as study:
+        for _ in range(2):
+            (trial,) = study.ask()
+            study.tell(trial.trial_id, {"y": target(trial.params)})
+    source = f"old@{sqlite_url}"
+    capsys.readouterr()
+    assert main(["status", "--ledger", sqlite_url, "--campaign", "new"]) == 0
+    [line] = [text for text in capsys.readouterr().out.splitlines() if text.startswith("warm start")]
+    assert line.startswith(f"warm start from {source} (12 rows): transfer in 2 of 2 model proposals; experiment 6 uses the sources "
+                           "(task correlation y +"), line
+    assert main(["status", "--ledger", sqlite_url, "--campaign", "new", "--json"]) == 0
+    warm = json.loads(capsys.readouterr().out)["warm_start"]
+    assert warm["sources"] == {source: 12} and (warm["model_proposals"], warm["used"], warm["latest_used"]) == (2, 2, True)
+    assert main(["status", "--ledger", sqlite_url, "--campaign", "old", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warm_start"] is None  # (a campaign without sources)
+
+
 def test_warm_start_from_another_sqlite_file_reads_it_without_changing_a_byte(tmp_path: Path) -> None:
     other = tmp_path / "march.sqlite"
     source = Ledger(f"sqlite:///{other}")
