@@ -117,7 +117,23 @@ def status_dict(state: CampaignState, writer_active: bool | None) -> dict[str, A
         "failures": failure_status(state),
         "warm_start": warm_status(state),
         "search_space": space_status(state),
+        "map": map_status(state) if any(o.learn for o in objectives) else None,
     }
+
+
+def map_status(state: CampaignState) -> dict[str, Any] | None:
+    """``selflab status``'s ``map`` part for ``objective: learn``: the model's
+    integrated posterior variance (as a fraction of the outputs' observed
+    variance, qNIPV's measure, :mod:`selflab.planners.learn`) before the
+    first and the latest model proposal; ``None`` before the first."""
+    mapped = sorted((e for e in state.experiments.values() if isinstance(e.reason.get("integrated_variance"), (int, float))),
+                    key=lambda e: e.experiment_id)
+    if not mapped:
+        return None
+    first, latest = mapped[0], mapped[-1]
+    return {"integrated_variance": float(latest.reason["integrated_variance"]), "experiment_id": latest.experiment_id,
+            "first_integrated_variance": float(first.reason["integrated_variance"]), "first_experiment_id": first.experiment_id,
+            "model_proposals": len(mapped)}
 
 
 def space_status(state: CampaignState) -> dict[str, Any]:
@@ -159,6 +175,11 @@ def format_status(data: dict[str, Any]) -> str:
     for best in data["best"]:
         if best["direction"] == "learn":
             lines.append(f"best       {best['objective']}: learning (no optimum)")
+            mapped = data.get("map")
+            if mapped and best is data["best"][0]:
+                lines.append(f"map        mean posterior variance {mapped['integrated_variance']:.3g} of the observed variance before "
+                             f"experiment {mapped['experiment_id']} ({mapped['first_integrated_variance']:.3g} before experiment "
+                             f"{mapped['first_experiment_id']}, the first of {mapped['model_proposals']} model proposals)")
         elif best["value"] is None:
             none = "no feasible experiment yet" if data["constraints"] else "no completed experiment yet"
             lines.append(f"best       {best['objective']} ({best['direction']}): {none}")

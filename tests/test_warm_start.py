@@ -197,10 +197,14 @@ def test_objective_learn_runs_to_its_budget_with_qnipv_and_status_says_learning(
     assert not any(e.kind == "recommended" for e in events)  # (no optimum to recommend)
     capsys.readouterr()
     assert main(["status", "--ledger", f"sqlite:///{db}"]) == 0
-    assert "y: learning (no optimum)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "y: learning (no optimum)" in said
+    first, last = learnt[0]["integrated_variance"], learnt[-1]["integrated_variance"]
+    assert f"map        mean posterior variance {last:.3g} of the observed variance before experiment 6 ({first:.3g} before " in said
     assert main(["status", "--ledger", f"sqlite:///{db}", "--json"]) == 0
-    best = json.loads(capsys.readouterr().out)["best"]
-    assert best == [{"objective": "y", "direction": "learn", "value": None, "experiment_id": None, "params": None, "instrument": None}]
+    data = json.loads(capsys.readouterr().out)
+    assert data["best"] == [{"objective": "y", "direction": "learn", "value": None, "experiment_id": None, "params": None, "instrument": None}]
+    assert data["map"]["model_proposals"] == len(learnt) and data["map"]["integrated_variance"] == last
 
 
 def test_learn_cannot_be_mixed_with_optimized_objectives_or_a_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
