@@ -154,7 +154,8 @@ def apply_edit(space: SearchSpace, edit: SpaceEdit, history: Sequence[SearchSpac
             raise EditRefused(f"cannot add {name}: the space has a parameter {name} already; nothing was written")
         if edit.backfill is None:
             raise EditRefused(f"adding {name} needs a backfill value: the value {name} had in the experiments so far "
-                              f"(--backfill VALUE); nothing was written")
+                              f"(selflab space: --backfill VALUE; Python: backfill=VALUE; the console: its backfill box); "
+                              "nothing was written")
         kind = edit.kind or ("float" if all(_is_number(v) for v in values) else "categorical")
         if kind == "categorical":
             if not values:
