@@ -16,10 +16,10 @@ from typing import IO, Any
 from selflab.controller.columns import EXPORT_COLUMNS, EXPORT_HEAD, EXPORT_TAIL, renamed_reading
 from selflab.controller.drift import drift_status
 from selflab.controller.failure_status import failure_status
-from selflab.controller.warm_status import warm_status
 from selflab.controller.ledger import Ledger, LedgerError
 from selflab.controller.model_health import health_status
 from selflab.controller.projection import CampaignState
+from selflab.controller.warm_status import warm_status
 from selflab.planners.space import Objective, OutcomeConstraint
 
 FIXED_HEAD = list(EXPORT_HEAD)

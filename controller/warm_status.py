@@ -37,8 +37,8 @@ def _line(data: dict[str, Any]) -> str:
     sources = ", ".join(f"{name} ({rows} rows)" for name, rows in data["sources"].items())
     parts = [f"from {sources}: transfer in {data['used']} of {data['model_proposals']} model proposals"]
     correlation = data["correlation"] or {}
-    shown = "; ".join(f"{', '.join(f'{out} {r:+.2f}' for out, r in by_outcome.items())}" for by_outcome in correlation.values()
-                      if isinstance(by_outcome, dict))
+    shown = "; ".join(", ".join(f"{out} {r:+.2f}" if isinstance(r, (int, float)) else f"{out} ?" for out, r in by_outcome.items())
+                      for by_outcome in correlation.values() if isinstance(by_outcome, dict))
     latest = "uses the sources" if data["latest_used"] else "keeps the cold-start model"
     parts.append(f"experiment {data['experiment_id']} {latest}" + (f" (task correlation {shown})" if shown else "")
                  + (f": {data['decision']}" if data["decision"] else ""))
