@@ -71,6 +71,14 @@ class Watched:
         widths = self.page.locator("img").evaluate_all("images => images.map(i => i.complete ? i.naturalWidth : -1)")
         assert all(w > 0 for w in widths), widths
 
+    def unlock(self, who: str) -> None:
+        """Unlock the page with the write token as ``who`` and wait until it is live again."""
+        self.page.fill("input[name='who']", who)
+        self.page.fill("input[name='token']", TOKEN)
+        self.page.click("form.unlock button")
+        self.page.wait_for_selector("#who")
+        self.page.wait_for_selector("body[data-ready='1']")
+
     def shot(self, name: str) -> Path:
         self.screens.mkdir(parents=True, exist_ok=True)
         path = self.screens / f"{name}.png"
@@ -165,11 +173,7 @@ def test_stop_a_running_campaign_from_the_page(watched: Watched, tmp_path: Path)
         watched.open(server.url + "c/live")
         assert page.inner_text("#run-state") == "running"
         assert page.locator("form[data-action='stop'] button").is_disabled()  # locked: reading needs no token, acting does
-        page.fill("input[name='who']", "ada")
-        page.fill("input[name='token']", TOKEN)
-        page.click("form.unlock button")
-        page.wait_for_selector("#who")
-        page.wait_for_selector("body[data-ready='1']")
+        watched.unlock("ada")
         assert page.inner_text("#who") == "ada"
         page.fill("form[data-action='stop'] input[name='reason']", "end of the shift")
         page.click("form[data-action='stop'] button")
@@ -205,11 +209,7 @@ def test_approve_veto_and_edit_from_the_page(watched: Watched, tmp_path: Path) -
     page = watched.page
     with runner_thread(config) as run, serve(url) as server:
         watched.open(server.url + "c/gated/experiments")
-        page.fill("input[name='who']", "ada")
-        page.fill("input[name='token']", TOKEN)
-        page.click("form.unlock button")
-        page.wait_for_selector("#who")
-        page.wait_for_selector("body[data-ready='1']")
+        watched.unlock("ada")
         done: list[str] = []
 
         def next_awaiting() -> str:
@@ -276,17 +276,16 @@ def test_widen_a_bound_of_a_running_campaign_from_the_page(watched: Watched, tmp
         watched.open(server.url + "c/live")
         assert page.get_attribute("#search-space", "data-version") == "0"
         assert page.inner_text("#search-space tr[data-parameter='x'] td.range") == "[0, 1]"
-        page.fill("input[name='who']", "ada")
-        page.fill("input[name='token']", TOKEN)
-        page.click("form.unlock button")
-        page.wait_for_selector("#who")
-        page.wait_for_selector("body[data-ready='1']")
-        form = "form[data-action='space']"
-        page.select_option(f"{form} select[name='op']", "widen")
-        page.fill(f"{form} input[name='parameter']", "x")
-        page.fill(f"{form} input[name='values']", "0 2")
-        page.fill(f"{form} input[name='reason']", "the optimum sits on the bound")
-        page.click(f"{form} button")
+        watched.unlock("ada")
+        def edit_space(op: str, parameter: str, values: str, reason: str) -> None:
+            form = "form[data-action='space']"
+            page.select_option(f"{form} select[name='op']", op)
+            page.fill(f"{form} input[name='parameter']", parameter)
+            page.fill(f"{form} input[name='values']", values)
+            page.fill(f"{form} input[name='reason']", reason)
+            page.click(f"{form} button")
+
+        edit_space("widen", "x", "0 2", "the optimum sits on the bound")
         page.wait_for_selector("#flash[data-kind='ok']:has-text('space_changed v1')", timeout=10_000)
         page.wait_for_selector("#search-space[data-version='1']", timeout=10_000)
         assert page.inner_text("#search-space tr[data-parameter='x'] td.range") == "[0, 2]"
@@ -300,11 +299,7 @@ def test_widen_a_bound_of_a_running_campaign_from_the_page(watched: Watched, tmp
                 beyond = [e for e in reader.events("live") if e.kind == "proposed" and float(e.payload["params"]["x"]) > 1]
                 time.sleep(0.1)
             assert beyond, "the running campaign never proposed in the widened range"
-            page.select_option(f"{form} select[name='op']", "add")
-            page.fill(f"{form} input[name='parameter']", "stir")
-            page.fill(f"{form} input[name='values']", "100 800")
-            page.fill(f"{form} input[name='reason']", "")
-            page.click(f"{form} button")
+            edit_space("add", "stir", "100 800", "")
             page.wait_for_selector("#flash[data-kind='error']", timeout=10_000)
             refusal = page.inner_text("#flash")
             assert "stir" in refusal and "backfill" in refusal, refusal
