@@ -29,8 +29,8 @@ def failure_status(state: CampaignState) -> dict[str, Any] | None:
     kinds = [(e.failure_kind, counts(Failure(params=e.params, kind=e.failure_kind))) for e in avoided]
     counted = dict(Counter(kind for kind, says in kinds if says))
     ignored = dict(Counter(kind for kind, says in kinds if not says))
-    latest = max((e for e in state.experiments.values() if isinstance(e.reason.get("feasibility"), dict)),
-                 key=lambda e: e.experiment_id, default=None)
+    said_about = state.reasoned("feasibility", dict)
+    latest = said_about[-1] if said_about else None
     said = latest.reason["feasibility"] if latest is not None else {}
     out = {"counted": counted, "ignored": ignored, "mode": said.get("mode"), "why_not_learn": said.get("why_not_learn"),
            "p_success": said.get("p_success"), "experiment_id": latest.experiment_id if latest is not None else None}

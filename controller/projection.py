@@ -427,6 +427,11 @@ class CampaignState:
         found = [e for status in statuses for e in self._by_status.get(status, {}).values()]
         return sorted(found, key=lambda e: e.experiment_id)
 
+    def reasoned(self, key: str, kind: type | tuple[type, ...]) -> list[ExperimentView]:
+        """Experiments whose proposal's reason holds ``key`` with a value of
+        ``kind`` (what a planner said about them: ``warm_start``, ``feasibility``), by id."""
+        return sorted((e for e in self.experiments.values() if isinstance(e.reason.get(key), kind)), key=lambda e: e.experiment_id)
+
     def avoided(self) -> list[ExperimentView]:
         """Experiments whose points the planner is told to avoid: those that
         ran and failed, and those no instrument could price (``bad_cost``),

@@ -126,8 +126,7 @@ def map_status(state: CampaignState) -> dict[str, Any] | None:
     integrated posterior variance (as a fraction of the outputs' observed
     variance, qNIPV's measure, :mod:`selflab.planners.learn`) before the
     first and the latest model proposal; ``None`` before the first."""
-    mapped = sorted((e for e in state.experiments.values() if isinstance(e.reason.get("integrated_variance"), (int, float))),
-                    key=lambda e: e.experiment_id)
+    mapped = state.reasoned("integrated_variance", (int, float))
     if not mapped:
         return None
     first, latest = mapped[0], mapped[-1]

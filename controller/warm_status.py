@@ -22,8 +22,7 @@ from selflab.controller.projection import CampaignState
 def warm_status(state: CampaignState) -> dict[str, Any] | None:
     """The ``warm_start`` object of ``selflab status --json``; ``None`` when
     no proposal of this campaign was made with warm-start sources."""
-    warm = sorted((e for e in state.experiments.values() if isinstance(e.reason.get("warm_start"), dict)),
-                  key=lambda e: e.experiment_id)
+    warm = state.reasoned("warm_start", dict)
     if not warm:
         return None
     latest = warm[-1].reason["warm_start"]
