@@ -47,7 +47,15 @@ Built from the same parts as :class:`~selflab.planners.bo.BOPlanner`:
   ``"target_share_rule": true``. The pending condition keeps one target
   experiment going without flooding the target instruments: cheap instruments
   usually spend cost faster than the target ones can, so a share alone would
-  force every proposal to a target instrument that has no free slot.
+  force every proposal to a target instrument that has no free slot. While
+  the target instrument is busy the cheap ones keep running, and the share
+  is not a floor: on ``reactor_multifidelity`` (a plant experiment about 40
+  minutes, a model run about 80 s) a cost budget of 10 ends with 4 plant
+  experiments and 120 model runs whatever ``min_target_share`` is. Idling the
+  cheap instrument instead (while the share is short, or while the next
+  target experiment is worth more per unit cost) was measured and gave 5-7
+  plant experiments and no better recommendation (benchmarks/RESULTS.md,
+  Session 17), so it was not kept.
 - **A biased cheap fidelity** (issue 22; ``target_model: discrepancy``,
   opt-in: on ``reactor_multifidelity`` its first measurement, 2 seeds, ended
   at a recommendation regret of 0.035, worse than the joint GP's 0.029, so
@@ -149,7 +157,9 @@ class MFOptions(BaseModel):
     acquisition: Literal["mfmes", "gibbon", "mfkg"] = "mfmes"
     n_init: int | None = Field(None, ge=1, description="Sobol points before the first model; default max(4, 2 d)")
     init_target_every: int = Field(4, ge=1, description="every this many initial points, one is at the target fidelity")
-    min_target_share: float = Field(0.25, ge=0, lt=1, description="least share of the cost spent at the target fidelity")
+    min_target_share: float = Field(0.25, ge=0, lt=1, description="below this share of the cost spent at the target fidelity, the next "
+                                    "proposal goes to the target when no target experiment is pending; a cheap instrument still runs while the "
+                                    "target one is busy, so the share can end lower (module docs)")
     num_restarts: int = Field(4, ge=1, description="optimizer restarts, per fidelity")
     raw_samples: int = Field(128, ge=1, description="random points scored to choose the restarts, per fidelity")
     maxiter: int = Field(50, ge=1, description="L-BFGS-B iterations per restart")
