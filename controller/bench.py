@@ -94,6 +94,7 @@ from selflab.controller.campaign import Campaign
 from selflab.controller.config import LabConfig, parse_config
 from selflab.controller.fleet import Station
 from selflab.controller.ledger import Event, Ledger
+from selflab.controller.progress import labelled_logs
 from selflab.controller.projection import CampaignState
 
 __all__ = ["PROBLEM_GROUP", "TARGET_FIDELITY", "TOP_FOUND", "BenchError", "BenchResult", "FidelityLevel", "Problem", "ProblemData",
@@ -230,7 +231,8 @@ def run_seed(problem: Problem | ProblemData, planner: str, budget: int | None, s
         ledger = Ledger(url)
         try:
             display = _Progress(seed, progress) if progress else None
-            stop = asyncio.run(Campaign(config, ledger, display=display).run())
+            with labelled_logs(f"{problem.name} {planner} seed {seed}"):
+                stop = asyncio.run(Campaign(config, ledger, display=display).run())
             events = ledger.events(config.name)
         finally:
             ledger.close()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 from rich.console import Console, Group, RenderableType
@@ -69,6 +71,53 @@ def setup_logging(quiet: bool, debug: bool = False, console: Console | None = No
     library.addHandler(handler)
     library.setLevel(logging.DEBUG if debug else logging.CRITICAL)
     return console
+
+
+class _Label(logging.Filter):
+    """Starts every record that a handler emits with ``label: ``."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "labelled", False):
+            label = self.label.replace("%", "%%") if record.args else self.label  # (the message is %-formatted only with args)
+            record.msg, record.labelled = f"{label}: {record.msg}", True
+        return True
+
+
+@contextmanager
+def labelled_logs(label: str) -> Iterator[None]:
+    """While it is open, every line of the ``selflab`` logger starts with
+    ``label`` (one campaign among many, e.g. ``"hartmann6 bo seed 13"`` in
+    ``selflab bench``, where a warning such as a miscalibrated model or a
+    boundary hit would otherwise not say which run it is about). Where the
+    logger has no handler (a bench worker process), warnings go to stderr,
+    as Python's last-resort handler would write them, but labelled.
+
+    Example::
+
+        with labelled_logs("hartmann6 bo seed 13"):
+            run_campaign()   # "hartmann6 bo seed 13: model of y miscalibrated at experiment 16: ..."
+    """
+    logger = logging.getLogger("selflab")
+    added = None
+    if not logger.handlers:
+        added = logging.StreamHandler(sys.stderr)
+        added.setLevel(logging.WARNING)
+        logger.addHandler(added)
+    label_filter = _Label(label)
+    handlers = list(logger.handlers)
+    for handler in handlers:
+        handler.addFilter(label_filter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(label_filter)
+        if added is not None:
+            logger.removeHandler(added)
 
 
 class LiveDisplay:
