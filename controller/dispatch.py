@@ -45,6 +45,7 @@ from selflab.controller.scheduler import (
     fidelities_on_offer,
     pick_station,
     queued_for,
+    reservation,
     route_proposal,
     usable_stations,
 )
@@ -93,14 +94,15 @@ class Dispatcher:
         """The stations the planner may send work to (see :func:`~selflab.controller.scheduler.usable_stations`)."""
         return usable_stations(self.stations, self.multi_fidelity, self.config.target_fidelity)
 
-    def allowance(self, launching: int = 0, committed: float = 0.0) -> int:
+    def allowance(self, launching: int = 0, committed: float = 0.0, reserved: float = 0.0) -> int:
         """How many more experiments the budget allows to be proposed now,
         counting ``launching`` experiments (costing ``committed``) dispatched
-        in this round but not yet in flight."""
+        in this round but not yet in flight, and the queue's proposals, which
+        hold ``reserved`` of the budget (:func:`~selflab.controller.scheduler.reservation`)."""
         state = self.study.state
         return allowance(self.usable(), self.config.stop, completed=state.counts()["completed"],
                          in_flight=len(self.flights) + launching, queued=len(self.queue) + self.held(),
-                         cost_spent=state.cost_spent + committed)
+                         cost_spent=state.cost_spent + committed, priced=len(self.queue), priced_cost=reserved)
 
     def held(self) -> int:
         """Proposals awaiting approval, and approved ones not yet in the queue or in flight."""
@@ -123,6 +125,7 @@ class Dispatcher:
         launches: list[tuple[int, Station, int, dict[str, Any]]] = []
         work: list[dict[str, Any]] = []
         budget_left = self.budget_left()
+        reserved = 0.0  # what the proposals still waiting in the queue hold of the budget
         for exp in state.approved_unsent():  # a person approved (or edited) it: route it like a new one, with its params
             if exp.experiment_id not in self.queue and exp.experiment_id not in self.flights.active:
                 proposal = Proposal(params=exp.params, fidelity=exp.fidelity, reason=exp.reason)
@@ -142,7 +145,9 @@ class Dispatcher:
             station = pick_station(accepting, budget_left, proposal.params)
             online = [s for s in accepting if s.online]
             if station is None and affordable(accepting, budget_left, proposal.params):
-                continue  # still waiting for one of its instruments
+                hold = reservation(accepting, budget_left, proposal.params)
+                budget_left, reserved = budget_left - hold, reserved + hold
+                continue  # still waiting for one of its instruments, holding its cost
             del self.queue[eid]
             if station is None:
                 why = "its instruments went offline" if not online else "the budget left cannot pay for it"
@@ -154,7 +159,8 @@ class Dispatcher:
             budget_left -= station.cost_of(proposal.params)
             launches.append(self._dispatch(eid, station, proposal, now, events, work))
 
-        n = self.allowance(len(launches), self.budget_left() - budget_left if math.isfinite(budget_left) else 0.0)
+        n = self.allowance(len(launches), self.budget_left() - budget_left - reserved if math.isfinite(budget_left) else 0.0,
+                           reserved if math.isfinite(budget_left) else 0.0)
         proposals = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
                      for e in state.requeues_owed()[:n]]
         if n > len(proposals):
@@ -182,7 +188,8 @@ class Dispatcher:
                 budget_left -= station.cost_of(params)
                 launches.append(self._dispatch(eid, station, proposal, now, events, work))
             elif accepting and queued_for(accepting, [a for _, a in self.queue.values()]) < sum(s.capacity for s in accepting):
-                self.queue[eid] = (proposal, accepting)  # an accepting instrument is busy: wait for it
+                self.queue[eid] = (proposal, accepting)  # an accepting instrument is busy: wait for it, holding its cost
+                budget_left -= reservation(accepting, budget_left, params)
             else:
                 reason, message = (route.reason, route.message) if not accepting else (
                     "no_instrument", "every instrument that accepts it is busy with a queue")

@@ -95,17 +95,20 @@ def usable_stations(stations: Sequence[Station], multi_fidelity: bool, target_fi
     return [s for s in online if s.fidelity == fidelity]
 
 
-def allowance(usable: Sequence[Station], rules: StopRules, *, completed: int, in_flight: int, queued: int, cost_spent: float) -> int:
+def allowance(usable: Sequence[Station], rules: StopRules, *, completed: int, in_flight: int, queued: int, cost_spent: float,
+              priced: int = 0, priced_cost: float = 0.0) -> int:
     """How many more experiments to ask the planner for now: the free slots
     (less the proposals already waiting for one), within what the experiment
-    and cost budgets leave."""
+    and cost budgets leave. Of the ``queued`` proposals, ``priced`` hold
+    ``priced_cost`` of the budget (their :func:`reservation`) and each other
+    one the cheapest usable cost."""
     free = sum(s.free for s in usable) - queued
     if rules.max_experiments is not None:
         free = min(free, rules.max_experiments - completed - in_flight - queued)
     if rules.max_cost is not None:
         cheapest = min((s.min_cost for s in usable), default=0.0)
         if cheapest > 0:
-            left = rules.max_cost - cost_spent - cheapest * queued
+            left = rules.max_cost - cost_spent - priced_cost - cheapest * (queued - priced)
             free = min(free, int(math.floor(left / cheapest + 1e-9)))
     return max(free, 0)
 
@@ -159,6 +162,18 @@ def pick_station(accepting: Sequence[Station], budget_left: float, params: Mappi
 def affordable(accepting: Sequence[Station], budget_left: float, params: Mapping[str, Any]) -> bool:
     """Whether some online accepting station could run ``params`` within the budget left, once free."""
     return any(s.online and s.cost_of(params) <= budget_left + COST_SLACK for s in accepting)
+
+
+def reservation(accepting: Sequence[Station], budget_left: float, params: Mapping[str, Any]) -> float:
+    """What a proposal that waits for one of ``accepting`` holds of the
+    budget: its cost on the cheapest online station that the budget left can
+    pay for (0 when none can: it will be abandoned). Holding it keeps later,
+    cheaper proposals (a simulator's, beside a busy robot) from spending the
+    budget that the waiting one was accepted with: with 2.5 left and a robot
+    experiment (cost 1) queued behind the busy robot, later proposals see 1.5.
+    """
+    costs = [c for c in (s.cost_of(params) for s in accepting if s.online) if c <= budget_left + COST_SLACK]
+    return min(costs, default=0.0)
 
 
 def fidelities_on_offer(stations: Sequence[Station], queued: Sequence[Sequence[Station]]) -> tuple[FidelityOption, ...]:

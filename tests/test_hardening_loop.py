@@ -206,3 +206,26 @@ print(stop.reason)
     ledger.close()
     assert state.stopped == ("interrupted", "stopped by Ctrl-C (SIGINT)")
     assert state.counts()["dispatched"] == 0 and state.counts()["completed"] > 0
+
+
+def test_a_queued_experiment_holds_its_cost_so_cheaper_proposals_cannot_spend_it(sqlite_url: str) -> None:
+    """A robot experiment (cost 1) waits for the busy robot while a cheap
+    simulator (cost 0.1, two slots) is free: the simulator's later proposals may spend
+    only what the waiting one leaves, so it runs rather than being abandoned
+    for a budget that the simulator spent meanwhile."""
+    cfg = quadratic_config(
+        instruments=[
+            {"name": "robot", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0.5, 1]}, "duration_s": 1800}, "cost": 1},
+            {"name": "sim", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0, 0.5]}, "duration_s": 60}, "cost": 0.1,
+             "capacity": 2},
+        ],
+        stop={"max_cost": 2.5},
+        clock="simulated",
+    )
+    stop, campaign, state = _run(cfg, sqlite_url, Scripted([{"x": 0.8, "z": 0.5}, {"x": 0.9, "z": 0.5}], then={"x": 0.2, "z": 0.5}))
+    robot, sim = campaign.stations
+    assert stop.reason == "max_cost", stop
+    assert [p["x"] for p in robot.driver.sent] == [0.8, 0.9]  # the queued one ran
+    assert state.counts()["abandoned"] == 0
+    assert len(sim.driver.sent) == 5  # 2.5 - 1 - 1 left for the simulator
+    assert state.cost_spent == pytest.approx(2.5)

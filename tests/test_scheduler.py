@@ -13,6 +13,7 @@ from selflab.controller.scheduler import (
     allowance,
     fidelities_on_offer,
     pick_station,
+    reservation,
     route_proposal,
     stop_rule,
     usable_stations,
@@ -63,6 +64,25 @@ def test_allowance_is_the_free_slots_within_both_budgets() -> None:
     money = StopRules(max_cost=5.0)
     assert allowance(stations, money, completed=0, in_flight=0, queued=0, cost_spent=0) == 2
     assert allowance(stations, money, completed=0, in_flight=0, queued=1, cost_spent=2.0) == 0
+
+
+def test_a_waiting_proposal_holds_its_own_cost_on_the_cheapest_station_the_budget_pays_for() -> None:
+    _, stations = _fleet(instruments=[
+        {"name": "robot", "driver": "labdrivers:Quadratic", "cost": "1 + x"},
+        {"name": "spare", "driver": "labdrivers:Quadratic", "cost": 3.0},
+        {"name": "sim", "driver": "labdrivers:Quadratic", "capacity": 4, "cost": 0.1},
+    ])
+    robot, spare, sim = stations
+    params = {"x": 0.5, "z": 0.1}
+    assert reservation([robot, spare], 10.0, params) == 1.5
+    assert reservation([robot, spare], 1.0, params) == 0.0  # nothing it could run on: it will be abandoned
+    robot.offline_reason = "unplugged"
+    assert reservation([robot, spare], 10.0, params) == 3.0
+    # One robot experiment waits, holding 1.5, and one approval is pending (held at the cheapest cost, 0.1): of
+    # the 1.75 left, 0.15 is the simulator's, one experiment; priced at the cheapest cost, the robot's would leave it 15.
+    money = StopRules(max_cost=1.75)
+    assert allowance([sim], money, completed=0, in_flight=0, queued=2, cost_spent=0.0, priced=1, priced_cost=1.5) == 1
+    assert allowance([sim], money, completed=0, in_flight=0, queued=2, cost_spent=0.0) == 2  # (then the free slots bind)
 
 
 def test_stop_rules_in_order() -> None:
