@@ -94,15 +94,16 @@ class Dispatcher:
         """The stations the planner may send work to (see :func:`~selflab.controller.scheduler.usable_stations`)."""
         return usable_stations(self.stations, self.multi_fidelity, self.config.target_fidelity)
 
-    def allowance(self, launching: int = 0, committed: float = 0.0, reserved: float = 0.0) -> int:
+    def allowance(self, launching: int = 0, committed: float = 0.0, reserved: float = 0.0, priced: int = 0) -> int:
         """How many more experiments the budget allows to be proposed now,
         counting ``launching`` experiments (costing ``committed``) dispatched
-        in this round but not yet in flight, and the queue's proposals, which
-        hold ``reserved`` of the budget (:func:`~selflab.controller.scheduler.reservation`)."""
+        in this round but not yet in flight, and the proposals that wait (in
+        the queue or for a person), ``priced`` of which hold ``reserved`` of
+        the budget (:func:`~selflab.controller.scheduler.reservation`)."""
         state = self.study.state
         return allowance(self.usable(), self.config.stop, completed=state.counts()["completed"],
                          in_flight=len(self.flights) + launching, queued=len(self.queue) + self.held(),
-                         cost_spent=state.cost_spent + committed, priced=len(self.queue), priced_cost=reserved)
+                         cost_spent=state.cost_spent + committed, priced=priced, priced_cost=reserved)
 
     def held(self) -> int:
         """Proposals awaiting approval, and approved ones not yet in the queue or in flight."""
@@ -125,7 +126,7 @@ class Dispatcher:
         launches: list[tuple[int, Station, int, dict[str, Any]]] = []
         work: list[dict[str, Any]] = []
         budget_left = self.budget_left()
-        reserved = 0.0  # what the proposals still waiting in the queue hold of the budget
+        reserved = 0.0  # what the proposals that wait (in the queue, or for a person) hold of the budget
         for exp in state.approved_unsent():  # a person approved (or edited) it: route it like a new one, with its params
             if exp.experiment_id not in self.queue and exp.experiment_id not in self.flights.active:
                 proposal = Proposal(params=exp.params, fidelity=exp.fidelity, reason=exp.reason)
@@ -159,8 +160,13 @@ class Dispatcher:
             budget_left -= station.cost_of(proposal.params)
             launches.append(self._dispatch(eid, station, proposal, now, events, work))
 
-        n = self.allowance(len(launches), self.budget_left() - budget_left - reserved if math.isfinite(budget_left) else 0.0,
-                           reserved if math.isfinite(budget_left) else 0.0)
+        awaiting = state.awaiting()
+        for exp in awaiting:  # held for a person, it holds its cost too, so that an approval finds the budget it was proposed with
+            hold = reservation(route_proposal(exp.params, exp.fidelity, self.study.space, self.stations).accepting, budget_left, exp.params)
+            budget_left, reserved = budget_left - hold, reserved + hold
+        finite = math.isfinite(budget_left)
+        n = self.allowance(len(launches), self.budget_left() - budget_left - reserved if finite else 0.0, reserved if finite else 0.0,
+                           priced=len(self.queue) + len(awaiting))
         proposals = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
                      for e in state.requeues_owed()[:n]]
         if n > len(proposals):

@@ -13,7 +13,9 @@ from conftest import quadratic_config
 from selflab.controller.campaign import MAX_CONSECUTIVE_REFUSALS, Campaign, CampaignError
 from selflab.controller.config import parse_config
 from selflab.controller.ledger import Ledger
+from selflab.controller.oversight import OversightWriter
 from selflab.controller.projection import CampaignState
+from selflab.controller.runner import Runner
 from selflab.planners.protocol import Observation, Pending, PlanContext, Proposal
 from selflab.planners.space import Objective, SearchSpace
 
@@ -229,3 +231,48 @@ def test_a_queued_experiment_holds_its_cost_so_cheaper_proposals_cannot_spend_it
     assert state.counts()["abandoned"] == 0
     assert len(sim.driver.sent) == 5  # 2.5 - 1 - 1 left for the simulator
     assert state.cost_spent == pytest.approx(2.5)
+
+
+class _Hot:
+    """Flags x above 0.9 for a person's approval."""
+
+    def flags(self, params: Any, reason: Any) -> list[str]:
+        return ["x above 0.9"] if float(params["x"]) > 0.9 else []
+
+
+def test_a_proposal_awaiting_approval_holds_its_cost_until_the_person_decides(sqlite_url: str) -> None:
+    """The robot experiment waits for a person while the simulator is free:
+    the simulator spends only what the held one leaves, and the approval,
+    given once the simulator has run out of budget, finds the cost it was
+    proposed with (else it would be abandoned: the budget left cannot pay)."""
+    cfg = quadratic_config(
+        instruments=[
+            {"name": "robot", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0.5, 1]}, "delay_s": 0.01}, "cost": 1},
+            {"name": "sim", "driver": "labdrivers:Quadratic", "options": {"limits": {"x": [0, 0.5]}, "delay_s": 0.01}, "cost": 0.1,
+             "capacity": 2},
+        ],
+        stop={"max_cost": 1.5}, oversight={"approval": "flagged"}, ledger=sqlite_url,
+    )
+
+    async def main() -> tuple[Runner, Any]:
+        runner = Runner.from_config(parse_config(cfg), Ledger(sqlite_url), planner=Scripted([{"x": 0.95, "z": 0.5}], then={"x": 0.2, "z": 0.5}))
+        runner.dispatcher.flaggers = [_Hot()]
+        sim = runner.stations[1].driver
+        task = asyncio.create_task(runner.run())
+        writer = OversightWriter(sqlite_url, "quad")
+        try:
+            while len(sim.sent) < 5:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # (time enough for the simulator to overspend, were the held one not holding its cost)
+            [held] = await asyncio.to_thread(lambda: writer.state().awaiting())
+            await asyncio.to_thread(writer.approve, held.experiment_id, by="ada")
+            return runner, await asyncio.wait_for(task, 60)
+        finally:
+            writer.close()
+
+    runner, stop = asyncio.run(main())
+    robot, sim = (s.driver for s in runner.stations)
+    assert stop.reason == "max_cost", stop
+    assert robot.sent == [{"x": 0.95, "z": 0.5}]  # type: ignore[attr-defined]
+    assert len(sim.sent) == 5  # type: ignore[attr-defined]
+    assert runner.state.counts()["abandoned"] == 0
