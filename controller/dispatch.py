@@ -161,10 +161,10 @@ class Dispatcher:
             launches.append(self._dispatch(eid, station, proposal, now, events, work))
 
         awaiting = state.awaiting()
-        for exp in awaiting:  # held for a person, it holds its cost too, so that an approval finds the budget it was proposed with
+        finite = math.isfinite(budget_left)
+        for exp in awaiting if finite else ():  # held for a person, it holds its cost too, so that an approval finds the budget
             hold = reservation(route_proposal(exp.params, exp.fidelity, self.study.space, self.stations).accepting, budget_left, exp.params)
             budget_left, reserved = budget_left - hold, reserved + hold
-        finite = math.isfinite(budget_left)
         n = self.allowance(len(launches), self.budget_left() - budget_left - reserved if finite else 0.0, reserved if finite else 0.0,
                            priced=len(self.queue) + len(awaiting))
         proposals = [Proposal(params=e.params, fidelity=e.fidelity, reason={"strategy": "requeue", "requeue_of": e.experiment_id})
